@@ -1,0 +1,32 @@
+# asyncreceive: `make install` then `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+VPY := $(VENV)/bin/python
+# lightningd runs plugin.py through `/usr/bin/env python3`: put the venv first on PATH for tests.
+TESTENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RUST=0
+PYTEST_ARGS ?=
+
+.PHONY: install test unit integration bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+test: install
+	$(TESTENV) $(VPY) -m pytest -rs tests $(PYTEST_ARGS)
+
+unit: install
+	$(TESTENV) $(VPY) -m pytest -rs tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(TESTENV) $(VPY) -m pytest -rs tests/integration $(PYTEST_ARGS)
+
+bench: install
+	$(TESTENV) $(VPY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

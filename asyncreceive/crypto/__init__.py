@@ -1,0 +1,1 @@
+"""Route blinding, onion messages and authenticated path contexts.  Pure: no RPC, no clock."""

@@ -1,0 +1,1 @@
+"""The imperative shell: lightningd adapter, onion-message transport, background worker."""

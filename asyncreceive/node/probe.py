@@ -1,0 +1,43 @@
+"""Transport self-test ("probe") messages, behind the ``asyncreceive-dev`` option.
+
+An operator (or a test) makes a probe path on one node, sends any message type over it from another
+node, and reads what arrived.  A probe path made with ``echo`` sends every message it receives back
+over the message's reply path, unchanged, which tests the reply direction too.
+"""
+
+import hashlib
+import time
+from collections import deque
+from typing import Sequence
+
+from ..crypto.context import Kind, PathContext
+from ..wire.messages import message_name
+from .transport import Received, Transport
+
+_ECHO = 4
+PROBE_LIFETIME = 3600
+KEEP = 200
+
+
+class Probe:
+    def __init__(self, transport: Transport, clock=time.time):
+        self.transport = transport
+        self._clock = clock
+        self.received = deque(maxlen=KEEP)
+        transport.on_kind(Kind.PROBE, self.handle)
+
+    def context(self, echo: bool = False) -> PathContext:
+        return PathContext(Kind.PROBE, int(self._clock()) + PROBE_LIFETIME, {_ECHO: b"\x01"} if echo else {})
+
+    def make_path(self, echo: bool = False, via: Sequence[bytes] = ()):
+        return self.transport.make_path(self.context(echo), via)
+
+    def handle(self, msg: Received) -> None:
+        self.received.append({
+            "type": msg.raw_type, "name": message_name(msg.raw_type), "length": len(msg.body),
+            "sha256": hashlib.sha256(msg.body).hexdigest(), "body": msg.body.hex(),
+            "reply_path": msg.reply_path.encode().hex() if msg.reply_path else None,
+            "echo": msg.context.get(_ECHO) == b"\x01", "received_at": int(self._clock()),
+        })
+        if msg.context.get(_ECHO) == b"\x01" and msg.reply_path is not None:
+            self.transport.send(msg.reply_path, msg.raw_type, msg.body)

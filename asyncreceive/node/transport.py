@@ -1,0 +1,223 @@
+"""Send and receive onion messages of any type through a stock lightningd.
+
+Internal API for the roles:
+
+- ``send(path, msg_type, body, reply_context=None, reply_via=())`` sends a message over a blinded path,
+  optionally with a reply path to us carrying ``reply_context``;
+- ``make_path(context, via=())`` builds a blinded path ``via... -> us -> phantom`` to hand out;
+- ``on(msg_type, handler)`` registers a handler for an (LDK-numbered) message type;
+  ``on_kind(kind, handler)`` takes every message arriving on paths of one context kind.
+
+Handlers receive a :class:`Received` whose ``context`` has already been authenticated and checked for
+expiry.  Everything else is dropped, counted per reason, and logged (info the first time a reason is
+seen, debug after that).
+"""
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence
+
+from coincurve import PrivateKey
+
+from ..crypto.context import ContextError, ContextKey, Kind, PathContext
+from ..crypto.onion import build_outgoing, build_reply_path, peel_phantom
+from ..errors import DecodeError
+from ..wire.messages import KNOWN_MESSAGE_TYPES, canonical_type, message_name
+from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
+from .lightningd import Lightningd, NodeError
+
+#: CLN accepts at most one onion message per 250 ms from a peer (burst 4); we pace ourselves to that.
+PEER_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class Received:
+    msg_type: int                    # canonical (LDK) number
+    raw_type: int                    # as it arrived (may be a bLIP-66 draft number)
+    body: bytes
+    reply_path: Optional[BlindedPath]
+    context: PathContext
+    path_id: bytes
+
+
+class TransportError(Exception):
+    pass
+
+
+@dataclass
+class Stats:
+    sent: Dict[str, int] = field(default_factory=dict)
+    received: Dict[str, int] = field(default_factory=dict)
+    dropped: Dict[str, int] = field(default_factory=dict)
+    last_error: Optional[str] = None
+    last_error_at: Optional[int] = None
+
+    def as_json(self) -> dict:
+        return {"sent": dict(self.sent), "received": dict(self.received), "dropped": dict(self.dropped),
+                "last_error": self.last_error, "last_error_at": self.last_error_at}
+
+
+class Pacer:
+    """Spaces sends to one peer by ``interval`` seconds (thread-safe, blocking)."""
+
+    def __init__(self, interval: float = PEER_INTERVAL, clock=time.monotonic, sleep=time.sleep):
+        self.interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._next: Dict[bytes, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, peer: bytes) -> float:
+        with self._lock:
+            now = self._clock()
+            at = max(now, self._next.get(peer, now))
+            self._next[peer] = at + self.interval
+        delay = at - now
+        if delay > 0:
+            self._sleep(delay)
+        return delay
+
+
+class Transport:
+    def __init__(self, node: Lightningd, phantom_secret: bytes, context_secret: bytes,
+                 log: Callable[[str, str], None], clock: Callable[[], float] = time.time,
+                 pacer: Optional[Pacer] = None):
+        self.node = node
+        self._phantom = PrivateKey(phantom_secret)
+        self.phantom_secret = phantom_secret
+        self.phantom_id = self._phantom.public_key.format()
+        self.ctx_key = ContextKey(context_secret)
+        self._log = log
+        self._clock = clock
+        self.pacer = pacer or Pacer()
+        self.stats = Stats()
+        self._handlers: Dict[int, Callable[[Received], None]] = {}
+        self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {}
+        self._lock = threading.Lock()
+
+    # ---- registration -------------------------------------------------------------------------
+    def on(self, msg_type: int, handler: Callable[[Received], None]) -> None:
+        self._handlers[canonical_type(msg_type)] = handler
+
+    def on_kind(self, kind: Kind, handler: Callable[[Received], None]) -> None:
+        self._kind_handlers[kind] = handler
+
+    # ---- paths ----------------------------------------------------------------------------------
+    def make_path(self, context: PathContext, via: Sequence[bytes] = ()) -> BlindedPath:
+        """A blinded path ``via... -> our node -> phantom`` whose final hop carries ``context``."""
+        ctx = context.encode()
+        return build_reply_path(list(via) + [self.node.node_id], self.phantom_id, self.ctx_key.path_id(ctx), ctx)
+
+    # ---- sending --------------------------------------------------------------------------------
+    def send(self, dest: BlindedPath, msg_type: int, body: bytes,
+             reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = ()) -> None:
+        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure."""
+        name = message_name(msg_type)
+        try:
+            intro = dest.first_node_id
+            if intro is None:
+                intro = self.node.resolve_sciddir(dest.introduction.scid_str(), dest.introduction.direction)
+            reply = self.make_path(reply_context, reply_via) if reply_context is not None else None
+            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro)
+            self.node.ensure_connected(intro)
+            self.pacer.wait(intro)
+            self.node.send_onion(out)
+        except (NodeError, ValueError) as e:
+            self._error(f"send {name} failed: {e}")
+            raise TransportError(str(e)) from e
+        self._count(self.stats.sent, name)
+        self._log(f"sent {name} ({len(body)} bytes) via {intro.hex()}", "debug")
+
+    # ---- receiving ------------------------------------------------------------------------------
+    def handle_forward_fail(self, notification: dict) -> None:
+        """``onionmessage_forward_fail``: if it was heading to our phantom, peel and dispatch it."""
+        next_id = notification.get("next_node_id")
+        outgoing = notification.get("outgoing")
+        if next_id is None or outgoing is None or bytes.fromhex(next_id) != self.phantom_id:
+            return  # a genuine forwarding failure, not ours
+        try:
+            peeled = peel_phantom(self.phantom_secret, bytes.fromhex(outgoing))
+        except (DecodeError, ValueError) as e:
+            return self._drop("malformed", f"undecodable onion message to phantom: {e}")
+        p = peeled.payload
+        if p.message_type is None:
+            return self._drop("no_message", "onion message to phantom carries no message")
+        try:
+            ctx = self.ctx_key.verify(peeled.context_bytes, peeled.hop_data.path_id, int(self._clock()))
+        except ContextError as e:
+            return self._drop(e.reason, f"{message_name(p.message_type)} dropped: {e}")
+        self._dispatch(Received(canonical_type(p.message_type), p.message_type, p.message, p.reply_path,
+                                ctx, peeled.hop_data.path_id))
+
+    def check_recv_secret(self, onion_message: dict) -> Optional[Received]:
+        """``onion_message_recv_secret`` (a path ending at our real node): authenticate its compact
+        path_id.  Returns the message if it is ours (the caller dispatches it and stops the hook chain),
+        None if it belongs to someone else (e.g. CLN's offers plugin)."""
+        try:
+            pid = bytes.fromhex(onion_message.get("pathsecret", ""))
+            ctx = self.ctx_key.verify_compact(pid, int(self._clock()))
+        except (ContextError, ValueError):
+            return None
+        msg_type, body = None, b""
+        for name, t in (("invoice_request", 64), ("invoice", 66), ("invoice_error", 68)):
+            if name in onion_message:
+                msg_type, body = t, bytes.fromhex(onion_message[name])
+        for f in onion_message.get("unknown_fields", []):
+            if f.get("number") in KNOWN_MESSAGE_TYPES and msg_type is None:
+                msg_type, body = f["number"], bytes.fromhex(f["value"])
+        if msg_type is None:
+            self._drop("no_message", "onion message on our path carries no message")
+            return None
+        try:
+            reply = blinded_path_from_json(onion_message.get("reply_blindedpath"))
+        except (KeyError, ValueError, DecodeError) as e:
+            self._drop("malformed", f"bad reply path: {e}")
+            return None
+        return Received(canonical_type(msg_type), msg_type, body, reply, ctx, pid)
+
+    def dispatch(self, msg: Received) -> None:
+        self._dispatch(msg)
+
+    def _dispatch(self, msg: Received) -> None:
+        name = message_name(msg.raw_type)
+        handler = self._kind_handlers.get(msg.context.kind) or self._handlers.get(msg.msg_type)
+        if handler is None:
+            return self._drop("no_handler", f"no handler for {name} on a {msg.context.kind.name} path")
+        self._count(self.stats.received, name)
+        self._log(f"received {name} ({len(msg.body)} bytes, sha256 {hashlib.sha256(msg.body).hexdigest()[:16]}) "
+                  f"on a {msg.context.kind.name} path", "debug")
+        try:
+            handler(msg)
+        except (DecodeError, TransportError, ContextError) as e:
+            self._drop("rejected", f"{name} rejected: {e}")
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def _count(self, d: Dict[str, int], key: str) -> None:
+        with self._lock:
+            d[key] = d.get(key, 0) + 1
+
+    def _error(self, text: str) -> None:
+        self.stats.last_error = text
+        self.stats.last_error_at = int(self._clock())
+        self._log(text, "unusual")
+
+    def _drop(self, reason: str, text: str) -> None:
+        first = reason not in self.stats.dropped
+        self._count(self.stats.dropped, reason)
+        self._log(f"dropped onion message ({reason}): {text}", "info" if first else "debug")
+
+
+def blinded_path_from_json(j: Optional[dict]) -> Optional[BlindedPath]:
+    """lightningd's JSON form of a blinded path (hook payloads) to a BlindedPath."""
+    if not j:
+        return None
+    if "first_node_id" in j:
+        intro = SciddirOrPubkey(node_id=bytes.fromhex(j["first_node_id"]))
+    else:
+        block, tx, out = (int(x) for x in j["first_scid"].split("x"))
+        intro = SciddirOrPubkey(scid=(block << 40) | (tx << 16) | out, direction=int(j["first_scid_dir"]))
+    hops = tuple(BlindedHop(bytes.fromhex(h["blinded_node_id"]), bytes.fromhex(h["encrypted_recipient_data"]))
+                 for h in j["hops"])
+    return BlindedPath.decode(BlindedPath(intro, bytes.fromhex(j["first_path_key"]), hops).encode())

@@ -1,0 +1,1 @@
+"""Pure codecs: bytes <-> objects.  No RPC, no clock."""

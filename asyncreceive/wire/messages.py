@@ -1,0 +1,222 @@
+"""Onion-message payloads: the final-hop ``onionmsg_tlv`` and the async-payments messages.
+
+Type numbers.  LDK sends 75540..75546 for the four bLIP-66 server messages; the bLIP draft says
+65540..65546.  We send LDK's numbers and accept both (``canonical_type`` maps the draft's to LDK's).
+
+Bodies.  Every async-payments message (the bLIP-66 four plus held_htlc_available 72 and
+release_held_htlc 74) is LDK's "TLV struct": ``BigSize(len) || TLV stream``.  The empty messages are
+therefore the single byte ``00``.  BOLT 12 messages (invoice_request 64, invoice 66, invoice_error 68,
+static_invoice 70) are raw TLV streams with no prefix.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from ..errors import DecodeError
+from .paths import BlindedPath, decode_paths, encode_paths
+from .tlv import Reader, bigsize, decode_fixed, decode_tlv, encode_tlv, u16, u64
+
+# onionmsg_tlv record types
+REPLY_PATH = 2
+ENCRYPTED_RECIPIENT_DATA = 4
+
+INVOICE_REQUEST = 64
+INVOICE = 66
+INVOICE_ERROR = 68
+STATIC_INVOICE = 70
+HELD_HTLC_AVAILABLE = 72
+RELEASE_HELD_HTLC = 74
+OFFER_PATHS_REQUEST = 75540
+OFFER_PATHS = 75542
+SERVE_STATIC_INVOICE = 75544
+STATIC_INVOICE_PERSISTED = 75546
+
+#: bLIP-66 draft numbers -> the numbers LDK uses (and we send)
+BLIP66_DRAFT_TYPES = {65540: OFFER_PATHS_REQUEST, 65542: OFFER_PATHS,
+                      65544: SERVE_STATIC_INVOICE, 65546: STATIC_INVOICE_PERSISTED}
+
+MESSAGE_NAMES = {
+    INVOICE_REQUEST: "invoice_request", INVOICE: "invoice", INVOICE_ERROR: "invoice_error",
+    STATIC_INVOICE: "static_invoice", HELD_HTLC_AVAILABLE: "held_htlc_available",
+    RELEASE_HELD_HTLC: "release_held_htlc", OFFER_PATHS_REQUEST: "offer_paths_request",
+    OFFER_PATHS: "offer_paths", SERVE_STATIC_INVOICE: "serve_static_invoice",
+    STATIC_INVOICE_PERSISTED: "static_invoice_persisted",
+}
+
+#: every message type we understand on input (LDK's numbers, the draft's, and BOLT 12's)
+KNOWN_MESSAGE_TYPES = frozenset(MESSAGE_NAMES) | frozenset(BLIP66_DRAFT_TYPES)
+
+#: messages whose body is LDK's length-prefixed TLV struct
+LENGTH_PREFIXED = frozenset({HELD_HTLC_AVAILABLE, RELEASE_HELD_HTLC, OFFER_PATHS_REQUEST, OFFER_PATHS,
+                             SERVE_STATIC_INVOICE, STATIC_INVOICE_PERSISTED})
+
+
+def canonical_type(t: int) -> int:
+    return BLIP66_DRAFT_TYPES.get(t, t)
+
+
+def message_name(t: int) -> str:
+    return MESSAGE_NAMES.get(canonical_type(t), f"type_{t}")
+
+
+@dataclass(frozen=True)
+class OnionMessagePayload:
+    """The final hop's ``onionmsg_tlv``: reply_path, encrypted_recipient_data and one message.
+
+    ``message_type`` is kept as received (a draft number stays a draft number); use
+    :func:`canonical_type` to dispatch.  ``unknown`` holds unknown odd records.
+    """
+
+    message_type: Optional[int] = None
+    message: bytes = b""
+    reply_path: Optional[BlindedPath] = None
+    encrypted_recipient_data: Optional[bytes] = None
+    unknown: Tuple[Tuple[int, bytes], ...] = ()
+
+    def encode(self) -> bytes:
+        records = []
+        if self.reply_path is not None:
+            records.append((REPLY_PATH, self.reply_path.encode()))
+        if self.encrypted_recipient_data is not None:
+            records.append((ENCRYPTED_RECIPIENT_DATA, self.encrypted_recipient_data))
+        if self.message_type is not None:
+            records.append((self.message_type, self.message))
+        records.extend(self.unknown)
+        return encode_tlv(sorted(records))
+
+    @staticmethod
+    def decode(data: bytes, field: str = "onionmsg_tlv") -> "OnionMessagePayload":
+        known = {REPLY_PATH, ENCRYPTED_RECIPIENT_DATA} | KNOWN_MESSAGE_TYPES
+        stream = decode_tlv(data, field, known=known)
+        reply_path = None
+        enc = None
+        msg_type = None
+        msg = b""
+        unknown = []
+        for t, v in stream.records:
+            if t == REPLY_PATH:
+                reply_path = BlindedPath.decode(v, f"{field}.reply_path")
+            elif t == ENCRYPTED_RECIPIENT_DATA:
+                enc = v
+            elif t in KNOWN_MESSAGE_TYPES:
+                if msg_type is not None:
+                    raise DecodeError(f"{field}[{t}]", f"second message in one onion message (after {msg_type})")
+                msg_type, msg = t, v
+            else:
+                unknown.append((t, v))
+        return OnionMessagePayload(msg_type, msg, reply_path, enc, tuple(unknown))
+
+
+# ---- LDK "TLV struct" framing -------------------------------------------------------------------
+
+def encode_struct(records) -> bytes:
+    inner = encode_tlv(records)
+    return bigsize(len(inner)) + inner
+
+
+def decode_struct(body: bytes, field: str, known) -> dict:
+    """Decode ``BigSize(len) || TLV stream`` into {type: value}; unknown odd records are dropped."""
+    r = Reader(body)
+    length = r.bigsize(f"{field}.length")
+    inner = r.read(length, f"{field}.tlv")
+    r.expect_end(field)
+    return dict(decode_tlv(inner, field, known=known).records)
+
+
+def _require(recs: dict, t: int, field: str, name: str) -> bytes:
+    if t not in recs:
+        raise DecodeError(f"{field}.{name}", "required field missing")
+    return recs[t]
+
+
+@dataclass(frozen=True)
+class OfferPathsRequest:
+    invoice_slot: int
+    TYPE = OFFER_PATHS_REQUEST
+
+    def encode(self) -> bytes:
+        return encode_struct([(0, u16(self.invoice_slot))])
+
+    @staticmethod
+    def decode(body: bytes, field: str = "offer_paths_request") -> "OfferPathsRequest":
+        recs = decode_struct(body, field, {0})
+        return OfferPathsRequest(decode_fixed(_require(recs, 0, field, "invoice_slot"), 2, field + ".invoice_slot"))
+
+
+@dataclass(frozen=True)
+class OfferPaths:
+    paths: List[BlindedPath]
+    paths_absolute_expiry: Optional[int] = None
+    TYPE = OFFER_PATHS
+
+    def encode(self) -> bytes:
+        recs = [(0, encode_paths(self.paths))]
+        if self.paths_absolute_expiry is not None:
+            recs.append((2, u64(self.paths_absolute_expiry)))
+        return encode_struct(recs)
+
+    @staticmethod
+    def decode(body: bytes, field: str = "offer_paths") -> "OfferPaths":
+        recs = decode_struct(body, field, {0, 2})
+        paths = decode_paths(_require(recs, 0, field, "paths"), field + ".paths")
+        exp = decode_fixed(recs[2], 8, field + ".paths_absolute_expiry") if 2 in recs else None
+        return OfferPaths(paths, exp)
+
+
+@dataclass(frozen=True)
+class ServeStaticInvoice:
+    invoice: bytes
+    forward_invoice_request_path: BlindedPath
+    TYPE = SERVE_STATIC_INVOICE
+
+    def encode(self) -> bytes:
+        return encode_struct([(0, self.invoice), (2, self.forward_invoice_request_path.encode())])
+
+    @staticmethod
+    def decode(body: bytes, field: str = "serve_static_invoice") -> "ServeStaticInvoice":
+        recs = decode_struct(body, field, {0, 2})
+        inv = _require(recs, 0, field, "invoice")
+        if not inv:
+            raise DecodeError(field + ".invoice", "empty invoice")
+        path = BlindedPath.decode(_require(recs, 2, field, "forward_invoice_request_path"),
+                                  field + ".forward_invoice_request_path")
+        return ServeStaticInvoice(inv, path)
+
+
+@dataclass(frozen=True)
+class _Empty:
+    def encode(self) -> bytes:
+        return encode_struct([])
+
+    @classmethod
+    def decode(cls, body: bytes, field: Optional[str] = None):
+        decode_struct(body, field or MESSAGE_NAMES[cls.TYPE], set())
+        return cls()
+
+
+@dataclass(frozen=True)
+class StaticInvoicePersisted(_Empty):
+    TYPE = STATIC_INVOICE_PERSISTED
+
+
+@dataclass(frozen=True)
+class HeldHtlcAvailable(_Empty):
+    TYPE = HELD_HTLC_AVAILABLE
+
+
+@dataclass(frozen=True)
+class ReleaseHeldHtlc(_Empty):
+    TYPE = RELEASE_HELD_HTLC
+
+
+ASYNC_MESSAGES = {cls.TYPE: cls for cls in (OfferPathsRequest, OfferPaths, ServeStaticInvoice,
+                                             StaticInvoicePersisted, HeldHtlcAvailable, ReleaseHeldHtlc)}
+
+
+def decode_async_message(msg_type: int, body: bytes):
+    """Decode the body of an async-payments message (either numbering) into its dataclass."""
+    t = canonical_type(msg_type)
+    cls = ASYNC_MESSAGES.get(t)
+    if cls is None:
+        raise DecodeError(f"type_{msg_type}", "not an async-payments message type")
+    return cls.decode(body, MESSAGE_NAMES[t])
