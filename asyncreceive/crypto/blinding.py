@@ -1,0 +1,270 @@
+"""BOLT 4 route blinding: ``encrypted_data_tlv``, building blinded paths, and decrypting one hop.
+
+Notation (BOLT 4 "Route Blinding")::
+
+    e_0 = session key, E_i = e_i·G
+    ss_i = ECDH(e_i, N_i)                      (SHA256 of the compressed shared point)
+    B_i  = HMAC256("blinded_node_id", ss_i)·N_i
+    rho_i = HMAC256("rho", ss_i)
+    enc_i = ChaCha20-Poly1305(rho_i, nonce = 12 zero bytes, no AAD).encrypt(tlv_i)
+    e_{i+1} = SHA256(E_i || ss_i)·e_i
+
+``HMAC256(label, secret)`` is HMAC-SHA256 keyed with the ASCII label over the secret.
+"""
+
+import hashlib
+import hmac as _hmac
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+from coincurve import PrivateKey, PublicKey
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from ..errors import DecodeError
+from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
+from ..wire.tlv import (bigsize, decode_fixed, decode_point, decode_tlv, decode_tu, encode_tlv, tu64, u16,
+                        u32, u64)
+
+ZERO_NONCE = b"\x00" * 12
+
+# encrypted_data_tlv types
+PADDING = 1
+SHORT_CHANNEL_ID = 2
+NEXT_NODE_ID = 4
+PATH_ID = 6
+NEXT_PATH_KEY_OVERRIDE = 8
+PAYMENT_RELAY = 10
+PAYMENT_CONSTRAINTS = 12
+ALLOWED_FEATURES = 14
+KNOWN_TYPES = frozenset({PADDING, SHORT_CHANNEL_ID, NEXT_NODE_ID, PATH_ID, NEXT_PATH_KEY_OVERRIDE,
+                         PAYMENT_RELAY, PAYMENT_CONSTRAINTS, ALLOWED_FEATURES})
+
+
+# --- primitives -------------------------------------------------------------------------------------
+
+def hmac256(label: bytes, secret: bytes) -> bytes:
+    """HMAC-SHA256 with key = ``label`` and message = ``secret``."""
+    return _hmac.new(label, secret, hashlib.sha256).digest()
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def ecdh(priv32: bytes, pub33: bytes) -> bytes:
+    """BOLT ECDH: SHA256 of the compressed point priv·pub.  Raises ValueError on a bad key."""
+    return PrivateKey(priv32).ecdh(pub33)
+
+
+def pubkey_of(priv32: bytes) -> bytes:
+    return PrivateKey(priv32).public_key.format()
+
+
+def derive_next_path_key(path_key33: bytes, shared_secret32: bytes) -> bytes:
+    """``SHA256(E || ss)·E``: the next path key when there is no override."""
+    return PublicKey(path_key33).multiply(sha256(path_key33 + shared_secret32)).format()
+
+
+# --- encrypted_data_tlv -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PaymentRelay:
+    cltv_expiry_delta: int
+    fee_proportional_millionths: int
+    fee_base_msat: int = 0
+
+    def encode(self) -> bytes:
+        if self.fee_base_msat > 0xFFFFFFFF:
+            raise ValueError("fee_base_msat does not fit in a tu32")
+        return u16(self.cltv_expiry_delta) + u32(self.fee_proportional_millionths) + tu64(self.fee_base_msat)
+
+    @staticmethod
+    def decode(value: bytes, field: str) -> "PaymentRelay":
+        if len(value) < 6:
+            raise DecodeError(field, f"payment_relay needs at least 6 bytes, got {len(value)}")
+        return PaymentRelay(int.from_bytes(value[0:2], "big"), int.from_bytes(value[2:6], "big"),
+                            decode_tu(value[6:], 4, field + ".fee_base_msat"))
+
+
+@dataclass(frozen=True)
+class PaymentConstraints:
+    max_cltv_expiry: int
+    htlc_minimum_msat: int = 0
+
+    def encode(self) -> bytes:
+        return u32(self.max_cltv_expiry) + tu64(self.htlc_minimum_msat)
+
+    @staticmethod
+    def decode(value: bytes, field: str) -> "PaymentConstraints":
+        if len(value) < 4:
+            raise DecodeError(field, f"payment_constraints needs at least 4 bytes, got {len(value)}")
+        return PaymentConstraints(int.from_bytes(value[0:4], "big"),
+                                  decode_tu(value[4:], 8, field + ".htlc_minimum_msat"))
+
+
+@dataclass(frozen=True)
+class EncryptedData:
+    """One hop's ``encrypted_data_tlv``.  ``unknown`` holds odd records we don't interpret, in type order
+    (our own authenticated context goes there as type 65537)."""
+
+    padding: Optional[bytes] = None
+    short_channel_id: Optional[int] = None
+    next_node_id: Optional[bytes] = None
+    path_id: Optional[bytes] = None
+    next_path_key_override: Optional[bytes] = None
+    payment_relay: Optional[PaymentRelay] = None
+    payment_constraints: Optional[PaymentConstraints] = None
+    allowed_features: Optional[bytes] = None
+    unknown: Tuple[Tuple[int, bytes], ...] = ()
+
+    def records(self) -> List[Tuple[int, bytes]]:
+        recs = []
+        if self.padding is not None:
+            recs.append((PADDING, self.padding))
+        if self.short_channel_id is not None:
+            recs.append((SHORT_CHANNEL_ID, u64(self.short_channel_id)))
+        if self.next_node_id is not None:
+            recs.append((NEXT_NODE_ID, self.next_node_id))
+        if self.path_id is not None:
+            recs.append((PATH_ID, self.path_id))
+        if self.next_path_key_override is not None:
+            recs.append((NEXT_PATH_KEY_OVERRIDE, self.next_path_key_override))
+        if self.payment_relay is not None:
+            recs.append((PAYMENT_RELAY, self.payment_relay.encode()))
+        if self.payment_constraints is not None:
+            recs.append((PAYMENT_CONSTRAINTS, self.payment_constraints.encode()))
+        if self.allowed_features is not None:
+            recs.append((ALLOWED_FEATURES, self.allowed_features))
+        for t, v in self.unknown:
+            if t in KNOWN_TYPES or t % 2 == 0:
+                raise ValueError(f"unknown encrypted_data record must be an odd, unknown type (got {t})")
+            recs.append((t, v))
+        recs.sort(key=lambda r: r[0])
+        return recs
+
+    def encode(self) -> bytes:
+        for name in ("next_node_id", "next_path_key_override"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 33:
+                raise ValueError(f"{name} must be a 33-byte point")
+        return encode_tlv(self.records())
+
+    @staticmethod
+    def decode(data: bytes, field: str = "encrypted_data") -> "EncryptedData":
+        stream = decode_tlv(data, field, known=KNOWN_TYPES)
+        kw = {}
+        unknown = []
+        for t, v in stream.records:
+            f = f"{field}[{t}]"
+            if t == PADDING:
+                kw["padding"] = v
+            elif t == SHORT_CHANNEL_ID:
+                kw["short_channel_id"] = decode_fixed(v, 8, f + ".short_channel_id")
+            elif t == NEXT_NODE_ID:
+                kw["next_node_id"] = decode_point(v, f + ".next_node_id")
+            elif t == PATH_ID:
+                kw["path_id"] = v
+            elif t == NEXT_PATH_KEY_OVERRIDE:
+                kw["next_path_key_override"] = decode_point(v, f + ".next_path_key_override")
+            elif t == PAYMENT_RELAY:
+                kw["payment_relay"] = PaymentRelay.decode(v, f + ".payment_relay")
+            elif t == PAYMENT_CONSTRAINTS:
+                kw["payment_constraints"] = PaymentConstraints.decode(v, f + ".payment_constraints")
+            elif t == ALLOWED_FEATURES:
+                kw["allowed_features"] = v
+            else:
+                unknown.append((t, v))
+        return EncryptedData(unknown=tuple(unknown), **kw)
+
+
+def _padding_record_size(n: int) -> int:
+    """Bytes taken by a type-1 padding record whose value is ``n`` bytes."""
+    return 1 + len(bigsize(n)) + n
+
+
+def _padding_for(total: int) -> Optional[bytes]:
+    """A padding value whose whole record takes exactly ``total`` bytes, or None if impossible."""
+    for n in (total - 2, total - 4, total - 6, total - 10):
+        if n >= 0 and _padding_record_size(n) == total:
+            return b"\x00" * n
+    return None
+
+
+def pad_payloads(datas: Sequence[EncryptedData]) -> List[EncryptedData]:
+    """Replace each hop's padding (type 1) so every hop's encoding has the same, smallest possible length.
+
+    Hops already at the target length get no padding record; a 1-byte gap can't be padded, so then the
+    target grows until every gap is 0 or fillable.
+    """
+    bases = [replace(d, padding=None) for d in datas]
+    if not bases:
+        return []
+    lens = [len(b.encode()) for b in bases]
+    target = max(lens)
+    while True:
+        pads = []
+        for n in lens:
+            gap = target - n
+            pads.append(None if gap == 0 else _padding_for(gap))
+            if gap != 0 and pads[-1] is None:
+                break
+        else:
+            return [replace(b, padding=p) for b, p in zip(bases, pads)]
+        target += 1
+
+
+# --- building and unblinding --------------------------------------------------------------------------
+
+def build_blinded_path(session_key: bytes, hops: Sequence[Tuple[bytes, bytes]],
+                       introduction: Optional[SciddirOrPubkey] = None) -> BlindedPath:
+    """Blind ``hops`` = [(real node id, plaintext encrypted_data_tlv bytes)], first hop first.
+
+    The introduction point is the first hop's real node id unless ``introduction`` is given.
+    """
+    if not hops:
+        raise ValueError("a blinded path needs at least one hop")
+    e = session_key
+    first_path_key = pubkey_of(e)
+    out = []
+    for node_id, plaintext in hops:
+        E = pubkey_of(e)
+        ss = ecdh(e, node_id)
+        blinded = PublicKey(node_id).multiply(hmac256(b"blinded_node_id", ss)).format()
+        enc = ChaCha20Poly1305(hmac256(b"rho", ss)).encrypt(ZERO_NONCE, plaintext, None)
+        out.append(BlindedHop(blinded, enc))
+        e = PrivateKey(e).multiply(sha256(E + ss)).secret
+    intro = introduction if introduction is not None else SciddirOrPubkey(node_id=hops[0][0])
+    return BlindedPath(intro, first_path_key, tuple(out))
+
+
+def _shared_secret(node_priv: bytes, path_key: bytes, keyfield: str) -> bytes:
+    decode_point(bytes(path_key), keyfield)
+    try:
+        return ecdh(node_priv, bytes(path_key))
+    except Exception as e:  # coincurve raises ValueError / its own errors on bad keys
+        raise DecodeError(keyfield, f"ECDH failed: {e}")
+
+
+def decrypt_hop(node_priv: bytes, path_key: bytes, encrypted: bytes,
+                field: str = "encrypted_recipient_data") -> Tuple[EncryptedData, bytes]:
+    """Decrypt one hop's ``encrypted_recipient_data`` with our real node key.
+
+    Returns the decoded data and the next path key (``next_path_key_override`` if set, else
+    ``SHA256(E || ss)·E``).  Bad input of any kind raises DecodeError.
+    """
+    ss = _shared_secret(node_priv, path_key, field + ".path_key")
+    try:
+        plain = ChaCha20Poly1305(hmac256(b"rho", ss)).decrypt(ZERO_NONCE, bytes(encrypted), None)
+    except InvalidTag:
+        raise DecodeError(field, "cannot decrypt (wrong key or tampered data)")
+    data = EncryptedData.decode(plain, field)
+    if data.next_path_key_override is not None:
+        return data, data.next_path_key_override
+    return data, derive_next_path_key(path_key, ss)
+
+
+def blinded_privkey(node_priv: bytes, path_key: bytes, field: str = "path_key") -> bytes:
+    """``k · HMAC256("blinded_node_id", ECDH(path_key, k)) mod n``: the key for our blinded node id."""
+    ss = _shared_secret(node_priv, path_key, field)
+    return PrivateKey(node_priv).multiply(hmac256(b"blinded_node_id", ss)).secret
