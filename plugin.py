@@ -118,10 +118,11 @@ def status(plugin):
 
 
 @plugin.method("asyncreceive-dev-makepath")
-def dev_makepath(plugin, echo=False, via=None):
+def dev_makepath(plugin, echo=False, via=None, compact=False):
     """[dev] Make a blinded path [via..., us, phantom] for transport probes; with echo=true every message
-    arriving on it is sent back over its reply path."""
-    path = _probe().make_path(bool(echo), _via_arg(via))
+    arriving on it is sent back over its reply path; compact=true ends it at our real node instead (for
+    invoice_request/invoice/invoice_error, which arrive through onion_message_recv_secret)."""
+    path = _probe().make_path(bool(echo), _via_arg(via), bool(compact))
     return {"path": path.encode().hex()}
 
 

@@ -29,7 +29,9 @@ class Probe:
     def context(self, echo: bool = False) -> PathContext:
         return PathContext(Kind.PROBE, int(self._clock()) + PROBE_LIFETIME, {_ECHO: b"\x01"} if echo else {})
 
-    def make_path(self, echo: bool = False, via: Sequence[bytes] = ()):
+    def make_path(self, echo: bool = False, via: Sequence[bytes] = (), compact: bool = False):
+        if compact:
+            return self.transport.make_compact_path(self.context(echo), via)
         return self.transport.make_path(self.context(echo), via)
 
     def handle(self, msg: Received) -> None:

@@ -14,6 +14,7 @@ seen, debug after that).
 """
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from coincurve import PrivateKey
 
+from ..crypto.blinding import EncryptedData, build_blinded_path, pad_payloads
 from ..crypto.context import ContextError, ContextKey, Kind, PathContext
 from ..crypto.onion import build_outgoing, build_reply_path, peel_phantom
 from ..errors import DecodeError
@@ -109,6 +111,17 @@ class Transport:
         """A blinded path ``via... -> our node -> phantom`` whose final hop carries ``context``."""
         ctx = context.encode()
         return build_reply_path(list(via) + [self.node.node_id], self.phantom_id, self.ctx_key.path_id(ctx), ctx)
+
+    def make_compact_path(self, context: PathContext, via: Sequence[bytes] = ()) -> BlindedPath:
+        """A blinded path ``via... -> our node`` (no phantom) whose path_id carries ``context`` itself.
+
+        For messages lightningd understands (invoice_request, invoice, invoice_error): they reach the
+        ``onion_message_recv_secret`` hook, which shows us only the 32-byte path_id.
+        """
+        route = list(via) + [self.node.node_id]
+        datas = [EncryptedData(next_node_id=route[i + 1]) for i in range(len(route) - 1)]
+        datas.append(EncryptedData(path_id=self.ctx_key.compact_path_id(context)))
+        return build_blinded_path(os.urandom(32), [(n, d.encode()) for n, d in zip(route, pad_payloads(datas))])
 
     # ---- sending --------------------------------------------------------------------------------
     def send(self, dest: BlindedPath, msg_type: int, body: bytes,

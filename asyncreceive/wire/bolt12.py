@@ -19,8 +19,8 @@ from pyln.proto.bech32 import CHARSET, convertbits
 
 from ..errors import DecodeError
 from .paths import BlindedPath, BlindedPayInfo, decode_paths, decode_payinfos, encode_paths, encode_payinfos
-from .tlv import (Reader, Record, TlvStream, bigsize, decode_point, decode_tlv, decode_tu, encode_record, encode_tlv,
-                  tu64)
+from .tlv import (Reader, Record, TlvStream, bigsize, decode_point, decode_tlv, decode_tu, encode_record,
+                  encode_tlv, tu64)
 
 # --------------------------------------------------------------------------------------------------
 # bech32 without checksum, with '+' continuations

@@ -13,6 +13,7 @@ from coincurve import PrivateKey
 from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
+from asyncreceive.crypto.blinding import EncryptedData, build_blinded_path
 from asyncreceive.crypto.context import ContextKey, Kind, PathContext
 from asyncreceive.crypto.onion import build_outgoing, build_reply_path
 from asyncreceive.wire import messages as m
@@ -170,3 +171,25 @@ def test_bad_rpc_input_gets_clear_errors(node_factory, plugin_opts):
         send(l1, "00", m.HELD_HTLC_AVAILABLE, b"\x00")
     with pytest.raises(RpcError, match="msgtype"):
         send(l1, _a_path().encode().hex(), 12345, b"\x00")
+
+
+def test_known_types_on_paths_ending_at_our_node(node_factory, plugin_opts):
+    """invoice_request/invoice/invoice_error on a path that ends at our real node arrive through
+    onion_message_recv_secret, are authenticated by the compact path_id and reach the same dispatcher;
+    the offers plugin never sees them (it would answer 'Unknown offer')."""
+    l1, l2 = node_factory.line_graph(2, fundchannel=False, opts=plugin_opts)
+    path = l2.rpc.call("asyncreceive-dev-makepath", {"compact": True})["path"]
+    assert len(BlindedPath.decode(bytes.fromhex(path)).hops) == 1
+    invreq = bytes.fromhex("0a0568656c6c6f")  # a TLV stream: lightningd only carries it
+    msgs = [(m.INVOICE_REQUEST, invreq), (m.INVOICE_ERROR, bytes.fromhex("0503666f6f"))]
+    for t, body in msgs:
+        send(l1, path, t, body, reply=True)
+    assert_all_arrived(l2, msgs)
+    assert all(r["reply_path"] for r in received(l2))
+    assert not l2.daemon.is_in_log("Unknown offer")
+    # a path_id that isn't ours on such a path is left to the other plugins (the hook says continue)
+    foreign = build_blinded_path(os.urandom(32), [(bytes.fromhex(l2.info["id"]),
+                                                   EncryptedData(path_id=os.urandom(32)).encode())])
+    send(l1, foreign.encode().hex(), m.INVOICE_REQUEST, invreq)
+    l2.daemon.wait_for_logs([r"Got onionmsg with pathsecret"] * 3)  # ours (2), then the foreign one
+    assert len(received(l2)) == len(msgs)
