@@ -1,6 +1,6 @@
 """The one adapter to lightningd: every RPC the package makes goes through here."""
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from pyln.client import RpcError
 
@@ -51,6 +51,69 @@ class Lightningd:
                 ids = sorted([self.node_id, bytes.fromhex(c["peer_id"])])
                 return ids[direction]
         raise NodeError(f"unknown channel {scid}")
+
+    def decrypt_encrypted_data(self, encrypted: bytes, path_key: bytes) -> bytes:
+        """Decrypt a blinded hop addressed to our node id; returns the next path key."""
+        try:
+            r = self.rpc.call("decryptencrypteddata", {"encrypted_data": encrypted.hex(), "path_key": path_key.hex()})
+        except RpcError as e:
+            raise NodeError(f"decryptencrypteddata failed: {e.error.get('message', e.error)}")
+        return bytes.fromhex(r["decryptencrypteddata"]["next_path_key"])
+
+    def block_height(self) -> int:
+        return self.rpc.getinfo()["blockheight"]
+
+    # ---- datastore: keys are lists of strings, values bytes; generations give compare-and-swap ----
+    def ds_get(self, key: List[str]) -> Optional[Tuple[bytes, int]]:
+        for e in self.rpc.listdatastore(key=key)["datastore"]:
+            if e["key"] == key and "hex" in e:
+                return bytes.fromhex(e["hex"]), e["generation"]
+        return None
+
+    def ds_list(self, prefix: List[str]) -> List[Tuple[List[str], bytes, int]]:
+        """Every (key, value, generation) at any depth below ``prefix``."""
+        out = []
+        todo = [prefix]
+        while todo:
+            k = todo.pop()
+            for e in self.rpc.listdatastore(key=k)["datastore"]:
+                if "hex" in e:
+                    out.append((e["key"], bytes.fromhex(e["hex"]), e["generation"]))
+                elif e["key"] != k:
+                    todo.append(e["key"])
+        return sorted(out, key=lambda x: x[0])
+
+    def ds_put(self, key: List[str], value: bytes, generation: Optional[int] = None) -> int:
+        """Create ``key`` (generation None) or replace it only if still at ``generation``.
+
+        Returns the new generation; raises NodeError if someone else changed it in between.
+        """
+        args = {"key": key, "hex": value.hex()}
+        if generation is None:
+            args["mode"] = "must-create"
+        else:
+            args["mode"] = "must-replace"
+            args["generation"] = generation
+        try:
+            return self.rpc.call("datastore", args)["generation"]
+        except RpcError as e:
+            raise NodeError(f"datastore write {'/'.join(key)} failed: {e.error.get('message', e.error)}")
+
+    def ds_set(self, key: List[str], value: bytes) -> int:
+        """Write ``key`` whatever it holds (compare-and-swap on its current generation, retried)."""
+        for _ in range(5):
+            cur = self.ds_get(key)
+            try:
+                return self.ds_put(key, value, None if cur is None else cur[1])
+            except NodeError:
+                continue
+        raise NodeError(f"datastore write {'/'.join(key)} kept conflicting")
+
+    def ds_delete(self, key: List[str]) -> None:
+        try:
+            self.rpc.call("deldatastore", {"key": key})
+        except RpcError:
+            pass
 
     def send_onion(self, out: OutgoingOnion) -> None:
         hops = [{"pubkey": node.hex(), "payload": (bigsize(len(p)) + p).hex()} for node, p in out.hops]

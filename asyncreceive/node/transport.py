@@ -125,14 +125,17 @@ class Transport:
 
     # ---- sending --------------------------------------------------------------------------------
     def send(self, dest: BlindedPath, msg_type: int, body: bytes,
-             reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = ()) -> None:
-        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure."""
+             reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = (),
+             reply_path: Optional[BlindedPath] = None) -> None:
+        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure.
+
+        The reply path is either one we build now for ``reply_context`` (through ``reply_via``), or a
+        given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
+        """
         name = message_name(msg_type)
         try:
-            intro = dest.first_node_id
-            if intro is None:
-                intro = self.node.resolve_sciddir(dest.introduction.scid_str(), dest.introduction.direction)
-            reply = self.make_path(reply_context, reply_via) if reply_context is not None else None
+            intro = self.introduction_node(dest)
+            reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
             out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro)
             self.node.ensure_connected(intro)
             self.pacer.wait(intro)
@@ -142,6 +145,11 @@ class Transport:
             raise TransportError(str(e)) from e
         self._count(self.stats.sent, name)
         self._log(f"sent {name} ({len(body)} bytes) via {intro.hex()}", "debug")
+
+    def introduction_node(self, path: BlindedPath) -> bytes:
+        if path.first_node_id is not None:
+            return path.first_node_id
+        return self.node.resolve_sciddir(path.introduction.scid_str(), path.introduction.direction)
 
     # ---- receiving ------------------------------------------------------------------------------
     def handle_forward_fail(self, notification: dict) -> None:

@@ -153,6 +153,18 @@ def test_offer_rules():
     with pytest.raises(DecodeError) as e:
         Offer.decode(encode_tlv([(22, ISSUER), (80, b"")]))
     assert e.value.field == "offer[80]"
+    # rules some spec vectors only reach through (accidentally) broken framing
+    for recs, field in [([(22, ISSUER), (1_000_000_002, b"")], "offer[1000000002]"),
+                        ([(22, ISSUER), (2_000_000_001, b"")], "offer[2000000001]"),
+                        ([(22, ISSUER), (78, b"")], "offer[78]"),
+                        ([(0, b""), (22, ISSUER)], "offer[0]"),
+                        ([(16, p.encode()[:-50]), (22, ISSUER)], None),
+                        ([(16, p.encode()[:66] + b"\x00"), (22, ISSUER)], "offer.offer_paths[0].num_hops"),
+                        ([(16, b"\x04" + p.encode()[1:])], "offer.offer_paths[0].first_node_id"),
+                        ([(22, b"\x02" + bytes(32))], "offer.offer_issuer_id")]:
+        with pytest.raises(DecodeError) as e:
+            Offer.decode(encode_tlv(recs))
+        assert field is None or e.value.field == field, e.value
     # no-issuer offer with paths is fine
     assert Offer.build(None, [p]).issuer_id is None
     assert not OFFER.is_expired(2_000_000_000) and OFFER.is_expired(2_000_000_001)

@@ -1,0 +1,230 @@
+"""The static invoice server (bLIP-66 server side, compatible with LDK clients).
+
+- ``add_client`` hands out blinded paths (ending at our phantom hop) whose context names the client and
+  an expiry: no per-path state, valid across restarts.
+- ``offer_paths_request`` on such a path gets ``offer_paths``: fresh offer paths (context: client, slot,
+  now + 365 d) and a reply path (same context) that the client reuses for every invoice refresh.
+- ``serve_static_invoice`` on that reply path is validated (parses, signature, not expired, size, its
+  offer paths are ours for that client and slot), persisted, and only then acknowledged.
+- ``invoice_request`` on an offer path is forwarded to the client's ``forward_invoice_request_path``
+  (with the payer's reply path), then answered with the stored ``static_invoice``.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from ..crypto.blinding import decrypt_hop
+from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
+from ..errors import DecodeError
+from ..node.lightningd import NodeError
+from ..node.transport import Received, Transport, TransportError
+from ..wire import messages as m
+from ..wire.bolt12 import InvoiceRequest, StaticInvoice
+from ..wire.paths import BlindedPath
+from ..wire.tlv import decode_fixed, u16
+from .ratelimit import RateLimiter
+from .store import ClientRecord, InvoiceRecord, client_key, invoice_key, invoices_prefix, PREFIX
+
+F_CLIENT = 4
+F_SLOT = 6
+OFFER_LIFETIME = 365 * 24 * 3600
+
+
+@dataclass
+class ServerConfig:
+    max_clients: int = 1000
+    max_slots: int = 10
+    max_invoice_bytes: int = 5120
+
+
+class ServerError(Exception):
+    """An RPC request the server refuses; the message is for the operator."""
+
+
+class ServerService:
+    def __init__(self, transport: Transport, config: ServerConfig, log: Callable[[str, str], None],
+                 clock: Callable[[], float] = time.time):
+        self.t = transport
+        self.node = transport.node
+        self.config = config
+        self._log = log
+        self._clock = clock
+        self.persist_limit = RateLimiter()
+        self.lookup_limit = RateLimiter()
+        transport.on_kind(Kind.CLIENT, self.on_offer_paths_request)
+        transport.on_kind(Kind.SERVE_REPLY, self.on_serve_static_invoice)
+        transport.on_kind(Kind.OFFER, self.on_invoice_request)
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # ---- operator RPCs ---------------------------------------------------------------------------
+    def add_client(self, client_id: bytes, expiry: Optional[int] = None) -> dict:
+        if not client_id or len(client_id) > 256:
+            raise ServerError("client_id must be 1 to 256 bytes")
+        now = self.now()
+        expires_at = now + expiry if expiry else None
+        if self.node.ds_get(client_key(client_id)) is None:
+            if len(self.list_clients()) >= self.config.max_clients:
+                raise ServerError(f"client limit reached ({self.config.max_clients}, option asyncserver-max-clients)")
+            self.node.ds_set(client_key(client_id), ClientRecord(client_id, now, expires_at).encode())
+        else:
+            self.node.ds_set(client_key(client_id), ClientRecord(client_id, now, expires_at).encode())
+        ctx = PathContext(Kind.CLIENT, expires_at, {F_CLIENT: client_id})
+        paths = self.client_paths(ctx)
+        return {"client_id": client_id.decode("utf-8", "replace"), "expires_at": expires_at,
+                "paths": [p.encode().hex() for p in paths],
+                "paths_hex": (u16(len(paths)) + b"".join(p.encode() for p in paths)).hex()}
+
+    def client_paths(self, ctx: PathContext) -> List[BlindedPath]:
+        """Up to 3 paths: through us, then through up to two connected channel peers."""
+        paths = [self.t.make_path(ctx)]
+        try:
+            peers = [bytes.fromhex(c["peer_id"]) for c in self.node.rpc.listpeerchannels()["channels"]
+                     if c.get("peer_connected") and c.get("state") == "CHANNELD_NORMAL"]
+        except Exception:
+            peers = []
+        for p in list(dict.fromkeys(peers))[:2]:
+            paths.append(self.t.make_path(ctx, via=[p]))
+        return paths
+
+    def _client(self, client_id: bytes) -> Optional[ClientRecord]:
+        got = self.node.ds_get(client_key(client_id))
+        if got is None:
+            return None
+        rec = ClientRecord.decode(got[0])
+        if rec.expires_at is not None and self.now() > rec.expires_at:
+            return None
+        return rec
+
+    def list_clients(self) -> List[dict]:
+        out = []
+        for key, val, _ in self.node.ds_list(PREFIX + ["clients"]):
+            rec = ClientRecord.decode(val)
+            out.append({"client_id": rec.client_id.decode("utf-8", "replace"), "created_at": rec.created_at,
+                        "expires_at": rec.expires_at,
+                        "invoices": len(self.node.ds_list(invoices_prefix(rec.client_id)))})
+        return out
+
+    def remove_client(self, client_id: bytes) -> dict:
+        if self.node.ds_get(client_key(client_id)) is None:
+            raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+        removed = 0
+        for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
+            self.node.ds_delete(key)
+            removed += 1
+        self.node.ds_delete(client_key(client_id))
+        return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
+
+    def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
+        out = []
+        for key, val, _ in self.node.ds_list(invoices_prefix(client_id)):
+            rec = InvoiceRecord.decode(val)
+            inv = StaticInvoice.decode(rec.invoice)
+            out.append({"client_id": bytes.fromhex(key[-2]).decode("utf-8", "replace"), "slot": int(key[-1]),
+                        "offer_id": inv.offer_id.hex(), "offer": inv.offer().to_string(),
+                        "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
+                        "stored_at": rec.stored_at, "last_served_at": rec.last_served_at,
+                        "times_served": rec.times_served})
+        return out
+
+    # ---- protocol ---------------------------------------------------------------------------------
+    def _ids(self, msg: Received):
+        cid = msg.context.get(F_CLIENT)
+        slot_b = msg.context.get(F_SLOT)
+        slot = decode_fixed(slot_b, 2, "context.slot") if slot_b is not None else None
+        if cid is None or self._client(cid) is None:
+            raise ContextError("unknown_client", f"no enrolled client {cid!r}")
+        return cid, slot
+
+    def on_offer_paths_request(self, msg: Received) -> None:
+        if msg.msg_type != m.OFFER_PATHS_REQUEST:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a client path")
+        if msg.reply_path is None:
+            raise DecodeError("offer_paths_request.reply_path", "missing")
+        cid, _ = self._ids(msg)
+        req = m.OfferPathsRequest.decode(msg.body)
+        if req.invoice_slot >= self.config.max_slots:
+            raise DecodeError("offer_paths_request.invoice_slot",
+                              f"slot {req.invoice_slot} over the limit {self.config.max_slots}")
+        exp = self.now() + OFFER_LIFETIME
+        fields = {F_CLIENT: cid, F_SLOT: u16(req.invoice_slot)}
+        offer_path = self.t.make_path(PathContext(Kind.OFFER, exp, fields))  # fresh blinding every time
+        self.t.send(msg.reply_path, m.OFFER_PATHS, m.OfferPaths([offer_path], exp).encode(),
+                    reply_context=PathContext(Kind.SERVE_REPLY, exp, fields))
+        self._log(f"offer_paths for client {cid!r} slot {req.invoice_slot}", "debug")
+
+    def issued_offer_path(self, path: BlindedPath, cid: bytes, slot: int) -> bool:
+        """Is ``path`` an offer path we made for (client, slot)?  Checked statelessly by decrypting it."""
+        if path.first_node_id != self.node.node_id or len(path.hops) != 2:
+            return False
+        try:
+            next_key = self.node.decrypt_encrypted_data(path.hops[0].encrypted_recipient_data, path.first_path_key)
+            data, _ = decrypt_hop(self.t.phantom_secret, next_key, path.hops[1].encrypted_recipient_data)
+            ctx_bytes = dict(data.unknown).get(CONTEXT_TLV_TYPE)
+            ctx = self.t.ctx_key.verify(ctx_bytes, data.path_id, self.now(), Kind.OFFER)
+        except (NodeError, DecodeError, ContextError):
+            return False
+        return ctx.get(F_CLIENT) == cid and ctx.get(F_SLOT) == u16(slot)
+
+    def on_serve_static_invoice(self, msg: Received) -> None:
+        if msg.msg_type != m.SERVE_STATIC_INVOICE:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a serve reply path")
+        if msg.reply_path is None:
+            raise DecodeError("serve_static_invoice.reply_path", "missing")
+        cid, slot = self._ids(msg)
+        if slot is None or slot >= self.config.max_slots:
+            raise DecodeError("context.slot", f"slot {slot} over the limit {self.config.max_slots}")
+        if not self.persist_limit.allow(cid, self._clock()):
+            raise ContextError("rate_limited", f"client {cid!r} persisting too fast")
+        serve = m.ServeStaticInvoice.decode(msg.body)
+        if len(serve.invoice) > self.config.max_invoice_bytes:
+            raise DecodeError("serve_static_invoice.invoice",
+                              f"{len(serve.invoice)} bytes over the limit {self.config.max_invoice_bytes}")
+        inv = StaticInvoice.decode(serve.invoice)
+        now = self.now()
+        if inv.is_expired(now):
+            raise DecodeError("serve_static_invoice.invoice", "expired")
+        if not all(self.issued_offer_path(p, cid, slot) for p in inv.offer_paths):
+            raise DecodeError("serve_static_invoice.invoice.offer_paths",
+                              f"not the offer paths we issued for this client and slot {slot}")
+        key = invoice_key(cid, slot)
+        old = self.node.ds_get(key)
+        served, last = 0, None
+        if old is not None:
+            prev = InvoiceRecord.decode(old[0])
+            served, last = prev.times_served, prev.last_served_at
+        rec = InvoiceRecord(serve.invoice, serve.forward_invoice_request_path, now, served, last)
+        self.node.ds_put(key, rec.encode(), None if old is None else old[1])  # persist, then acknowledge
+        self.t.send(msg.reply_path, m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode())
+        self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
+
+    def on_invoice_request(self, msg: Received) -> None:
+        if msg.msg_type != m.INVOICE_REQUEST:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on an offer path")
+        if msg.reply_path is None:
+            raise DecodeError("invoice_request.reply_path", "missing")
+        cid, slot = self._ids(msg)
+        if not self.lookup_limit.allow(cid, self._clock()):
+            raise ContextError("rate_limited", f"invoice requests for client {cid!r} too fast")
+        InvoiceRequest.decode(msg.body)
+        key = invoice_key(cid, slot)
+        got = self.node.ds_get(key)
+        if got is None:
+            raise ContextError("no_invoice", f"no static invoice for client {cid!r} slot {slot}")
+        rec = InvoiceRecord.decode(got[0])
+        inv = StaticInvoice.decode(rec.invoice)
+        now = self.now()
+        if inv.is_expired(now) or inv.offer_is_expired(now):
+            raise ContextError("invoice_expired", f"static invoice for client {cid!r} slot {slot} expired")
+        try:
+            self.t.send(rec.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path)
+        except TransportError as e:
+            self._log(f"could not forward invoice_request to client {cid!r} (offline?): {e}", "debug")
+        self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
+        try:
+            self.node.ds_put(key, rec.served(now).encode(), got[1])
+        except NodeError:
+            pass  # the invoice was replaced meanwhile; the count of the old one is lost, nothing else
+        self._log(f"served static invoice of client {cid!r} slot {slot}", "info")

@@ -1,0 +1,79 @@
+"""What the static invoice server keeps: enrolled clients and one static invoice per (client, slot).
+
+Datastore layout (values are TLV streams, so fields can be added later)::
+
+    asyncreceive/v1/server/clients/<hex client_id>              ClientRecord
+    asyncreceive/v1/server/invoices/<hex client_id>/<slot 05d>  InvoiceRecord
+"""
+
+from dataclasses import dataclass, replace
+from typing import List, Optional
+
+from ..errors import DecodeError
+from ..wire.paths import BlindedPath
+from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
+
+PREFIX = ["asyncreceive", "v1", "server"]
+
+
+def client_key(client_id: bytes) -> List[str]:
+    return PREFIX + ["clients", client_id.hex()]
+
+
+def invoice_key(client_id: bytes, slot: int) -> List[str]:
+    return PREFIX + ["invoices", client_id.hex(), f"{slot:05d}"]
+
+
+def invoices_prefix(client_id: Optional[bytes] = None) -> List[str]:
+    return PREFIX + ["invoices"] + ([client_id.hex()] if client_id is not None else [])
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    client_id: bytes
+    created_at: int
+    expires_at: Optional[int] = None
+
+    def encode(self) -> bytes:
+        recs = [(0, self.client_id), (2, tu64(self.created_at))]
+        if self.expires_at is not None:
+            recs.append((4, tu64(self.expires_at)))
+        return encode_tlv(recs)
+
+    @staticmethod
+    def decode(data: bytes) -> "ClientRecord":
+        r = dict(decode_tlv(data, "client_record", known={0, 2, 4}).records)
+        if 0 not in r or 2 not in r:
+            raise DecodeError("client_record", "missing client_id or created_at")
+        exp = decode_tu(r[4], 8, "client_record.expires_at") if 4 in r else None
+        return ClientRecord(r[0], decode_tu(r[2], 8, "client_record.created_at"), exp)
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    invoice: bytes                      # the static invoice TLV stream, as served
+    forward_path: BlindedPath           # where invoice_requests for it are forwarded
+    stored_at: int
+    times_served: int = 0
+    last_served_at: Optional[int] = None
+
+    def encode(self) -> bytes:
+        recs = [(0, self.invoice), (2, self.forward_path.encode()), (4, tu64(self.stored_at)),
+                (6, tu64(self.times_served))]
+        if self.last_served_at is not None:
+            recs.append((8, tu64(self.last_served_at)))
+        return encode_tlv(recs)
+
+    @staticmethod
+    def decode(data: bytes) -> "InvoiceRecord":
+        r = dict(decode_tlv(data, "invoice_record", known={0, 2, 4, 6, 8}).records)
+        for t in (0, 2, 4, 6):
+            if t not in r:
+                raise DecodeError(f"invoice_record[{t}]", "missing")
+        last = decode_tu(r[8], 8, "invoice_record.last_served_at") if 8 in r else None
+        return InvoiceRecord(r[0], BlindedPath.decode(r[2], "invoice_record.forward_path"),
+                             decode_tu(r[4], 8, "invoice_record.stored_at"),
+                             decode_tu(r[6], 8, "invoice_record.times_served"), last)
+
+    def served(self, now: int) -> "InvoiceRecord":
+        return replace(self, times_served=self.times_served + 1, last_served_at=now)
