@@ -18,13 +18,26 @@ from asyncreceive.node.lightningd import Lightningd  # noqa: E402
 from asyncreceive.node.probe import Probe  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
 from asyncreceive.node.worker import Worker  # noqa: E402
+from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
+from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
 from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES  # noqa: E402
-from asyncreceive.wire.paths import BlindedPath  # noqa: E402
+from asyncreceive.wire.paths import BlindedPath, decode_server_paths  # noqa: E402
 
 PHANTOM_LABEL = "asyncreceive/phantom/v1"
 CONTEXT_LABEL = "asyncreceive/context/v1"
+OFFER_KEY_LABEL = "asyncreceive/offer-key/v1"
 
 plugin = Plugin()
+plugin.add_option("asyncreceive-server-path", None,
+                  "Blinded path(s) to our static invoice server, as hex of one blinded_path or of LDK's "
+                  "u16-counted list. May be given several times.", opt_type="string", multi=True)
+plugin.add_option("asyncreceive-slots", 10, "Number of async offers to keep ready (cache slots).", opt_type="int")
+plugin.add_option("asyncreceive-tick-seconds", 60, "Seconds between cache refresh ticks.", opt_type="int")
+plugin.add_option("asyncserver-max-clients", 1000, "Static invoice server: most clients to enrol.", opt_type="int")
+plugin.add_option("asyncserver-max-slots", 10, "Static invoice server: most invoice slots per client.",
+                  opt_type="int")
+plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.",
+                  opt_type="int")
 plugin.add_option("asyncreceive-dev", False,
                   "Enable the asyncreceive-dev-* RPC methods (transport self-tests). Off by default.",
                   opt_type="flag")
@@ -73,16 +86,54 @@ def _via_arg(via):
     return out
 
 
+def _server_paths_option():
+    out = []
+    for v in plugin.get_option("asyncreceive-server-path") or []:
+        try:
+            out += decode_server_paths(bytes.fromhex(v), "asyncreceive-server-path")
+        except (ValueError, DecodeError) as e:
+            raise ValueError(f"asyncreceive-server-path {v[:20]}...: {e}")
+    return out
+
+
+def _positive(name):
+    v = int(plugin.get_option(name))
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, not {v}")
+    return v
+
+
 @plugin.init()
 def init(options, configuration, plugin, **kwargs):
+    try:
+        server_paths = _server_paths_option()
+        slots, tick = _positive("asyncreceive-slots"), _positive("asyncreceive-tick-seconds")
+        server_cfg = ServerConfig(_positive("asyncserver-max-clients"), _positive("asyncserver-max-slots"),
+                                  _positive("asyncserver-max-invoice-bytes"))
+    except ValueError as e:
+        return {"disable": str(e)}
     node = Lightningd(plugin.rpc)
     transport = Transport(node, node.makesecret(PHANTOM_LABEL), node.makesecret(CONTEXT_LABEL), log)
     state["transport"] = transport
     state["probe"] = Probe(transport)
-    worker = Worker(log)
+    state["server"] = ServerService(transport, server_cfg, log)
+    configs = plugin.rpc.listconfigs()["configs"]
+    final_cltv = configs.get("cltv-final", {}).get("value_int", 18)
+    recipient = RecipientService(transport, slots, log, plugin.rpc.getinfo()["network"],
+                                 node.makesecret(OFFER_KEY_LABEL), final_cltv)
+    recipient.load(server_paths)
+    state["recipient"] = recipient
+    first = [True]
+
+    def on_tick():
+        start, first[0] = first[0], False
+        recipient.tick(start=start)
+
+    worker = Worker(log, tick=on_tick, tick_seconds=tick)
     worker.start()
     state["worker"] = worker
-    log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}")
+    log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}; "
+        f"{len(recipient.server_paths)} server path(s), {slots} slots")
 
 
 @plugin.subscribe("onionmessage_forward_fail")
@@ -109,12 +160,122 @@ def on_recv_secret(onion_message, plugin, **kwargs):
     return {"result": "continue"}
 
 
+def _recipient() -> RecipientService:
+    _transport()
+    return state["recipient"]
+
+
+def _server() -> ServerService:
+    _transport()
+    return state["server"]
+
+
+@plugin.subscribe("channel_opened")
+def on_channel_opened(plugin, **kwargs):
+    if "recipient" in state:
+        state["worker"].submit(state["recipient"].check_channels)
+
+
+@plugin.subscribe("channel_state_changed")
+def on_channel_state_changed(plugin, **kwargs):
+    if "recipient" in state:
+        state["worker"].submit(state["recipient"].check_channels)
+
+
 @plugin.method("asyncreceive-status")
 def status(plugin):
-    """Show asyncreceive's transport: phantom hop id and onion messages sent, received and dropped (per reason)."""
+    """Show asyncreceive's state: server paths, offer slots per status, onion messages sent, received and
+    dropped (per reason), and the last error."""
     t = _transport()
-    return {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
-            "messages": t.stats.as_json()}
+    out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
+           "messages": t.stats.as_json()}
+    out.update(_recipient().status())
+    return out
+
+
+@plugin.method("asyncreceive-setserver")
+def setserver(plugin, paths):
+    """Set (and persist) the blinded path(s) to our static invoice server: hex of a blinded_path, of LDK's
+    u16-counted list, or a list of either."""
+    items = paths if isinstance(paths, list) else [paths]
+    parsed = []
+    for v in items:
+        try:
+            parsed += decode_server_paths(_hex_arg("paths", v), "paths")
+        except DecodeError as e:
+            raise RpcException(f"paths: invalid: {e}")
+    try:
+        _recipient().set_server_paths(parsed)
+    except RecipientError as e:
+        raise RpcException(str(e))
+    state["worker"].submit(state["recipient"].tick, True)
+    return {"server_paths": [p.encode().hex() for p in parsed]}
+
+
+@plugin.method("asyncreceive-listoffers")
+def listoffers(plugin, status=None):
+    """List cached async offers, optionally only those with {status} (pending, ready or used)."""
+    try:
+        return {"offers": _recipient().list_offers(status)}
+    except RecipientError as e:
+        raise RpcException(str(e))
+
+
+@plugin.method("asyncreceive-getoffer")
+def getoffer(plugin):
+    """Get an async offer to give to a payer: the newest ready one (now marked used), else the used one that
+    expires last."""
+    try:
+        return _recipient().get_offer()
+    except RecipientError as e:
+        raise RpcException(str(e))
+
+
+@plugin.method("asyncreceive-refresh")
+def refresh(plugin):
+    """Request offers for every slot that needs one and re-serve every static invoice, now."""
+    _recipient()
+    state["worker"].submit(state["recipient"].refresh)
+    return {"refreshing": True}
+
+
+def _client_id(client_id) -> bytes:
+    if not isinstance(client_id, str) or not client_id:
+        raise RpcException("client_id: a non-empty string is needed")
+    return client_id.encode()
+
+
+@plugin.method("asyncserver-addclient")
+def addclient(plugin, client_id, expiry=None):
+    """Enrol {client_id} with this static invoice server; returns the blinded paths it configures to reach
+    us (paths_hex is LDK's list encoding). {expiry}: seconds until the paths stop working."""
+    if expiry is not None and (not isinstance(expiry, int) or expiry <= 0):
+        raise RpcException("expiry: a positive number of seconds")
+    try:
+        return _server().add_client(_client_id(client_id), expiry)
+    except ServerError as e:
+        raise RpcException(str(e))
+
+
+@plugin.method("asyncserver-listclients")
+def listclients(plugin):
+    """List the clients enrolled with this static invoice server."""
+    return {"clients": _server().list_clients()}
+
+
+@plugin.method("asyncserver-removeclient")
+def removeclient(plugin, client_id):
+    """Stop serving {client_id}: delete its static invoices; its paths stop working."""
+    try:
+        return _server().remove_client(_client_id(client_id))
+    except ServerError as e:
+        raise RpcException(str(e))
+
+
+@plugin.method("asyncserver-listinvoices")
+def listinvoices(plugin, client_id=None):
+    """List the static invoices stored for clients (or for {client_id} only)."""
+    return {"invoices": _server().list_invoices(_client_id(client_id) if client_id is not None else None)}
 
 
 @plugin.method("asyncreceive-dev-makepath")

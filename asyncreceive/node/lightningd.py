@@ -52,13 +52,14 @@ class Lightningd:
                 return ids[direction]
         raise NodeError(f"unknown channel {scid}")
 
-    def decrypt_encrypted_data(self, encrypted: bytes, path_key: bytes) -> bytes:
-        """Decrypt a blinded hop addressed to our node id; returns the next path key."""
+    def decrypt_encrypted_data(self, encrypted: bytes, path_key: bytes) -> Tuple[bytes, bytes]:
+        """Decrypt a blinded hop addressed to our node id: (plaintext encrypted_data_tlv, next path key)."""
         try:
             r = self.rpc.call("decryptencrypteddata", {"encrypted_data": encrypted.hex(), "path_key": path_key.hex()})
         except RpcError as e:
             raise NodeError(f"decryptencrypteddata failed: {e.error.get('message', e.error)}")
-        return bytes.fromhex(r["decryptencrypteddata"]["next_path_key"])
+        d = r["decryptencrypteddata"]
+        return bytes.fromhex(d["decrypted"]), bytes.fromhex(d["next_path_key"])
 
     def block_height(self) -> int:
         return self.rpc.getinfo()["blockheight"]
@@ -114,6 +115,14 @@ class Lightningd:
             self.rpc.call("deldatastore", {"key": key})
         except RpcError:
             pass
+
+    def channel_peer(self, scid: str) -> Optional[bytes]:
+        """The peer at the other end of our channel ``scid`` (real scid or an alias)."""
+        for c in self.rpc.listpeerchannels()["channels"]:
+            alias = c.get("alias") or {}
+            if scid in (c.get("short_channel_id"), alias.get("local"), alias.get("remote")):
+                return bytes.fromhex(c["peer_id"])
+        return None
 
     def send_onion(self, out: OutgoingOnion) -> None:
         hops = [{"pubkey": node.hex(), "payload": (bigsize(len(p)) + p).hex()} for node, p in out.hops]

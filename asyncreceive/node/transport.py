@@ -137,8 +137,9 @@ class Transport:
             intro = self.introduction_node(dest)
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
             out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro)
-            self.node.ensure_connected(intro)
-            self.pacer.wait(intro)
+            peer = self.first_peer(dest, intro)
+            self.node.ensure_connected(peer)
+            self.pacer.wait(peer)
             self.node.send_onion(out)
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}")
@@ -150,6 +151,23 @@ class Transport:
         if path.first_node_id is not None:
             return path.first_node_id
         return self.node.resolve_sciddir(path.introduction.scid_str(), path.introduction.direction)
+
+    def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
+        """The peer the message first goes to: the introduction node, or, when the path starts at us,
+        the next node named in our own (encrypted) hop.  Pacing is per that peer."""
+        if intro != self.node.node_id:
+            return intro
+        try:
+            plain, _ = self.node.decrypt_encrypted_data(dest.hops[0].encrypted_recipient_data, dest.first_path_key)
+            data = EncryptedData.decode(plain)
+        except (NodeError, DecodeError):
+            return intro
+        if data.next_node_id is not None:
+            return data.next_node_id
+        if data.short_channel_id is not None:
+            s = data.short_channel_id
+            return self.node.channel_peer(f"{s >> 40}x{(s >> 16) & 0xFFFFFF}x{s & 0xFFFF}") or intro
+        return intro
 
     # ---- receiving ------------------------------------------------------------------------------
     def handle_forward_fail(self, notification: dict) -> None:

@@ -44,6 +44,7 @@ class Offer:
     server_reply_path: bytes        # offer_paths' reply path: every serve_static_invoice goes there
     invoice_created_at: int         # latest invoice sent (pending) or acknowledged (ready/used)
     invoice_expires_at: Optional[int] = None
+    key_nonce: bytes = b""          # derives this offer's signing key (offer_issuer_id)
 
 
 @dataclass(frozen=True)

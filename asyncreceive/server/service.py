@@ -123,7 +123,7 @@ class ServerService:
             rec = InvoiceRecord.decode(val)
             inv = StaticInvoice.decode(rec.invoice)
             out.append({"client_id": bytes.fromhex(key[-2]).decode("utf-8", "replace"), "slot": int(key[-1]),
-                        "offer_id": inv.offer_id.hex(), "offer": inv.offer().to_string(),
+                        "offer_id": inv.offer_id.hex(), "offer": inv.offer.to_string(),
                         "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
                         "stored_at": rec.stored_at, "last_served_at": rec.last_served_at,
                         "times_served": rec.times_served})
@@ -160,7 +160,7 @@ class ServerService:
         if path.first_node_id != self.node.node_id or len(path.hops) != 2:
             return False
         try:
-            next_key = self.node.decrypt_encrypted_data(path.hops[0].encrypted_recipient_data, path.first_path_key)
+            _, next_key = self.node.decrypt_encrypted_data(path.hops[0].encrypted_recipient_data, path.first_path_key)
             data, _ = decrypt_hop(self.t.phantom_secret, next_key, path.hops[1].encrypted_recipient_data)
             ctx_bytes = dict(data.unknown).get(CONTEXT_TLV_TYPE)
             ctx = self.t.ctx_key.verify(ctx_bytes, data.path_id, self.now(), Kind.OFFER)

@@ -349,8 +349,11 @@ class _OfferFields:
 
     @property
     def offer_id(self) -> bytes:
-        """Merkle root of the offer records (BOLT 12 ``offer_id``)."""
-        return merkle_root(self.offer_records())
+        """SHA256 of the offer-range records, as lightningd computes it (``decode`` shows the same id).
+
+        The same for an offer, a static invoice made from it and an invoice_request for it.
+        """
+        return hashlib.sha256(self.offer_records().encode()).digest()
 
     def offer_is_expired(self, now: int) -> bool:
         exp = self.absolute_expiry

@@ -1,0 +1,107 @@
+"""Build the recipient's async offer and its static invoice (pure: every input is a parameter).
+
+- Offer: the server's paths as received, our per-offer ``offer_issuer_id``, ``offer_absolute_expiry``
+  = the paths' expiry, ``offer_chains`` off mainnet.  No amount or description (as LDK).
+- Static invoice: blinded payment paths ``[channel peer -> us]`` (fees and cltv from the peer's channel
+  update, as ``listincoming`` reports them), or ``[us]`` with no channels; held_htlc_available message
+  paths (TLV 236); expiry with the offer; basic_mpp optional; signed with the offer's key.
+"""
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from coincurve import PrivateKey
+
+from ..crypto.blinding import EncryptedData, PaymentConstraints, PaymentRelay, build_blinded_path
+from ..wire.bolt12 import BASIC_MPP_OPTIONAL, Offer, StaticInvoice
+from ..wire.paths import BlindedPath, BlindedPayInfo
+
+MAX_U32 = 2 ** 32 - 1
+
+#: BOLT 12 chain hashes (genesis block hash, internal byte order) by lightningd network name
+CHAINS = {
+    "bitcoin": None,  # mainnet is implied: no offer_chains
+    "testnet": bytes.fromhex("43497fd7f826957108f4a30fd9cec3aeba79972084e90ead01ea330900000000"),
+    "testnet4": bytes.fromhex("00000000da84f2bafbbc53dee25a72ae507ff4914b867c565be350b0da8bf043")[::-1],
+    "signet": bytes.fromhex("f61eee3b63a380a477a063af32b2bbc97c9ff9f01f2c4225e973988108000000"),
+    "regtest": bytes.fromhex("06226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f"),
+}
+
+
+def offer_signing_key(base_secret: bytes, nonce: bytes) -> bytes:
+    """Per-offer key: offers made by one node cannot be linked through their issuer ids."""
+    for i in range(256):
+        k = hmac.new(base_secret, b"asyncreceive/offer-key" + nonce + bytes([i]), hashlib.sha256).digest()
+        try:
+            PrivateKey(k)
+            return k
+        except Exception:
+            continue
+    raise ValueError("could not derive an offer key")
+
+
+def build_offer(signing_key: bytes, paths: Sequence[BlindedPath], paths_expiry: Optional[int],
+                network: str) -> Offer:
+    chain = CHAINS.get(network)
+    return Offer.build(PrivateKey(signing_key).public_key.format(), list(paths), absolute_expiry=paths_expiry,
+                       chains=[chain] if chain else None)
+
+
+@dataclass(frozen=True)
+class IncomingChannel:
+    """One way into our node, as ``listincoming`` describes it."""
+
+    peer_id: bytes
+    short_channel_id: int
+    fee_base_msat: int
+    fee_proportional_millionths: int
+    cltv_expiry_delta: int
+    htlc_minimum_msat: int
+    incoming_capacity_msat: int
+
+
+def scid_int(s: str) -> int:
+    b, t, o = (int(x) for x in s.split("x"))
+    return (b << 40) | (t << 16) | o
+
+
+def payment_paths(our_id: bytes, channels: Sequence[IncomingChannel], path_id: bytes, height: int,
+                  relative_expiry: int, final_cltv: int, max_paths: int = 3, session_keys=None):
+    """Blinded payment paths to us and their payinfo.  ``max_cltv_expiry`` follows LDK:
+    ``height + max(relative_expiry / 540, 2016) + 3`` (enough blocks to outlive the invoice)."""
+    import os
+
+    max_cltv = height + max(relative_expiry // 540, 2016) + 3
+    out_paths: List[BlindedPath] = []
+    infos: List[BlindedPayInfo] = []
+    final = EncryptedData(path_id=path_id, payment_constraints=PaymentConstraints(max_cltv, 1))
+    best = sorted(channels, key=lambda c: -c.incoming_capacity_msat)[:max_paths]
+    for ch in best:
+        hop = EncryptedData(short_channel_id=ch.short_channel_id,
+                            payment_relay=PaymentRelay(ch.cltv_expiry_delta, ch.fee_proportional_millionths,
+                                                       ch.fee_base_msat),
+                            payment_constraints=PaymentConstraints(max_cltv + ch.cltv_expiry_delta,
+                                                                   ch.htlc_minimum_msat))
+        out_paths.append(build_blinded_path(os.urandom(32), [(ch.peer_id, hop.encode()), (our_id, final.encode())]))
+        infos.append(BlindedPayInfo(ch.fee_base_msat, ch.fee_proportional_millionths,
+                                    ch.cltv_expiry_delta + final_cltv, max(1, ch.htlc_minimum_msat),
+                                    max(1, ch.incoming_capacity_msat)))
+    if not out_paths:
+        out_paths.append(build_blinded_path(os.urandom(32), [(our_id, final.encode())]))
+        infos.append(BlindedPayInfo(0, 0, final_cltv, 1, 2 ** 63))
+    return out_paths, infos
+
+
+def build_static_invoice(offer: Offer, signing_key: bytes, created_at: int, pay_paths: List[BlindedPath],
+                         payinfos: List[BlindedPayInfo], message_paths: List[BlindedPath]) -> StaticInvoice:
+    exp = offer.absolute_expiry
+    relative = MAX_U32 if exp is None else max(1, min(MAX_U32, exp - created_at))
+    return StaticInvoice.build(offer, pay_paths, payinfos, created_at, relative, message_paths,
+                               BASIC_MPP_OPTIONAL, signing_key)
+
+
+def relative_expiry(offer: Offer, now: int) -> int:
+    exp = offer.absolute_expiry
+    return MAX_U32 if exp is None else max(1, min(MAX_U32, exp - now))

@@ -1,0 +1,277 @@
+"""The recipient's imperative shell: runs the cache policy's actions against lightningd.
+
+Every state change is written to the datastore *before* its effect goes out (a message sent, an offer
+handed to a payer), so a restart at any step resumes from what was promised.
+"""
+
+import hashlib
+import os
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from ..crypto.context import Kind, PathContext
+from ..errors import DecodeError
+from ..node.lightningd import NodeError
+from ..node.transport import Received, Transport, TransportError
+from ..wire import messages as m
+from ..wire.bolt12 import Offer
+from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
+from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
+from . import cache as c
+from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
+                      relative_expiry, scid_int)
+from .store import SERVER_PATHS_KEY, decode_slot, encode_slot, slot_key
+
+F_SLOT = 4
+F_OFFER_ID = 4
+F_CREATED_AT = 6
+HELD_HTLC_GRACE = 2 * 3600
+FORWARD_PATH_LIFETIME = 365 * 24 * 3600
+
+
+class RecipientError(Exception):
+    """An RPC request the recipient refuses; the message is for the operator."""
+
+
+class RecipientService:
+    def __init__(self, transport: Transport, slots: int, log: Callable[[str, str], None], network: str,
+                 offer_key_base: bytes, final_cltv: int, clock: Callable[[], float] = time.time):
+        self.t = transport
+        self.node = transport.node
+        self.n_slots = slots
+        self._log = log
+        self.network = network
+        self.offer_key_base = offer_key_base
+        self.final_cltv = final_cltv
+        self._clock = clock
+        self.lock = threading.RLock()
+        self.cache = c.new_cache(slots)
+        self._gens: Dict[int, int] = {}
+        self.server_paths: List[BlindedPath] = []
+        self._channels_fp: Optional[bytes] = None
+        self.ignored: Dict[str, int] = {}
+        transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
+        transport.on_kind(Kind.PERSISTED_REPLY, self.on_persisted)
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def load(self, option_paths: List[BlindedPath]) -> None:
+        stored = self.node.ds_get(SERVER_PATHS_KEY)
+        self.server_paths = decode_server_paths(stored[0], "server_paths") if stored else list(option_paths)
+        slots = []
+        for key, val, gen in self.node.ds_list(["asyncreceive", "v1", "recipient", "slot"]):
+            try:
+                s = decode_slot(val)
+            except DecodeError as e:
+                self._log(f"ignoring unreadable slot record {'/'.join(key)}: {e}", "unusual")
+                continue
+            self._gens[s.index] = gen
+            slots.append(s)
+        by_index = {s.index: s for s in slots}
+        base = tuple(by_index.get(i, c.Slot(i)) for i in range(max([self.n_slots] + [i + 1 for i in by_index])))
+        self.cache = c.resize(base, self.n_slots)
+
+    def _commit(self, new) -> None:
+        """Write every slot that changed (compare-and-swap on its generation), then adopt ``new``."""
+        old = {s.index: s for s in self.cache}
+        for s in new:
+            if old.get(s.index) != s:
+                gen = self._gens.get(s.index)
+                self._gens[s.index] = self.node.ds_put(slot_key(s.index), encode_slot(s), gen)
+        self.cache = new
+
+    def set_server_paths(self, paths: List[BlindedPath]) -> None:
+        if not paths:
+            raise RecipientError("at least one server path is needed")
+        self.node.ds_set(SERVER_PATHS_KEY, encode_path_list(paths))
+        with self.lock:
+            self.server_paths = list(paths)
+
+    # ---- the clock --------------------------------------------------------------------------------
+    def tick(self, start: bool = False) -> None:
+        if not self.server_paths:
+            return
+        with self.lock:
+            fp = self._channels_fingerprint()
+            new, actions = c.tick(self.cache, self.now(), start=start)
+            if self._channels_fp is not None and fp != self._channels_fp:
+                _, more = c.channels_changed(new)
+                actions += [a for a in more if a not in actions]
+                self._log("channels or fees changed: refreshing static invoices", "info")
+            self._channels_fp = fp
+            self._commit(new)
+        self._run(actions)
+
+    def check_channels(self) -> None:
+        """After a channel event: rebuild and re-serve every invoice if our incoming channels changed."""
+        with self.lock:
+            fp = self._channels_fingerprint()
+            if fp == self._channels_fp:
+                return
+            self._channels_fp = fp
+            _, actions = c.channels_changed(self.cache)
+        self._log("channels or fees changed: refreshing static invoices", "info")
+        self._run(actions)
+
+    def refresh(self) -> None:
+        """asyncreceive-refresh: request every slot that needs an offer now, and re-serve every invoice."""
+        self.tick(start=True)  # also re-serves pending invoices
+        with self.lock:
+            actions = [c.SendInvoice(s.index) for s in self.cache if s.status in (c.READY, c.USED)]
+        self._run(actions)
+
+    def _run(self, actions) -> None:
+        for a in actions:
+            try:
+                if isinstance(a, c.SendRequest):
+                    self._send_request(a.slot)
+                elif isinstance(a, c.SendInvoice):
+                    self._send_invoice(a.slot)
+            except (TransportError, NodeError, ValueError) as e:
+                self._log(f"{type(a).__name__} for slot {a.slot} failed: {e}", "unusual")
+
+    # ---- outgoing -----------------------------------------------------------------------------------
+    def _reply_via(self, server_path: BlindedPath) -> List[bytes]:
+        intro = self.t.introduction_node(server_path)
+        return [] if intro == self.node.node_id else [intro]
+
+    def _send_request(self, slot: int) -> None:
+        ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME, {F_SLOT: u16(slot)})
+        body = m.OfferPathsRequest(slot).encode()
+        sent = 0
+        for p in self.server_paths:
+            try:
+                self.t.send(p, m.OFFER_PATHS_REQUEST, body, reply_context=ctx, reply_via=self._reply_via(p))
+                sent += 1
+            except TransportError as e:
+                self._log(f"offer_paths_request for slot {slot} not sent on one server path: {e}", "debug")
+        if not sent:
+            raise TransportError("no server path accepted the request")
+
+    def _incoming(self) -> List[IncomingChannel]:
+        out = []
+        for ch in self.node.rpc.listincoming()["incoming"]:
+            if ch.get("peer_can_forward") is False:
+                continue
+            out.append(IncomingChannel(bytes.fromhex(ch["id"]), scid_int(ch["short_channel_id"]),
+                                       int(ch["fee_base_msat"]), int(ch["fee_proportional_millionths"]),
+                                       int(ch["cltv_expiry_delta"]), int(ch["htlc_min_msat"]),
+                                       int(ch.get("incoming_capacity_msat", 0))))
+        return out
+
+    def _channels_fingerprint(self) -> bytes:
+        try:
+            return hashlib.sha256(repr(sorted(self._incoming(), key=lambda x: x.short_channel_id)).encode()).digest()
+        except Exception:
+            return b""
+
+    def _message_paths(self, ctx: PathContext) -> List[BlindedPath]:
+        """At least two paths for held_htlc_available: through up to two channel peers, and direct."""
+        peers = list(dict.fromkeys(ch.peer_id for ch in self._incoming()))[:2]
+        paths = [self.t.make_path(ctx, via=[p]) for p in peers]
+        while len(paths) < 2:
+            paths.append(self.t.make_path(ctx))
+        return paths
+
+    def build_invoice(self, offer_rec: c.Offer, now: int):
+        offer = Offer.decode(offer_rec.offer)
+        key = offer_signing_key(self.offer_key_base, offer_rec.key_nonce)
+        rel = relative_expiry(offer, now)
+        pay_path_id = self.t.ctx_key.path_id(b"payment" + offer_rec.offer_id)
+        pay_paths, infos = payment_paths(self.node.node_id, self._incoming(), pay_path_id,
+                                         self.node.block_height(), rel, self.final_cltv)
+        held_ctx = PathContext(Kind.HELD_HTLC, now + rel + HELD_HTLC_GRACE, {F_OFFER_ID: offer_rec.offer_id})
+        return build_static_invoice(offer, key, now, pay_paths, infos, self._message_paths(held_ctx))
+
+    def _send_invoice(self, slot: int) -> None:
+        now = self.now()
+        with self.lock:
+            s = next((x for x in self.cache if x.index == slot), None)
+            if s is None or s.offer is None:
+                return
+            inv = self.build_invoice(s.offer, now)
+            self._commit(c.invoice_sent(self.cache, slot, now, inv.expires_at))
+            offer_rec = s.offer
+        server_reply = BlindedPath.decode(offer_rec.server_reply_path, "server_reply_path")
+        fwd_ctx = PathContext(Kind.FORWARD_INVREQ, now + FORWARD_PATH_LIFETIME, {F_OFFER_ID: offer_rec.offer_id})
+        via = self._reply_via(server_reply)
+        forward = self.t.make_path(fwd_ctx, via=via)
+        reply_ctx = PathContext(Kind.PERSISTED_REPLY, None, {F_OFFER_ID: offer_rec.offer_id, F_CREATED_AT: tu64(now)})
+        self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(inv.encode(), forward).encode(),
+                    reply_context=reply_ctx, reply_via=via)
+
+    # ---- incoming -------------------------------------------------------------------------------
+    def _ignore(self, reason: str, text: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+        self._log(f"ignored: {text} ({reason})", "debug")
+
+    def on_offer_paths(self, msg: Received) -> None:
+        if msg.msg_type != m.OFFER_PATHS:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on an offer_paths reply path")
+        if msg.reply_path is None:
+            raise DecodeError("offer_paths.reply_path", "missing")
+        slot = decode_fixed(msg.context.get(F_SLOT) or b"", 2, "context.slot")
+        op = m.OfferPaths.decode(msg.body)
+        now = self.now()
+        paths_bytes = b"".join(p.encode() for p in op.paths)
+        with self.lock:
+            why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now)
+            if why is not None:
+                return self._ignore(why, f"offer_paths for slot {slot}")
+            nonce = os.urandom(16)
+            offer = build_offer(offer_signing_key(self.offer_key_base, nonce), op.paths, op.paths_absolute_expiry,
+                                self.network)
+            rec = c.Offer(offer.encode(), offer.offer_id, paths_bytes, offer.absolute_expiry, now,
+                          msg.reply_path.encode(), now, None, nonce)
+            new, actions = c.offer_built(self.cache, slot, rec)
+            self._commit(new)
+        self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built, serving its static invoice", "info")
+        self._run(actions)
+
+    def on_persisted(self, msg: Received) -> None:
+        if msg.msg_type != m.STATIC_INVOICE_PERSISTED:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a serve reply path")
+        m.StaticInvoicePersisted.decode(msg.body)
+        offer_id = msg.context.get(F_OFFER_ID)
+        created = decode_tu(msg.context.get(F_CREATED_AT) or b"", 8, "context.created_at")
+        with self.lock:
+            s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
+            inv_exp = None
+            if s is not None and s.offer.invoice_created_at == created:
+                inv_exp = s.offer.invoice_expires_at
+            new, changed = c.persisted(self.cache, offer_id, created, inv_exp)
+            if not changed:
+                return self._ignore("stale_persisted", f"static_invoice_persisted for {offer_id.hex()[:16]}")
+            self._commit(new)
+        self._log(f"offer {offer_id.hex()[:16]} ready: server persisted its static invoice", "info")
+
+    # ---- RPC ------------------------------------------------------------------------------------------
+    def offer_json(self, s: c.Slot) -> dict:
+        o = s.offer
+        return {"slot": s.index, "status": s.status, "offer": Offer.decode(o.offer).to_string(),
+                "offer_id": o.offer_id.hex(), "created_at": o.created_at, "offer_expires_at": o.expires_at,
+                "invoice_created_at": o.invoice_created_at, "invoice_expires_at": o.invoice_expires_at}
+
+    def list_offers(self, status: Optional[str] = None) -> List[dict]:
+        if status is not None and status not in (c.PENDING, c.READY, c.USED):
+            raise RecipientError("status must be one of pending, ready, used")
+        with self.lock:
+            return [self.offer_json(s) for s in self.cache
+                    if s.offer is not None and (status is None or s.status == status)]
+
+    def get_offer(self) -> dict:
+        with self.lock:
+            new, s = c.get_offer(self.cache, self.now())
+            if s is None:
+                raise RecipientError("no async offer is ready yet (see asyncreceive-status)")
+            self._commit(new)  # persisted as used before it is handed out
+            s = next(x for x in self.cache if x.index == s.index)
+            return self.offer_json(s)
+
+    def status(self) -> dict:
+        with self.lock:
+            return {"server_paths": [p.encode().hex() for p in self.server_paths], "slots": len(self.cache),
+                    "slot_status": c.counts(self.cache), "ignored": dict(self.ignored)}
