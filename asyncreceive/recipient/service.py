@@ -15,7 +15,7 @@ from ..errors import DecodeError
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..wire import messages as m
-from ..wire.bolt12 import Offer
+from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
@@ -53,6 +53,8 @@ class RecipientService:
         self.ignored: Dict[str, int] = {}
         transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
         transport.on_kind(Kind.PERSISTED_REPLY, self.on_persisted)
+        transport.on_kind(Kind.FORWARD_INVREQ, self.on_forwarded_invoice_request)
+        self.forwarded_invreqs = 0
 
     def now(self) -> int:
         return int(self._clock())
@@ -248,6 +250,23 @@ class RecipientService:
             self._commit(new)
         self._log(f"offer {offer_id.hex()[:16]} ready: server persisted its static invoice", "info")
 
+    def on_forwarded_invoice_request(self, msg: Received) -> None:
+        """An invoice_request a payer sent to our server, forwarded to us while we are online.
+
+        Answering it with a normal BOLT 12 invoice (so the payer gets proof of payment) is the online
+        fallback of the payments work; for now it is authenticated, checked against our offer, counted and
+        logged.
+        """
+        if msg.msg_type != m.INVOICE_REQUEST:
+            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a forward path")
+        invreq = InvoiceRequest.decode(msg.body)
+        offer_id = msg.context.get(F_OFFER_ID)
+        if invreq.offer_id != offer_id:
+            raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")
+        self.forwarded_invreqs += 1
+        self._log(f"forwarded invoice_request for offer {offer_id.hex()[:16]} received "
+                  f"(amount {invreq.invreq_amount}, reply path {'yes' if msg.reply_path else 'no'})", "info")
+
     # ---- RPC ------------------------------------------------------------------------------------------
     def offer_json(self, s: c.Slot) -> dict:
         o = s.offer
@@ -274,4 +293,5 @@ class RecipientService:
     def status(self) -> dict:
         with self.lock:
             return {"server_paths": [p.encode().hex() for p in self.server_paths], "slots": len(self.cache),
-                    "slot_status": c.counts(self.cache), "ignored": dict(self.ignored)}
+                    "slot_status": c.counts(self.cache), "ignored": dict(self.ignored),
+                    "forwarded_invoice_requests": self.forwarded_invreqs}

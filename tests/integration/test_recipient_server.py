@@ -2,6 +2,9 @@
 
 import time
 
+import pytest
+from pyln.client import RpcError
+
 from pyln.testing.utils import wait_for
 
 from asyncreceive.wire.bolt12 import Offer, StaticInvoice
@@ -44,3 +47,24 @@ def test_all_slots_become_ready(node_factory, plugin_opts):
     assert len(ready(recipient)) == 9
     st = recipient.rpc.call("asyncreceive-status")
     assert st["slot_status"]["ready"] == 9 and st["slot_status"]["used"] == 1
+
+
+def test_stock_cln_payer_reaches_server_and_recipient(node_factory, plugin_opts):
+    """A stock CLN payer (no plugin) asks for an invoice on an async offer: the server forwards the
+    invoice_request to the recipient and answers with the static invoice.  CLN's payer cannot read a
+    static invoice (type 70), so fetchinvoice times out; we check the server's and recipient's side."""
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=plugin_opts)
+    payer = node_factory.get_node()
+    payer.connect(server)
+    enrol(server, recipient)
+    wait_for(lambda: len(ready(recipient)) == 10)
+    offer = recipient.rpc.call("asyncreceive-getoffer")
+    with pytest.raises(RpcError):
+        payer.rpc.fetchinvoice(offer=offer["offer"], amount_msat=1000, timeout=5)
+    server.daemon.wait_for_log(r"served static invoice of client b'recipient' slot %d" % offer["slot"])
+    served = [i for i in server.rpc.call("asyncserver-listinvoices", {"client_id": "recipient"})["invoices"]
+              if i["slot"] == offer["slot"]]
+    assert served[0]["times_served"] == 1 and served[0]["last_served_at"]
+    recipient.daemon.wait_for_log(r"forwarded invoice_request for offer %s received \(amount 1000, reply path yes\)"
+                                  % offer["offer_id"][:16])
+    assert recipient.rpc.call("asyncreceive-status")["forwarded_invoice_requests"] == 1
