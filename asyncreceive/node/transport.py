@@ -240,7 +240,7 @@ class Transport:
     def _error(self, text: str) -> None:
         self.stats.last_error = text
         self.stats.last_error_at = int(self._clock())
-        self._log(text, "unusual")
+        self._log(text, "info")
 
     def _drop(self, reason: str, text: str) -> None:
         first = reason not in self.stats.dropped

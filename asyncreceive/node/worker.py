@@ -11,6 +11,8 @@ import time
 import traceback
 from typing import Callable, Optional
 
+from pyln.client import RpcError
+
 
 class Worker:
     def __init__(self, log: Callable[[str, str], None], tick: Optional[Callable[[], None]] = None,
@@ -33,10 +35,15 @@ class Worker:
         self._q.put((fn, args))
 
     def _call(self, fn, args) -> None:
+        name = getattr(fn, "__name__", fn)
         try:
             fn(*args)
+        except OSError as e:  # lightningd's RPC socket is gone: it is shutting down
+            self._log(f"{name}: lightningd not reachable ({e}); shutting down?", "debug")
+        except RpcError as e:
+            self._log(f"{name}: lightningd refused a call: {e}", "unusual")
         except Exception:
-            self._log(f"internal error in {getattr(fn, '__name__', fn)}: {traceback.format_exc()}", "broken")
+            self._log(f"internal error in {name}: {traceback.format_exc()}", "broken")
 
     def _run(self) -> None:
         next_tick = time.monotonic()

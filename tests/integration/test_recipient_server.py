@@ -1,5 +1,6 @@
 """A CLN recipient fills its offer cache through a CLN static invoice server (issues 3 and 4)."""
 
+import os
 import time
 
 import pytest
@@ -68,3 +69,77 @@ def test_stock_cln_payer_reaches_server_and_recipient(node_factory, plugin_opts)
     recipient.daemon.wait_for_log(r"forwarded invoice_request for offer %s received \(amount 1000, reply path yes\)"
                                   % offer["offer_id"][:16])
     assert recipient.rpc.call("asyncreceive-status")["forwarded_invoice_requests"] == 1
+
+
+def consistent(server, recipient, client_id="recipient"):
+    """Every slot holds one ready offer, and the server stores exactly that offer's invoice for it."""
+    offers = ready(recipient)
+    stored = {i["slot"]: i["offer_id"]
+              for i in server.rpc.call("asyncserver-listinvoices", {"client_id": client_id})["invoices"]}
+    return (sorted(o["slot"] for o in offers) == list(range(10))
+            and all(stored.get(o["slot"]) == o["offer_id"] for o in offers))
+
+
+STEPS = {
+    "after_request": r"sent offer_paths_request",
+    "after_offer_paths": r"slot \d: offer [0-9a-f]+ built",
+    "after_serve": r"sent serve_static_invoice",
+    "after_persisted": r"offer [0-9a-f]+ ready: server persisted",
+}
+
+
+def log_count(node, text):
+    with open(os.path.join(node.daemon.lightning_dir, "log")) as f:
+        return f.read().count(text)
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_recipient_restart_mid_handshake(node_factory, plugin_opts, step):
+    """Restart the recipient right after each protocol step: no slot is lost or duplicated and the cache
+    converges to all ready, each slot's offer being the one the server stores for that slot."""
+    opts = dict(plugin_opts, **{"asyncreceive-tick-seconds": 2, "may_reconnect": True})
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=[dict(plugin_opts, may_reconnect=True),
+                                                                        opts])
+    enrol(server, recipient)
+    recipient.daemon.wait_for_log(STEPS[step])
+    recipient.restart()
+    before = recipient.rpc.call("asyncreceive-status")["slot_status"]
+    server.connect(recipient)
+    wait_for(lambda: consistent(server, recipient))
+    print(f"restart {step}: slots after restart {before}; converged")
+    assert len({o["offer_id"] for o in ready(recipient)}) == 10
+
+
+def test_server_down_backoff_then_fill(node_factory, plugin_opts):
+    opts = dict(plugin_opts, **{"asyncreceive-tick-seconds": 1, "may_reconnect": True})
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=[dict(plugin_opts, may_reconnect=True),
+                                                                        opts])
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "recipient"})
+    server.stop()
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    recipient.daemon.wait_for_log("SendRequest for slot 9 failed")
+    time.sleep(20)
+    attempts = log_count(recipient, "SendRequest for slot 0 failed")
+    # it ticks every second for 20 s, but backs off 5, 10, 20 s: at most 4 rounds, not 20
+    assert 2 <= attempts <= 4, attempts
+    server.start()
+    server.connect(recipient)
+    wait_for(lambda: consistent(server, recipient), timeout=90)
+
+
+def test_server_restart_keeps_serving(node_factory, plugin_opts):
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=dict(plugin_opts, may_reconnect=True))
+    payer = node_factory.get_node(may_reconnect=True)
+    enrol(server, recipient)
+    wait_for(lambda: consistent(server, recipient))
+    server.restart()
+    server.connect(payer)
+    server.connect(recipient)
+    offer = recipient.rpc.call("asyncreceive-getoffer")
+    with pytest.raises(RpcError):
+        payer.rpc.fetchinvoice(offer=offer["offer"], amount_msat=5000, timeout=5)
+    server.daemon.wait_for_log(r"served static invoice of client b'recipient' slot %d" % offer["slot"])
+    # the enrolled client paths still work after the restart: a refresh is persisted again
+    recipient.rpc.call("asyncreceive-refresh")
+    server.daemon.wait_for_log(r"stored static invoice for client b'recipient'")
+    assert len(server.rpc.call("asyncserver-listclients")["clients"]) == 1
