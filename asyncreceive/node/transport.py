@@ -229,7 +229,9 @@ class Transport:
                   f"on a {msg.context.kind.name} path", "debug")
         try:
             handler(msg)
-        except (DecodeError, TransportError, ContextError) as e:
+        except ContextError as e:
+            self._drop(e.reason, f"{name} not acted on: {e}")
+        except (DecodeError, TransportError) as e:
             self._drop("rejected", f"{name} rejected: {e}")
 
     # ---- bookkeeping ----------------------------------------------------------------------------

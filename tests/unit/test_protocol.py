@@ -1,0 +1,219 @@
+"""Recipient and server talking over the in-memory network (real crypto, codecs and services)."""
+
+import pytest
+
+from asyncreceive.crypto.context import ContextError
+from asyncreceive.errors import DecodeError
+from asyncreceive.node.lightningd import NodeError
+from asyncreceive.recipient import cache as c
+from asyncreceive.recipient.service import RecipientService
+from asyncreceive.server.ratelimit import RateLimiter
+from asyncreceive.server.service import ServerConfig, ServerError, ServerService
+from asyncreceive.server.store import InvoiceRecord, invoice_key
+from asyncreceive.wire import messages as m
+from asyncreceive.wire.bolt12 import StaticInvoice
+from asyncreceive.wire.paths import decode_path_list
+
+from .fakes import FakeNetwork
+
+NOW = 1_800_000_000
+
+
+class World:
+    def __init__(self, slots=10, config=None):
+        self.now = NOW
+        self.net = FakeNetwork(lambda: self.now)
+        self.snode, self.st = self.net.add("server")
+        self.rnode, self.rt = self.net.add("recipient")
+        log = lambda msg, level="info": self.net.log.append(("svc", level, msg))  # noqa: E731
+        self.server = ServerService(self.st, config or ServerConfig(), log, clock=lambda: self.now)
+        self.recipient = RecipientService(self.rt, slots, log, "regtest", b"\x07" * 32, 18, clock=lambda: self.now)
+        self.sent = []
+        orig = self.net.deliver
+        self.net.deliver = lambda out: (self.sent.append(out), orig(out))[1]
+
+    def enrol(self, client=b"phone"):
+        r = self.server.add_client(client)
+        self.recipient.set_server_paths(decode_path_list(bytes.fromhex(r["paths_hex"])))
+        self.recipient.load([])
+        return r
+
+    def statuses(self):
+        return c.counts(self.recipient.cache)
+
+    def drops(self, t):
+        return dict(t.stats.dropped)
+
+
+def test_handshake_fills_every_slot_and_server_stores_each():
+    w = World()
+    w.enrol()
+    w.recipient.tick(start=True)
+    # all ten serves arrive in the same instant: the server's persist limit (burst 5) defers half
+    assert w.statuses() == {"empty": 0, "requested": 0, "pending": 5, "ready": 5, "used": 0}
+    assert w.drops(w.st)["rate_limited"] == 5
+    w.now += 1
+    w.recipient.tick()  # pending invoices are re-sent on the next tick
+    assert w.statuses()["ready"] == 10
+    stored = w.server.list_invoices(b"phone")
+    offers = w.recipient.list_offers("ready")
+    assert {i["slot"]: i["offer_id"] for i in stored} == {o["slot"]: o["offer_id"] for o in offers}
+    inv = stored_invoice(w, 0)
+    assert len(inv.message_paths) >= 2
+    assert inv.offer.issuer_id == inv.node_id
+    assert inv.created_at == NOW + 1 or inv.created_at == NOW
+    # the recipient's slots survive a reload from the datastore unchanged
+    before = w.recipient.cache
+    w.recipient.load([])
+    assert w.recipient.cache == before
+
+
+def test_server_persists_before_acknowledging():
+    w = World(slots=1)
+    w.enrol()
+    real_put = w.snode.ds_put
+
+    def failing_put(key, value, generation=None):
+        if key[3] == "invoices":
+            raise NodeError("disk full")
+        return real_put(key, value, generation)
+
+    w.snode.ds_put = failing_put
+    w.recipient.tick(start=True)
+    assert w.statuses()["pending"] == 1  # no ack without a stored invoice
+    assert w.drops(w.st).get("rejected", 0) == 0
+    w.snode.ds_put = real_put
+    w.now += 60
+    w.recipient.tick()  # pending invoices are re-sent every tick
+    assert w.statuses()["ready"] == 1
+
+
+def test_replayed_messages_change_nothing():
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    cache, stored = w.recipient.cache, w.server.list_invoices()
+    for out in list(w.sent):  # every message of the handshake, delivered again
+        w.net.deliver(out)
+    assert w.recipient.cache == cache
+    assert [(i["slot"], i["offer_id"]) for i in w.server.list_invoices()] == \
+        [(i["slot"], i["offer_id"]) for i in stored]
+    assert w.recipient.ignored  # the replays were seen and ignored
+
+
+def test_expired_reply_paths_are_dropped():
+    w = World(slots=1)
+    w.enrol()
+    w.rnode.online = False  # the answers cannot arrive now
+    w.recipient.tick(start=True)
+    w.rnode.online = True
+    late = [o for o in w.sent]
+    w.now += c.REPLY_PATH_LIFETIME + 1  # the offer_paths_request reply path has expired
+    for out in late:
+        w.net.deliver(out)
+    assert w.statuses()["ready"] == 0 and w.statuses()["pending"] == 0
+    assert w.drops(w.rt).get("expired", 0) >= 1
+
+
+def test_removed_and_unknown_clients_are_ignored():
+    w = World(slots=1)
+    w.enrol()
+    w.server.remove_client(b"phone")
+    w.recipient.tick(start=True)
+    assert w.statuses()["requested"] == 1
+    assert w.drops(w.st).get("unknown_client") == 1
+    with pytest.raises(ServerError):
+        w.server.remove_client(b"phone")
+
+
+def test_slot_limit_and_client_limit():
+    w = World(slots=3, config=ServerConfig(max_clients=1, max_slots=2))
+    w.enrol()
+    w.recipient.tick(start=True)
+    assert w.statuses()["ready"] == 2 and w.statuses()["requested"] == 1
+    assert w.drops(w.st).get("rejected", 0) >= 1
+    with pytest.raises(ServerError, match="client limit"):
+        w.server.add_client(b"second")
+
+
+def stored_invoice(w, slot, client=b"phone"):
+    return StaticInvoice.decode(InvoiceRecord.decode(w.snode.ds_get(invoice_key(client, slot))[0]).invoice)
+
+
+def _offer_and_invoice(w, slot):
+    s = next(x for x in w.recipient.cache if x.index == slot)
+    return s, w.recipient.build_invoice(s.offer, w.now)
+
+
+def test_server_validation_rules():
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    # the server's serve handler, fed directly: each rule refuses something
+    from asyncreceive.crypto.context import Kind, PathContext
+    from asyncreceive.node.transport import Received
+    from asyncreceive.wire.tlv import u16
+
+    def serve(slot, invoice_bytes, client=b"phone"):
+        ctx = PathContext(Kind.SERVE_REPLY, w.now + 100, {4: client, 6: u16(slot)})
+        fwd = w.rt.make_path(PathContext(Kind.FORWARD_INVREQ, None, {4: b"x" * 32}))
+        body = m.ServeStaticInvoice(invoice_bytes, fwd).encode()
+        w.server.on_serve_static_invoice(Received(m.SERVE_STATIC_INVOICE, m.SERVE_STATIC_INVOICE, body,
+                                                  w.rt.make_path(PathContext(Kind.PROBE)), ctx, b""))
+
+    w.server.persist_limit = RateLimiter(capacity=100)  # this test is about validation, not rate
+    s0, inv0 = _offer_and_invoice(w, 0)
+    serve(0, inv0.encode())  # valid: accepted
+    with pytest.raises(DecodeError, match="offer paths we issued"):
+        serve(1, inv0.encode())  # slot 0's offer served into slot 1
+    w.server.add_client(b"other")
+    with pytest.raises(DecodeError, match="offer paths we issued"):
+        serve(0, inv0.encode(), client=b"other")  # another client's offer
+    with pytest.raises(DecodeError):
+        serve(0, inv0.encode()[:-1] + bytes([inv0.encode()[-1] ^ 1]))  # bad signature
+    w.server.config.max_invoice_bytes = 100
+    with pytest.raises(DecodeError, match="over the limit"):
+        serve(0, inv0.encode())
+    w.server.config.max_invoice_bytes = 5120
+    w.now = inv0.expires_at + 1
+    with pytest.raises(DecodeError, match="expired"):
+        serve(0, inv0.encode())
+    w.now = NOW
+    with pytest.raises(ContextError, match="unknown_client"):
+        serve(0, inv0.encode(), client=b"nobody")
+
+
+def test_persist_rate_limit():
+    w = World(slots=1)
+    w.enrol()
+    w.recipient.tick(start=True)
+    s, inv = _offer_and_invoice(w, 0)
+    before = w.drops(w.st).get("rate_limited", 0)
+    for _ in range(8):  # same instant: burst of 5 allowed
+        w.recipient._send_invoice(0)
+    assert w.drops(w.st).get("rate_limited", 0) - before >= 3
+
+
+def test_channels_changed_reserves_invoices():
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    created = {s.index: s.offer.invoice_created_at for s in w.recipient.cache}
+    w.now += 10
+    w.rnode.rpc.incoming = [{"id": w.snode.node_id.hex(), "short_channel_id": "103x1x0", "fee_base_msat": 1000,
+                             "fee_proportional_millionths": 10, "cltv_expiry_delta": 6, "htlc_min_msat": 0,
+                             "incoming_capacity_msat": 500000000}]
+    w.recipient.check_channels()
+    assert all(s.offer.invoice_created_at == created[s.index] + 10 for s in w.recipient.cache)
+    inv = stored_invoice(w, 0)
+    assert inv.payinfos[0].fee_base_msat == 1000 and inv.payinfos[0].cltv_expiry_delta == 6 + 18
+    assert inv.created_at == NOW + 10
+
+
+def test_getoffer_persists_used_before_returning():
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    got = w.recipient.get_offer()
+    w.recipient.load([])
+    assert next(s for s in w.recipient.cache if s.index == got["slot"]).status == c.USED
