@@ -170,6 +170,14 @@ def _server() -> ServerService:
     return state["server"]
 
 
+@plugin.subscribe("connect")
+def on_connect(plugin, **kwargs):
+    """A peer connected (e.g. our server after a restart of either side): retry what is waiting now,
+    rather than after the backoff (as LDK does on peer_connected)."""
+    if "recipient" in state:
+        state["worker"].submit(state["recipient"].on_peer_connected)
+
+
 @plugin.subscribe("channel_opened")
 def on_channel_opened(plugin, **kwargs):
     if "recipient" in state:

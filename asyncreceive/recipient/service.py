@@ -107,6 +107,13 @@ class RecipientService:
             self._commit(new)
         self._run(actions)
 
+    def on_peer_connected(self) -> None:
+        """Unanswered requests are retried at once: the peer we could not reach may be this one."""
+        with self.lock:
+            waiting = any(s.status in (c.EMPTY, c.REQUESTED, c.PENDING) for s in self.cache)
+        if waiting:
+            self.tick(start=True)
+
     def check_channels(self) -> None:
         """After a channel event: rebuild and re-serve every invoice if our incoming channels changed."""
         with self.lock:

@@ -143,3 +143,47 @@ def test_server_restart_keeps_serving(node_factory, plugin_opts):
     recipient.rpc.call("asyncreceive-refresh")
     server.daemon.wait_for_log(r"stored static invoice for client b'recipient'")
     assert len(server.rpc.call("asyncserver-listclients")["clients"]) == 1
+
+
+def test_rpc_help_options_and_errors(node_factory, plugin_opts):
+    node = node_factory.get_node(options=dict(plugin_opts, **{"asyncreceive-slots": 4}))
+    configs = node.rpc.listconfigs()["configs"]
+    assert configs["asyncreceive-slots"]["value_int"] == 4
+    assert configs["asyncreceive-tick-seconds"]["value_int"] == 60
+    assert configs["asyncserver-max-invoice-bytes"]["value_int"] == 5120
+    helps = {h["command"].split()[0]: h for h in node.rpc.help()["help"]}
+    for cmd in ("asyncreceive-listoffers", "asyncreceive-getoffer", "asyncreceive-status", "asyncreceive-refresh",
+                "asyncreceive-setserver", "asyncserver-addclient", "asyncserver-listclients",
+                "asyncserver-removeclient", "asyncserver-listinvoices"):
+        assert cmd in helps, cmd
+    with pytest.raises(RpcError, match="not a hex string"):
+        node.rpc.call("asyncreceive-setserver", {"paths": "xyz"})
+    with pytest.raises(RpcError, match="neither a blinded_path"):
+        node.rpc.call("asyncreceive-setserver", {"paths": "0001"})
+    with pytest.raises(RpcError, match="no async offer is ready"):
+        node.rpc.call("asyncreceive-getoffer")
+    with pytest.raises(RpcError, match="status must be one of"):
+        node.rpc.call("asyncreceive-listoffers", {"status": "bogus"})
+    with pytest.raises(RpcError, match="unknown client"):
+        node.rpc.call("asyncserver-removeclient", {"client_id": "nobody"})
+    st = node.rpc.call("asyncreceive-status")
+    assert st["slot_status"]["empty"] == 4 and st["server_paths"] == []
+
+
+def test_server_path_option_and_removed_client(node_factory, plugin_opts):
+    """The recipient can be configured with asyncreceive-server-path at startup; a removed client's
+    messages are ignored by the server."""
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=dict(plugin_opts, may_reconnect=True))
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})
+    recipient.stop()
+    recipient.daemon.opts["asyncreceive-server-path"] = r["paths"][0]
+    t0 = time.time()
+    recipient.start()  # lightningd reconnects to its channel peer by itself
+    wait_for(lambda: len(ready(recipient)) == 10)
+    print(f"10 slots ready {time.time() - t0:.1f}s after recipient start (server path from options)")
+    assert recipient.rpc.call("asyncreceive-status")["server_paths"] == [r["paths"][0]]
+    server.rpc.call("asyncserver-removeclient", {"client_id": "phone"})
+    assert server.rpc.call("asyncserver-listinvoices")["invoices"] == []
+    recipient.rpc.call("asyncreceive-refresh")
+    server.daemon.wait_for_log(r"dropped onion message \(unknown_client\)")
+    assert server.rpc.call("asyncserver-listinvoices")["invoices"] == []

@@ -217,3 +217,13 @@ def test_getoffer_persists_used_before_returning():
     got = w.recipient.get_offer()
     w.recipient.load([])
     assert next(s for s in w.recipient.cache if s.index == got["slot"]).status == c.USED
+
+
+def test_expired_client_paths_are_dropped():
+    w = World(slots=1)
+    r = w.server.add_client(b"phone", expiry=3600)
+    w.recipient.set_server_paths(decode_path_list(bytes.fromhex(r["paths_hex"])))
+    w.now += 3601
+    w.recipient.tick(start=True)
+    assert w.statuses()["requested"] == 1
+    assert w.drops(w.st).get("expired") == 1
