@@ -26,7 +26,7 @@ integration: install
 	$(TESTENV) $(VPY) -m pytest -rs tests/integration $(PYTEST_ARGS)
 
 bench: install
-	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
+	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -124,8 +124,14 @@ def init(options, configuration, plugin, **kwargs):
     recipient.load(server_paths)
     state["recipient"] = recipient
     first = [True]
+    if not configuration.get("startup", True):
+        transport.running.set()  # started by `plugin start`: lightningd is already running
 
     def on_tick():
+        # Nothing may touch the node key before lightningd has started (see Transport.running):
+        # the first tick waits for the first peer connection, which comes after that.
+        if not transport.running.is_set():
+            return
         start, first[0] = first[0], False
         recipient.tick(start=start)
 
@@ -175,6 +181,7 @@ def on_connect(plugin, **kwargs):
     """A peer connected (e.g. our server after a restart of either side): retry what is waiting now,
     rather than after the backoff (as LDK does on peer_connected)."""
     if "recipient" in state:
+        state["transport"].running.set()  # connect notifications only come once lightningd runs
         state["worker"].submit(state["recipient"].on_peer_connected)
 
 

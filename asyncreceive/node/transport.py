@@ -98,6 +98,9 @@ class Transport:
         self._handlers: Dict[int, Callable[[Received], None]] = {}
         self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {}
         self._lock = threading.Lock()
+        #: lightningd has finished starting.  Before that, RPCs that use the node key for ECDH
+        #: (decryptencrypteddata) make lightningd abort, so they are not called until this is set.
+        self.running = threading.Event()
 
     # ---- registration -------------------------------------------------------------------------
     def on(self, msg_type: int, handler: Callable[[Received], None]) -> None:
@@ -155,7 +158,7 @@ class Transport:
     def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
         """The peer the message first goes to: the introduction node, or, when the path starts at us,
         the next node named in our own (encrypted) hop.  Pacing is per that peer."""
-        if intro != self.node.node_id:
+        if intro != self.node.node_id or not self.running.is_set():
             return intro
         try:
             plain, _ = self.node.decrypt_encrypted_data(dest.hops[0].encrypted_recipient_data, dest.first_path_key)
@@ -172,6 +175,7 @@ class Transport:
     # ---- receiving ------------------------------------------------------------------------------
     def handle_forward_fail(self, notification: dict) -> None:
         """``onionmessage_forward_fail``: if it was heading to our phantom, peel and dispatch it."""
+        self.running.set()  # onion messages flow: connectd is up, so lightningd has started
         next_id = notification.get("next_node_id")
         outgoing = notification.get("outgoing")
         if next_id is None or outgoing is None or bytes.fromhex(next_id) != self.phantom_id:

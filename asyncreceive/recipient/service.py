@@ -148,17 +148,20 @@ class RecipientService:
         return [] if intro == self.node.node_id else [intro]
 
     def _send_request(self, slot: int) -> None:
+        """offer_paths_request over the first server path that takes it (the others are fallbacks).
+
+        Every copy would be answered, and CLN paces onion messages to 4/s per peer, so one copy per
+        round fills the slots twice as fast as LDK's one copy per server path.
+        """
         ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME, {F_SLOT: u16(slot)})
         body = m.OfferPathsRequest(slot).encode()
-        sent = 0
         for p in self.server_paths:
             try:
                 self.t.send(p, m.OFFER_PATHS_REQUEST, body, reply_context=ctx, reply_via=self._reply_via(p))
-                sent += 1
+                return
             except TransportError as e:
                 self._log(f"offer_paths_request for slot {slot} not sent on one server path: {e}", "debug")
-        if not sent:
-            raise TransportError("no server path accepted the request")
+        raise TransportError("no server path accepted the request")
 
     def _incoming(self) -> List[IncomingChannel]:
         out = []
