@@ -43,6 +43,13 @@ class Received:
     context: PathContext
     path_id: bytes
 
+    def expect(self, msg_type: int, where: str, needs_reply: bool = True) -> None:
+        """Refuse (DecodeError) a message of another type on this path, or one missing its reply path."""
+        if self.msg_type != msg_type:
+            raise DecodeError(message_name(self.raw_type), f"unexpected on {where}")
+        if needs_reply and self.reply_path is None:
+            raise DecodeError(f"{message_name(msg_type)}.reply_path", "missing")
+
 
 class TransportError(Exception):
     pass

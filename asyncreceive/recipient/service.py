@@ -221,10 +221,7 @@ class RecipientService:
         self._log(f"ignored: {text} ({reason})", "debug")
 
     def on_offer_paths(self, msg: Received) -> None:
-        if msg.msg_type != m.OFFER_PATHS:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on an offer_paths reply path")
-        if msg.reply_path is None:
-            raise DecodeError("offer_paths.reply_path", "missing")
+        msg.expect(m.OFFER_PATHS, "an offer_paths reply path")
         slot = decode_fixed(msg.context.get(F_SLOT) or b"", 2, "context.slot")
         op = m.OfferPaths.decode(msg.body)
         now = self.now()
@@ -244,8 +241,7 @@ class RecipientService:
         self._run(actions)
 
     def on_persisted(self, msg: Received) -> None:
-        if msg.msg_type != m.STATIC_INVOICE_PERSISTED:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a serve reply path")
+        msg.expect(m.STATIC_INVOICE_PERSISTED, "a serve reply path", needs_reply=False)
         m.StaticInvoicePersisted.decode(msg.body)
         offer_id = msg.context.get(F_OFFER_ID)
         created = decode_tu(msg.context.get(F_CREATED_AT) or b"", 8, "context.created_at")
@@ -267,8 +263,7 @@ class RecipientService:
         fallback of the payments work; for now it is authenticated, checked against our offer, counted and
         logged.
         """
-        if msg.msg_type != m.INVOICE_REQUEST:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a forward path")
+        msg.expect(m.INVOICE_REQUEST, "a forward path", needs_reply=False)
         invreq = InvoiceRequest.decode(msg.body)
         offer_id = msg.context.get(F_OFFER_ID)
         if invreq.offer_id != offer_id:

@@ -139,10 +139,7 @@ class ServerService:
         return cid, slot
 
     def on_offer_paths_request(self, msg: Received) -> None:
-        if msg.msg_type != m.OFFER_PATHS_REQUEST:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a client path")
-        if msg.reply_path is None:
-            raise DecodeError("offer_paths_request.reply_path", "missing")
+        msg.expect(m.OFFER_PATHS_REQUEST, "a client path")
         cid, _ = self._ids(msg)
         req = m.OfferPathsRequest.decode(msg.body)
         if req.invoice_slot >= self.config.max_slots:
@@ -169,10 +166,7 @@ class ServerService:
         return ctx.get(F_CLIENT) == cid and ctx.get(F_SLOT) == u16(slot)
 
     def on_serve_static_invoice(self, msg: Received) -> None:
-        if msg.msg_type != m.SERVE_STATIC_INVOICE:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on a serve reply path")
-        if msg.reply_path is None:
-            raise DecodeError("serve_static_invoice.reply_path", "missing")
+        msg.expect(m.SERVE_STATIC_INVOICE, "a serve reply path")
         cid, slot = self._ids(msg)
         if slot is None or slot >= self.config.max_slots:
             raise DecodeError("context.slot", f"slot {slot} over the limit {self.config.max_slots}")
@@ -201,10 +195,7 @@ class ServerService:
         self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
 
     def on_invoice_request(self, msg: Received) -> None:
-        if msg.msg_type != m.INVOICE_REQUEST:
-            raise DecodeError(m.message_name(msg.raw_type), "unexpected on an offer path")
-        if msg.reply_path is None:
-            raise DecodeError("invoice_request.reply_path", "missing")
+        msg.expect(m.INVOICE_REQUEST, "an offer path")
         cid, slot = self._ids(msg)
         if not self.lookup_limit.allow(cid, self._clock()):
             raise ContextError("rate_limited", f"invoice requests for client {cid!r} too fast")

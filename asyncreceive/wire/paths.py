@@ -105,12 +105,17 @@ def encode_paths(paths: List[BlindedPath]) -> bytes:
     return b"".join(p.encode() for p in paths)
 
 
-def decode_paths(data: bytes, field: str = "paths") -> List[BlindedPath]:
+def _read_all(data: bytes, read, field: str) -> list:
+    """Read items back to back until the data ends (lists without a count)."""
     r = Reader(data)
     out = []
     while not r.at_end():
-        out.append(BlindedPath.read(r, f"{field}[{len(out)}]"))
+        out.append(read(r, f"{field}[{len(out)}]"))
     return out
+
+
+def decode_paths(data: bytes, field: str = "paths") -> List[BlindedPath]:
+    return _read_all(data, BlindedPath.read, field)
 
 
 def encode_path_list(paths: List[BlindedPath]) -> bytes:
@@ -173,8 +178,4 @@ def encode_payinfos(infos: List[BlindedPayInfo]) -> bytes:
 
 
 def decode_payinfos(data: bytes, field: str = "blindedpay") -> List[BlindedPayInfo]:
-    r = Reader(data)
-    out = []
-    while not r.at_end():
-        out.append(BlindedPayInfo.read(r, f"{field}[{len(out)}]"))
-    return out
+    return _read_all(data, BlindedPayInfo.read, field)

@@ -8,7 +8,6 @@ from pyln.client import RpcError
 
 from pyln.testing.utils import wait_for
 
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
 from asyncreceive.wire.paths import decode_path_list
 
 

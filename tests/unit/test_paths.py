@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from asyncreceive.errors import DecodeError
-from asyncreceive.wire.paths import (BlindedPath, BlindedPayInfo, decode_path_list, decode_paths,
+from asyncreceive.wire.paths import (BlindedPath, decode_path_list, decode_paths,
                                      decode_payinfos, decode_server_paths, encode_path_list, encode_paths,
                                      encode_payinfos)
 from asyncreceive.wire.tlv import Reader
