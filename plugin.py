@@ -18,6 +18,7 @@ from asyncreceive.node.lightningd import Lightningd  # noqa: E402
 from asyncreceive.node.probe import Probe  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
 from asyncreceive.node.worker import Worker  # noqa: E402
+from asyncreceive.payments.service import PaymentsService  # noqa: E402
 from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
 from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
 from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES  # noqa: E402
@@ -41,6 +42,8 @@ plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server:
 plugin.add_option("asyncreceive-dev", False,
                   "Enable the asyncreceive-dev-* RPC methods (transport self-tests). Off by default.",
                   opt_type="flag")
+
+plugin.add_notification_topic("asyncreceive_payment")
 
 state = {}
 
@@ -123,6 +126,8 @@ def init(options, configuration, plugin, **kwargs):
                                  node.makesecret(OFFER_KEY_LABEL), final_cltv)
     recipient.load(server_paths)
     state["recipient"] = recipient
+    state["payments"] = PaymentsService(transport, recipient, log,
+                                        lambda p: plugin.notify("asyncreceive_payment", p))
     first = [True]
     if not configuration.get("startup", True):
         transport.running.set()  # started by `plugin start`: lightningd is already running
@@ -195,6 +200,34 @@ def on_channel_opened(plugin, **kwargs):
 def on_channel_state_changed(plugin, **kwargs):
     if "recipient" in state:
         state["worker"].submit(state["recipient"].check_channels)
+
+
+def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
+    """Async (keysend) HTLCs on our static invoices' payment paths; everything else continues."""
+    answered = [False]
+
+    def respond(result):
+        if not answered[0]:
+            answered[0] = True
+            request.set_result(result)
+
+    try:
+        if "payments" in state and state["payments"].on_htlc(onion, htlc, respond):
+            return
+    except Exception:
+        log(f"htlc_accepted handler error: {traceback.format_exc()}", "broken")
+    respond({"result": "continue"})
+
+
+# before CLN's keysend plugin, which would otherwise take TLV 5482373484 as a plain keysend
+plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["keysend"])
+
+
+@plugin.method("asyncreceive-listpayments")
+def listpayments(plugin):
+    """List async payments received (offer_id, amount_msat, received_at, payer_note, preimage)."""
+    _transport()
+    return {"payments": state["payments"].list_payments()}
 
 
 @plugin.method("asyncreceive-status")

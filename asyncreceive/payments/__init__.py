@@ -1,0 +1,1 @@
+"""Payments: releasing held HTLCs, claiming async HTLCs, and paying static invoices."""

@@ -1,0 +1,121 @@
+"""Deciding on an async (keysend-style) HTLC that reached us over a static invoice's payment path.
+
+Pure: the shell decrypts the final hop's ``encrypted_recipient_data`` (lightningd's
+``decryptencrypteddata``) and passes everything in.  An HTLC is *ours* when that data's ``path_id`` is
+one we put in a static invoice; only then do we decide, and we claim only after every check passed:
+
+- the sender's preimage (TLV 5482373484) hashes to the HTLC's payment_hash;
+- an invoice_request (TLV 77777 as LDK sends it, or 1 as in the draft) that parses, is signed by its
+  payer, and is for *this* offer (offer records equal byte for byte);
+- the amount reaches the invoice_request's amount (MPP: the parts' sum reaches the total);
+- the HTLC's cltv is at least ``height + final_cltv`` and what the onion asked for, and within the
+  path's ``max_cltv_expiry``.
+
+Anything else fails with ``invalid_onion_blinding`` (we are inside a blinded path, BOLT 4), with an
+all-zero onion hash as LDK does.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ..crypto.blinding import EncryptedData
+from ..errors import DecodeError
+from ..wire.bolt12 import InvoiceRequest, Offer
+from ..wire.tlv import decode_tlv, decode_tu, Reader
+
+AMT_TO_FORWARD = 2
+OUTGOING_CLTV = 4
+ENCRYPTED_RECIPIENT_DATA = 10
+CURRENT_PATH_KEY = 12
+TOTAL_AMOUNT = 18
+INVREQ_DRAFT = 1
+INVREQ_LDK = 77777
+KEYSEND_PREIMAGE = 5482373484
+
+#: BOLT 4 invalid_onion_blinding (BADONION | PERM | 24) with a zero sha256_of_onion
+INVALID_ONION_BLINDING = bytes.fromhex("c018") + bytes(32)
+
+
+def parse_payload(raw: bytes) -> Dict[int, bytes]:
+    """The final hop payload as lightningd hands it to htlc_accepted (BigSize length prefix, then TLVs).
+
+    Every record is returned (lightningd could not decode it: 5482373484 is an unknown even type).
+    """
+    r = Reader(raw)
+    length = r.bigsize("payload.length")
+    body = r.read(length, "payload")
+    r.expect_end("payload")
+    return dict(decode_tlv(body, "payload", allow_unknown_even=True).records)
+
+
+@dataclass
+class Part:
+    htlc_id: str
+    amount_msat: int
+    cltv_expiry: int
+
+
+@dataclass
+class Verdict:
+    """``claim`` with the preimage, ``fail`` with a reason (logged, never told to the payer), or
+    ``hold`` (an MPP part waiting for the rest)."""
+
+    action: str
+    reason: str = ""
+    preimage: Optional[bytes] = None
+    total_msat: int = 0
+    invreq: Optional[InvoiceRequest] = None
+
+
+def check_htlc(records: Dict[int, bytes], path_data: EncryptedData, offer: Offer, payment_hash: bytes,
+               amount_msat: int, cltv_expiry: int, height: int, final_cltv: int) -> Verdict:
+    """Check one HTLC part against our offer (the MPP total is checked by :class:`PartSet`)."""
+    pre = records.get(KEYSEND_PREIMAGE)
+    if pre is None or len(pre) != 32:
+        return Verdict("fail", "no 32-byte sender preimage (TLV 5482373484)")
+    if hashlib.sha256(pre).digest() != payment_hash:
+        return Verdict("fail", "sha256(preimage) != payment_hash")
+    raw_invreq = records.get(INVREQ_LDK, records.get(INVREQ_DRAFT))
+    if raw_invreq is None:
+        return Verdict("fail", "no invoice_request in the onion (TLV 77777 or 1)")
+    try:
+        invreq = InvoiceRequest.decode(raw_invreq)
+    except DecodeError as e:
+        return Verdict("fail", f"bad invoice_request: {e}")
+    if invreq.offer_records().encode() != offer.stream.encode():
+        return Verdict("fail", "invoice_request is for another offer")
+    want = invreq.invreq_amount if invreq.invreq_amount is not None else offer.amount
+    if want is None:
+        return Verdict("fail", "invoice_request has no amount")
+    try:
+        total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount_msat
+        asked_cltv = decode_tu(records[OUTGOING_CLTV], 4, "outgoing_cltv_value") if OUTGOING_CLTV in records else 0
+        fwd = decode_tu(records[AMT_TO_FORWARD], 8, "amt_to_forward") if AMT_TO_FORWARD in records else amount_msat
+    except DecodeError as e:
+        return Verdict("fail", str(e))
+    if total < want:
+        return Verdict("fail", f"total {total} msat below the invoice_request amount {want}")
+    if amount_msat < fwd:
+        return Verdict("fail", f"htlc carries {amount_msat} msat, onion asked for {fwd}")
+    if cltv_expiry < height + final_cltv or cltv_expiry < asked_cltv:
+        return Verdict("fail", f"cltv_expiry {cltv_expiry} too soon (height {height} + {final_cltv})")
+    pc = path_data.payment_constraints
+    if pc is not None and cltv_expiry > pc.max_cltv_expiry:
+        return Verdict("fail", f"cltv_expiry {cltv_expiry} past the path's max {pc.max_cltv_expiry}")
+    return Verdict("claim", preimage=pre, total_msat=total, invreq=invreq)
+
+
+@dataclass
+class PartSet:
+    """The parts of one multi-part payment (same payment_hash), until their sum reaches the total."""
+
+    total_msat: int
+    first_seen: float
+    parts: List[Part] = field(default_factory=list)
+
+    def add(self, part: Part) -> bool:
+        """Add a part; True once the parts together pay the total."""
+        if all(p.htlc_id != part.htlc_id for p in self.parts):
+            self.parts.append(part)
+        return sum(p.amount_msat for p in self.parts) >= self.total_msat

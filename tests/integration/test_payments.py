@@ -1,0 +1,99 @@
+"""Getting paid: payer l1 -> server l2 -> recipient l3 on regtest, async HTLCs claimed by the plugin.
+
+The payer here is lightningd itself driven with a hand-built onion (createonion + sendonion), built by
+the package's payer helpers: exactly the HTLC an LDK payer sends for a static invoice (TLV 77777
+invoice_request, TLV 5482373484 sender preimage).
+"""
+
+import hashlib
+import os
+
+import pytest
+from coincurve import PrivateKey
+from pyln.client import RpcError
+from pyln.testing.utils import wait_for
+
+from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
+from asyncreceive.recipient.invoice import CHAINS
+from asyncreceive.server.store import InvoiceRecord, invoice_key
+from asyncreceive.wire import messages as m
+from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.tlv import bigsize
+
+
+def setup(node_factory, plugin_opts):
+    payer, server, recipient = node_factory.line_graph(3, fundchannel=True, wait_for_announce=True,
+                                                       opts=plugin_opts)
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    wait_for(lambda: len(recipient.rpc.call("asyncreceive-listoffers", {"status": "ready"})["offers"]) == 10)
+    offer = recipient.rpc.call("asyncreceive-getoffer")
+    rec = server.rpc.listdatastore(key=invoice_key(b"phone", offer["slot"]))["datastore"][0]
+    invoice = StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
+    return payer, server, recipient, Offer.from_string(offer["offer"]), invoice
+
+
+def pay(payer, invoice, invreq, preimage, amount, payment_hash=None):
+    height = payer.rpc.getinfo()["blockheight"]
+    po = build_payment_onion(invoice, invreq, preimage, amount, height)
+    payment_hash = payment_hash or hashlib.sha256(preimage).digest()
+    onion = payer.rpc.createonion(hops=[{"pubkey": k.hex(), "payload": (bigsize(len(p)) + p).hex()}
+                                        for k, p in po.hops], assocdata=payment_hash.hex())
+    payer.rpc.sendonion(onion=onion["onion"], payment_hash=payment_hash.hex(),
+                        first_hop={"id": po.first_node_id.hex(), "amount_msat": po.first_amount_msat,
+                                   "delay": po.first_cltv - height},
+                        shared_secrets=onion["shared_secrets"])
+    return payer.rpc.waitsendpay(payment_hash.hex(), timeout=60)
+
+
+def test_async_payment_claimed_and_recorded(node_factory, plugin_opts):
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    preimage = os.urandom(32)
+    invreq = build_invoice_request(offer, 50_000, os.urandom(32), chain=CHAINS["regtest"], payer_note="thanks")
+    before = recipient.rpc.listpeerchannels()["channels"][0]["to_us_msat"]
+    res = pay(payer, invoice, invreq, preimage, 50_000)
+    assert res["status"] == "complete" and res["payment_preimage"] == preimage.hex()
+    pays = recipient.rpc.call("asyncreceive-listpayments")["payments"]
+    # the blinded path's fee is rounded up by the payer (BOLT 4), so the recipient may get a msat more
+    assert len(pays) == 1 and 50_000 <= pays[0]["amount_msat"] <= 50_001 and pays[0]["payer_note"] == "thanks"
+    assert pays[0]["offer_id"] == offer.offer_id.hex() and pays[0]["preimage"] == preimage.hex()
+    recipient.daemon.wait_for_log(r"received async payment .*: 5000[01] msat")
+    wait_for(lambda: recipient.rpc.listpeerchannels()["channels"][0]["to_us_msat"] == before + pays[0]["amount_msat"])
+
+
+def test_bad_async_htlcs_are_not_claimed(node_factory, plugin_opts):
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    key = os.urandom(32)
+    # 1. less than the invoice_request's amount
+    invreq = build_invoice_request(offer, 60_000, key, chain=CHAINS["regtest"])
+    with pytest.raises(RpcError):
+        pay(payer, invoice, invreq, os.urandom(32), 50_000)
+    recipient.daemon.wait_for_log(r"refused async HTLC .*total 50000 msat below the invoice_request amount 60000")
+    # 2. a payment_hash that is not SHA256(preimage)
+    invreq = build_invoice_request(offer, 50_000, key, chain=CHAINS["regtest"])
+    with pytest.raises(RpcError):
+        pay(payer, invoice, invreq, os.urandom(32), 50_000, payment_hash=os.urandom(32))
+    recipient.daemon.wait_for_log(r"refused async HTLC .*sha256\(preimage\) != payment_hash")
+    # 3. an invoice_request for an offer that is not ours
+    other = Offer.build(PrivateKey().public_key.format(), offer.paths, chains=[CHAINS["regtest"]])
+    with pytest.raises(RpcError):
+        pay(payer, invoice, build_invoice_request(other, 50_000, key, chain=CHAINS["regtest"]),
+            os.urandom(32), 50_000)
+    recipient.daemon.wait_for_log(r"refused async HTLC .*invoice_request is for another offer")
+    assert recipient.rpc.call("asyncreceive-listpayments")["payments"] == []
+    assert recipient.rpc.getinfo()["id"]  # lightningd is still running
+    # a correct payment still goes through afterwards
+    pre = os.urandom(32)
+    assert pay(payer, invoice, invreq, pre, 50_000)["payment_preimage"] == pre.hex()
+
+
+def test_held_htlc_released(node_factory, plugin_opts):
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    assert len(invoice.message_paths) >= 2
+    for _ in range(2):  # a duplicate is answered again and harms nothing
+        payer.rpc.call("asyncreceive-dev-send", {"path": invoice.message_paths[0].encode().hex(),
+                                                 "msgtype": m.HELD_HTLC_AVAILABLE, "body": "00", "reply": True,
+                                                 "reply_via": [server.info["id"]]})
+    wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 2)
+    assert {r["type"] for r in payer.rpc.call("asyncreceive-dev-received")["received"]} == {m.RELEASE_HELD_HTLC}
+    recipient.daemon.wait_for_log("released held HTLC for offer %s" % offer.offer_id.hex()[:16])
