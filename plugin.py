@@ -18,6 +18,7 @@ from asyncreceive.node.lightningd import Lightningd  # noqa: E402
 from asyncreceive.node.probe import Probe  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
 from asyncreceive.node.worker import Worker  # noqa: E402
+from asyncreceive.payments.pay import PayError, PayService  # noqa: E402
 from asyncreceive.payments.service import PaymentsService  # noqa: E402
 from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
 from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
@@ -38,6 +39,9 @@ plugin.add_option("asyncserver-max-clients", 1000, "Static invoice server: most 
 plugin.add_option("asyncserver-max-slots", 10, "Static invoice server: most invoice slots per client.",
                   opt_type="int")
 plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.",
+                  opt_type="int")
+plugin.add_option("asyncreceive-pay-timeout", 86400,
+                  "asyncreceive-pay: seconds to wait for an offline recipient to release the payment.",
                   opt_type="int")
 plugin.add_option("asyncreceive-dev", False,
                   "Enable the asyncreceive-dev-* RPC methods (transport self-tests). Off by default.",
@@ -128,6 +132,8 @@ def init(options, configuration, plugin, **kwargs):
     state["recipient"] = recipient
     state["payments"] = PaymentsService(transport, recipient, log,
                                         lambda p: plugin.notify("asyncreceive_payment", p))
+    network = plugin.rpc.getinfo()["network"]
+    state["pay"] = PayService(transport, network, log, _positive("asyncreceive-pay-timeout"))
     first = [True]
     if not configuration.get("startup", True):
         transport.running.set()  # started by `plugin start`: lightningd is already running
@@ -138,6 +144,8 @@ def init(options, configuration, plugin, **kwargs):
         if not transport.running.is_set():
             return
         start, first[0] = first[0], False
+        if start:
+            state["pay"].resume()
         recipient.tick(start=start)
 
     worker = Worker(log, tick=on_tick, tick_seconds=tick)
@@ -221,6 +229,30 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
 
 # before CLN's keysend plugin, which would otherwise take TLV 5482373484 as a plain keysend
 plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["keysend"])
+
+
+@plugin.method("asyncreceive-pay")
+def pay(plugin, offer, amount_msat=None, payer_note=None):
+    """Pay BOLT 12 {offer} (its recipient may be offline): {amount_msat} if the offer has no amount.
+    Returns at once with a payment_id; asyncreceive-listpays shows progress and the result."""
+    if amount_msat is not None and (not isinstance(amount_msat, int) or amount_msat <= 0):
+        raise RpcException("amount_msat: a positive integer")
+    try:
+        return _pay().pay(offer, amount_msat, payer_note)
+    except PayError as e:
+        raise RpcException(str(e))
+
+
+@plugin.method("asyncreceive-listpays")
+def listpays(plugin):
+    """List payments made with asyncreceive-pay: status (requested, waiting_release, sending, complete,
+    failed), amount, payment_hash, and the preimage once complete."""
+    return {"pays": _pay().list_pays()}
+
+
+def _pay() -> PayService:
+    _transport()
+    return state["pay"]
 
 
 @plugin.method("asyncreceive-listpayments")

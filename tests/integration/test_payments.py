@@ -7,6 +7,7 @@ invoice_request, TLV 5482373484 sender preimage).
 
 import hashlib
 import os
+import time
 
 import pytest
 from coincurve import PrivateKey
@@ -97,3 +98,41 @@ def test_held_htlc_released(node_factory, plugin_opts):
     wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 2)
     assert {r["type"] for r in payer.rpc.call("asyncreceive-dev-received")["received"]} == {m.RELEASE_HELD_HTLC}
     recipient.daemon.wait_for_log("released held HTLC for offer %s" % offer.offer_id.hex()[:16])
+
+
+def pays(node):
+    return node.rpc.call("asyncreceive-listpays")["pays"]
+
+
+def test_pay_while_recipient_offline(node_factory, plugin_opts):
+    """asyncreceive-pay: the recipient is stopped, the payer gets the static invoice from the server and
+    waits; when the recipient comes back it releases the payment, which completes once."""
+    payer, server, recipient, offer, invoice = setup(node_factory, dict(plugin_opts, may_reconnect=True))
+    recipient.stop()
+    r = payer.rpc.call("asyncreceive-pay", {"offer": offer.to_string(), "amount_msat": 40_000,
+                                            "payer_note": "while you were out"})
+    assert r["status"] == "requested"
+    wait_for(lambda: pays(payer)[0]["status"] == "waiting_release")
+    server.daemon.wait_for_log(r"served static invoice of client b'phone'")
+    time.sleep(5)
+    assert pays(payer)[0]["status"] == "waiting_release"  # the payment waits for the recipient
+    recipient.start()
+    wait_for(lambda: pays(payer)[0]["status"] == "complete", timeout=180)
+    done = pays(payer)[0]
+    got = recipient.rpc.call("asyncreceive-listpayments")["payments"]
+    assert len(got) == 1 and got[0]["preimage"] == done["payment_preimage"]
+    assert 40_000 <= got[0]["amount_msat"] <= 40_001 and got[0]["payer_note"] == "while you were out"
+    recipient.daemon.wait_for_log("released held HTLC")
+    sent = payer.rpc.listsendpays(payment_hash=done["payment_hash"])["payments"]
+    assert [s["status"] for s in sent] == ["complete"]  # paid exactly once
+
+
+def test_pay_rejects_bad_input(node_factory, plugin_opts):
+    node = node_factory.get_node(options=plugin_opts)
+    with pytest.raises(RpcError, match="offer:"):
+        node.rpc.call("asyncreceive-pay", {"offer": "lno1qqqq", "amount_msat": 1000})
+    own = node.rpc.offer(amount="any")["bolt12"]  # an offer without an amount
+    with pytest.raises(RpcError, match="amount_msat is needed"):
+        node.rpc.call("asyncreceive-pay", {"offer": own})
+    with pytest.raises(RpcError, match="positive integer"):
+        node.rpc.call("asyncreceive-pay", {"offer": own, "amount_msat": -5})
