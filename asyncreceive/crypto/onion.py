@@ -51,11 +51,12 @@ def onion_size_for(payloads: Sequence[bytes]) -> int:
 
 def build_outgoing(our_node_id: bytes, dest: BlindedPath, message_type: int, message: bytes,
                    reply_path: Optional[BlindedPath] = None, session_key: Optional[bytes] = None,
-                   intro_node_id: Optional[bytes] = None) -> OutgoingOnion:
+                   intro_node_id: Optional[bytes] = None, route: Sequence[bytes] = ()) -> OutgoingOnion:
     """Hops and first path key to send ``message`` to ``dest`` from our node.
 
     ``intro_node_id`` resolves a sciddir introduction node (the caller looks it up); a pubkey
-    introduction node is used as it is.
+    introduction node is used as it is.  ``route`` lists the nodes between us and the introduction node
+    when we are not its peer (found in the channel graph); they get blinded hops of ours.
     """
     intro = dest.first_node_id or intro_node_id
     if intro is None:
@@ -64,11 +65,12 @@ def build_outgoing(our_node_id: bytes, dest: BlindedPath, message_type: int, mes
         path_key = dest.first_path_key
         hops = [(h.blinded_node_id, h.encrypted_recipient_data) for h in dest.hops]
     else:
-        ours = build_blinded_path(session_key or os.urandom(32),
-                                  [(our_node_id, EncryptedData(next_node_id=intro,
-                                                               next_path_key_override=dest.first_path_key).encode())])
+        nodes = [our_node_id] + list(route)
+        datas = [EncryptedData(next_node_id=n).encode() for n in nodes[1:]]
+        datas.append(EncryptedData(next_node_id=intro, next_path_key_override=dest.first_path_key).encode())
+        ours = build_blinded_path(session_key or os.urandom(32), list(zip(nodes, datas)))
         path_key = ours.first_path_key
-        hops = [(ours.hops[0].blinded_node_id, ours.hops[0].encrypted_recipient_data)]
+        hops = [(h.blinded_node_id, h.encrypted_recipient_data) for h in ours.hops]
         hops += [(h.blinded_node_id, h.encrypted_recipient_data) for h in dest.hops]
     payloads = []
     for i, (node, enc) in enumerate(hops):

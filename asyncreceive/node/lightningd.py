@@ -31,6 +31,35 @@ class Lightningd:
         peers = self.rpc.listpeers(node_id.hex())["peers"]
         return bool(peers) and bool(peers[0].get("connected"))
 
+    def route_to(self, node_id: bytes, max_hops: int = 6) -> Optional[List[bytes]]:
+        """Nodes between us and ``node_id`` through the public channel graph, starting at a connected
+        peer (shortest path); None if there is none.  Onion messages need no channel liquidity."""
+        peers = {bytes.fromhex(p["id"]) for p in self.rpc.listpeers()["peers"] if p.get("connected")}
+        adj = {}
+        for c in self.rpc.listchannels()["channels"]:
+            a, b = bytes.fromhex(c["source"]), bytes.fromhex(c["destination"])
+            adj.setdefault(a, set()).add(b)
+        prev = {p: None for p in peers}
+        frontier = list(peers)
+        for _ in range(max_hops):
+            if node_id in prev:
+                break
+            nxt = []
+            for n in frontier:
+                for m in adj.get(n, ()):
+                    if m not in prev and m != self.node_id:
+                        prev[m] = n
+                        nxt.append(m)
+            frontier = nxt
+        if node_id not in prev:
+            return None
+        path = []
+        n = prev[node_id]
+        while n is not None:
+            path.append(n)
+            n = prev[n]
+        return list(reversed(path))
+
     def ensure_connected(self, node_id: bytes) -> None:
         """Onion messages only go to connected peers; connect by id (gossip addresses) if needed."""
         if node_id == self.node_id or self.is_connected(node_id):

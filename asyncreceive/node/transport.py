@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from coincurve import PrivateKey
 
@@ -146,8 +146,9 @@ class Transport:
         try:
             intro = self.introduction_node(dest)
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
-            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro)
-            peer = self.first_peer(dest, intro)
+            route = self._route(intro)
+            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
+            peer = route[0] if route else self.first_peer(dest, intro)
             self.node.ensure_connected(peer)
             self.pacer.wait(peer)
             self.node.send_onion(out)
@@ -161,6 +162,20 @@ class Transport:
         if path.first_node_id is not None:
             return path.first_node_id
         return self.node.resolve_sciddir(path.introduction.scid_str(), path.introduction.direction)
+
+    def _route(self, intro: bytes) -> List[bytes]:
+        """Nodes to cross before ``intro``: none if it is us or a peer (or we can connect to it), else a
+        shortest path through the public channel graph, as CLN's offers plugin does."""
+        if intro == self.node.node_id or self.node.is_connected(intro):
+            return []
+        try:
+            self.node.ensure_connected(intro)
+            return []
+        except NodeError:
+            route = self.node.route_to(intro)
+            if route is None:
+                raise
+            return route
 
     def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
         """The peer the message first goes to: the introduction node, or, when the path starts at us,

@@ -24,8 +24,9 @@ from ..recipient.service import F_OFFER_ID, RecipientService
 from ..wire import messages as m
 from ..wire.bolt12 import Offer
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
-from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet,
-                      check_htlc, parse_payload)
+from ..recipient.store import fallback_key
+from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, TOTAL_AMOUNT, Part,
+                      PartSet, Verdict, check_htlc, parse_payload)
 
 PAYMENT_PREFIX = ["asyncreceive", "v1", "recipient", "payment"]
 MPP_TIMEOUT = 60
@@ -115,13 +116,17 @@ class PaymentsService:
             data = EncryptedData.decode(plain)
         except (NodeError, DecodeError):
             return False  # not a path to us, or not ours to judge
-        found = self._ours(data.path_id)
-        if found is None:
-            return False
-        offer_id, offer = found
         amount = _msat(htlc["amount_msat"])
-        v = check_htlc(records, data, offer, payment_hash, amount, int(htlc["cltv_expiry"]),
-                       self.node.block_height(), self.recipient.final_cltv)
+        height = self.node.block_height()
+        if data.path_id is not None and data.path_id == self.recipient.fallback_path_id(payment_hash):
+            offer_id, v = self._fallback_verdict(records, payment_hash, amount, int(htlc["cltv_expiry"]), height)
+        else:
+            found = self._ours(data.path_id)
+            if found is None:
+                return False
+            offer_id, offer = found
+            v = check_htlc(records, data, offer, payment_hash, amount, int(htlc["cltv_expiry"]),
+                           height, self.recipient.final_cltv)
         if v.action == "fail":
             self._log(f"refused async HTLC {payment_hash.hex()[:16]} for offer {offer_id.hex()[:16]}: {v.reason}",
                       "info")
@@ -150,6 +155,20 @@ class PaymentsService:
         self._notify({"payment_hash": payment_hash.hex(), "offer_id": offer_id.hex(), "amount_msat": paid,
                       "parts": len(pset.parts), "payer_note": note})
         return True
+
+    def _fallback_verdict(self, records, payment_hash: bytes, amount: int, cltv: int, height: int):
+        """An HTLC paying an online-fallback invoice we issued (we hold its preimage)."""
+        got = self.node.ds_get(fallback_key(payment_hash))
+        if got is None:
+            return b"", Verdict("fail", "no invoice of ours with this payment_hash")
+        r = dict(decode_tlv(got[0], "fallback_invoice", known=lambda t: True).records)
+        want = decode_tu(r[2], 8, "amount")
+        total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount
+        if total < want:
+            return r[4], Verdict("fail", f"total {total} msat below the invoice amount {want}")
+        if cltv < height + self.recipient.final_cltv:
+            return r[4], Verdict("fail", f"cltv_expiry {cltv} too soon")
+        return r[4], Verdict("claim", preimage=r[0], total_msat=total)
 
     def _expire(self, payment_hash: bytes) -> None:
         with self._lock:

@@ -17,11 +17,12 @@ from ..node.transport import Received, Transport, TransportError
 from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
-from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
+from ..wire.tlv import decode_fixed, decode_tu, encode_tlv, tu64, u16
 from . import cache as c
+from .fallback import INVOICE_RELATIVE_EXPIRY, build_invoice
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
                       relative_expiry, scid_int)
-from .store import SERVER_PATHS_KEY, decode_slot, encode_slot, slot_key
+from .store import SERVER_PATHS_KEY, decode_slot, encode_slot, fallback_key, slot_key
 
 F_SLOT = 4
 F_OFFER_ID = 4
@@ -257,12 +258,9 @@ class RecipientService:
         self._log(f"offer {offer_id.hex()[:16]} ready: server persisted its static invoice", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
-        """An invoice_request a payer sent to our server, forwarded to us while we are online.
-
-        Answering it with a normal BOLT 12 invoice (so the payer gets proof of payment) is the online
-        fallback of the payments work; for now it is authenticated, checked against our offer, counted and
-        logged.
-        """
+        """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
+        with a normal BOLT 12 invoice (payment hash, so the payer gets proof of payment).  The preimage is
+        stored before the invoice goes out; the payments service claims the HTLC against it."""
         msg.expect(m.INVOICE_REQUEST, "a forward path", needs_reply=False)
         invreq = InvoiceRequest.decode(msg.body)
         offer_id = msg.context.get(F_OFFER_ID)
@@ -271,6 +269,25 @@ class RecipientService:
         self.forwarded_invreqs += 1
         self._log(f"forwarded invoice_request for offer {offer_id.hex()[:16]} received "
                   f"(amount {invreq.invreq_amount}, reply path {'yes' if msg.reply_path else 'no'})", "info")
+        with self.lock:
+            s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
+        amount = invreq.invreq_amount
+        if s is None or msg.reply_path is None or not amount:
+            return self._ignore("no_fallback", "forwarded invoice_request we cannot answer")
+        now = self.now()
+        preimage = os.urandom(32)
+        payment_hash = hashlib.sha256(preimage).digest()
+        paths, infos = payment_paths(self.node.node_id, self._incoming(), self.fallback_path_id(payment_hash),
+                                     self.node.block_height(), INVOICE_RELATIVE_EXPIRY, self.final_cltv)
+        invoice = build_invoice(invreq, offer_signing_key(self.offer_key_base, s.offer.key_nonce), payment_hash,
+                                amount, now, paths, infos)
+        self.node.ds_put(fallback_key(payment_hash), encode_tlv([(0, preimage), (2, tu64(amount)), (4, offer_id),
+                                                                (6, tu64(now + INVOICE_RELATIVE_EXPIRY))]))
+        self.t.send(msg.reply_path, m.INVOICE, invoice)
+        self._log(f"answered with an invoice for {amount} msat (payment_hash {payment_hash.hex()[:16]})", "info")
+
+    def fallback_path_id(self, payment_hash: bytes) -> bytes:
+        return self.t.ctx_key.path_id(b"invoice" + payment_hash)
 
     # ---- RPC ------------------------------------------------------------------------------------------
     def offer_json(self, s: c.Slot) -> dict:

@@ -2,6 +2,7 @@
 
     asyncreceive/v1/recipient/slot/<index 05d>     one Slot
     asyncreceive/v1/recipient/server_paths         the server paths set at runtime (setserver)
+    asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (preimage, amount)
 """
 
 from typing import List
@@ -13,6 +14,11 @@ from . import cache as c
 PREFIX = ["asyncreceive", "v1", "recipient"]
 SERVER_PATHS_KEY = PREFIX + ["server_paths"]
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
+
+
+def fallback_key(payment_hash: bytes) -> List[str]:
+    """An online-fallback invoice we issued: preimage, amount, offer_id, expiry (TLV)."""
+    return PREFIX + ["invoice", payment_hash.hex()]
 
 
 def slot_key(index: int) -> List[str]:

@@ -136,3 +136,20 @@ def test_pay_rejects_bad_input(node_factory, plugin_opts):
         node.rpc.call("asyncreceive-pay", {"offer": own})
     with pytest.raises(RpcError, match="positive integer"):
         node.rpc.call("asyncreceive-pay", {"offer": own, "amount_msat": -5})
+
+
+def test_online_recipient_answers_with_a_normal_invoice(node_factory, plugin_opts):
+    """Recipient online: the server forwards a stock CLN payer's invoice_request to it, it answers with
+    a normal BOLT 12 invoice signed with the offer's key, CLN pays it and gets proof of payment."""
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    got = payer.rpc.fetchinvoice(offer=offer.to_string(), amount_msat=30_000, payer_note="online")
+    d = payer.rpc.decode(got["invoice"])
+    assert d["valid"] and d["invoice_amount_msat"] == 30_000
+    assert d["invoice_node_id"] == offer.issuer_id.hex()
+    res = payer.rpc.pay(got["invoice"])
+    assert res["status"] == "complete"
+    assert hashlib.sha256(bytes.fromhex(res["payment_preimage"])).hexdigest() == d["invoice_payment_hash"]
+    recv = recipient.rpc.call("asyncreceive-listpayments")["payments"]
+    assert [p["amount_msat"] for p in recv] == [30_000]
+    assert recv[0]["preimage"] == res["payment_preimage"]
+    recipient.daemon.wait_for_log(r"answered with an invoice for 30000 msat")

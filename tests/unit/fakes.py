@@ -49,6 +49,12 @@ class FakeNode:
         import hashlib
         return hashlib.sha256(self.priv + label.encode()).digest()
 
+    def is_connected(self, node_id: bytes) -> bool:
+        return self.network.reachable(node_id)
+
+    def route_to(self, node_id: bytes):
+        return None  # everyone is a direct peer in the fake network
+
     def ensure_connected(self, node_id: bytes) -> None:
         if not self.network.reachable(node_id):
             raise NodeError(f"cannot connect to {node_id.hex()}")
