@@ -44,7 +44,8 @@ class PaymentOnion:
 
 
 def build_payment_onion(invoice: StaticInvoice, invreq: InvoiceRequest, preimage: bytes, amount_msat: int,
-                        height: int, path_index: int = 0) -> PaymentOnion:
+                        height: int, path_index: int = 0, total_msat: Optional[int] = None) -> PaymentOnion:
+    """The onion for one part of ``amount_msat`` (of ``total_msat``, for multi-part payments)."""
     path = invoice.paths[path_index]
     info = invoice.payinfos[path_index]
     if path.first_node_id is None:
@@ -56,7 +57,7 @@ def build_payment_onion(invoice: StaticInvoice, invreq: InvoiceRequest, preimage
             recs.append((CURRENT_PATH_KEY, path.first_path_key))
         if i == len(path.hops) - 1:
             recs += [(AMT_TO_FORWARD, tu64(amount_msat)), (OUTGOING_CLTV, tu64(height)),
-                     (TOTAL_AMOUNT, tu64(amount_msat)), (INVREQ_LDK, invreq.encode()),
+                     (TOTAL_AMOUNT, tu64(total_msat or amount_msat)), (INVREQ_LDK, invreq.encode()),
                      (KEYSEND_PREIMAGE, preimage)]
         # the introduction node peels its layer with its real key (it learns the path key from TLV 12)
         hops.append((path.first_node_id if i == 0 else hop.blinded_node_id, encode_tlv(sorted(recs))))

@@ -8,6 +8,7 @@ one we put in a static invoice; only then do we decide, and we claim only after 
 - an invoice_request (TLV 77777 as LDK sends it, or 1 as in the draft) that parses, is signed by its
   payer, and is for *this* offer (offer records equal byte for byte);
 - the amount reaches the invoice_request's amount (MPP: the parts' sum reaches the total);
+- the offer has not expired;
 - the HTLC's cltv is at least ``height + final_cltv`` and what the onion asked for, and within the
   path's ``max_cltv_expiry``.
 
@@ -69,8 +70,10 @@ class Verdict:
 
 
 def check_htlc(records: Dict[int, bytes], path_data: EncryptedData, offer: Offer, payment_hash: bytes,
-               amount_msat: int, cltv_expiry: int, height: int, final_cltv: int) -> Verdict:
+               amount_msat: int, cltv_expiry: int, height: int, final_cltv: int, now: int) -> Verdict:
     """Check one HTLC part against our offer (the MPP total is checked by :class:`PartSet`)."""
+    if offer.is_expired(now):
+        return Verdict("fail", "the offer has expired")
     pre = records.get(KEYSEND_PREIMAGE)
     if pre is None or len(pre) != 32:
         return Verdict("fail", "no 32-byte sender preimage (TLV 5482373484)")

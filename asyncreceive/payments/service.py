@@ -126,7 +126,7 @@ class PaymentsService:
                 return False
             offer_id, offer = found
             v = check_htlc(records, data, offer, payment_hash, amount, int(htlc["cltv_expiry"]),
-                           height, self.recipient.final_cltv)
+                           height, self.recipient.final_cltv, int(self._clock()))
         if v.action == "fail":
             self._log(f"refused async HTLC {payment_hash.hex()[:16]} for offer {offer_id.hex()[:16]}: {v.reason}",
                       "info")

@@ -153,3 +153,28 @@ def test_online_recipient_answers_with_a_normal_invoice(node_factory, plugin_opt
     assert [p["amount_msat"] for p in recv] == [30_000]
     assert recv[0]["preimage"] == res["payment_preimage"]
     recipient.daemon.wait_for_log(r"answered with an invoice for 30000 msat")
+
+
+def test_multi_part_async_payment(node_factory, plugin_opts):
+    """Two parts of one async payment: the recipient holds the first until the total has arrived."""
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    preimage = os.urandom(32)
+    payment_hash = hashlib.sha256(preimage).digest()
+    invreq = build_invoice_request(offer, 60_000, os.urandom(32), chain=CHAINS["regtest"])
+    height = payer.rpc.getinfo()["blockheight"]
+    for partid, amount in ((1, 25_000), (2, 35_000)):
+        po = build_payment_onion(invoice, invreq, preimage, amount, height, total_msat=60_000)
+        onion = payer.rpc.createonion(hops=[{"pubkey": k.hex(), "payload": (bigsize(len(p)) + p).hex()}
+                                            for k, p in po.hops], assocdata=payment_hash.hex())
+        payer.rpc.call("sendonion", {"onion": onion["onion"], "payment_hash": payment_hash.hex(),
+                                     "partid": partid, "groupid": 1, "shared_secrets": onion["shared_secrets"],
+                                     "first_hop": {"id": po.first_node_id.hex(), "amount_msat": po.first_amount_msat,
+                                                   "delay": po.first_cltv - height}})
+        if partid == 1:
+            recipient.daemon.wait_for_log(r"holding part of async payment")
+    for partid in (1, 2):
+        res = payer.rpc.call("waitsendpay", {"payment_hash": payment_hash.hex(), "partid": partid, "groupid": 1,
+                                             "timeout": 60})
+        assert res["status"] == "complete" and res["payment_preimage"] == preimage.hex()
+    got = recipient.rpc.call("asyncreceive-listpayments")["payments"]
+    assert len(got) == 1 and 60_000 <= got[0]["amount_msat"] <= 60_002
