@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TESTENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RUST=0
 PYTEST_ARGS ?=
 
-.PHONY: install test unit integration bench clean
+.PHONY: install test unit integration interop bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ unit: install
 
 integration: install
 	$(TESTENV) $(VPY) -m pytest -rs tests/integration $(PYTEST_ARGS)
+
+# live tests against ldk-node (builds tests/interop/ldk once into ~/.cache/asyncreceive/ldk-target)
+interop: install
+	$(TESTENV) $(VPY) -m pytest -rs tests/interop $(PYTEST_ARGS)
 
 bench: install
 	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
