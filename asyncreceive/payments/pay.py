@@ -24,7 +24,7 @@ from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
-from ..wire.bolt12 import InvoiceRequest, Offer, StaticInvoice
+from ..wire.bolt12 import HRP_INVOICE, InvoiceRequest, Offer, StaticInvoice, bech32_encode
 from ..wire.tlv import bigsize, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import build_invoice_request, build_payment_onion
 
@@ -37,6 +37,14 @@ STATUSES = ["requested", "waiting_release", "sending", "complete", "failed"]
 
 def key(payment_id: bytes) -> List[str]:
     return PREFIX + [payment_id.hex()]
+
+
+def _is_static(invoice: bytes) -> bool:
+    try:
+        StaticInvoice.decode(invoice)
+        return True
+    except DecodeError:
+        return False
 
 
 class PayError(Exception):
@@ -141,6 +149,8 @@ class PayService:
                 self._send_invreq(p, 0)
             elif p.status == "waiting_release":
                 self._send_held(p, 0)
+            elif p.status == "sending" and not _is_static(p.invoice):
+                pass  # a normal invoice was being paid by lightningd's pay: its result is in listpays
             elif p.status == "sending":  # we stopped between sendonion and its result: ask lightningd
                 self._settle_from_sendpays(p)
 
@@ -224,6 +234,22 @@ class PayService:
             self._log(f"pay {payment_id.hex()[:8]}: static invoice received, asking the recipient to release",
                       "info")
             self._send_held(p, 0)
+        elif msg.msg_type == m.INVOICE and p.status == "requested":
+            # the recipient is online and answered itself: a normal invoice, paid by lightningd's own pay
+            # (which checks it against the payment hash and gives proof of payment)
+            invoice = bech32_encode(HRP_INVOICE, msg.body)
+            d = self.node.rpc.decode(invoice)
+            if not d.get("valid") or d.get("offer_id") != Offer.decode(p.offer).offer_id.hex():
+                raise DecodeError("invoice", "not a valid invoice for the offer we asked")
+            if int(d.get("invoice_amount_msat", 0)) != p.amount_msat:
+                raise DecodeError("invoice", f"amount {d.get('invoice_amount_msat')} is not {p.amount_msat}")
+            p.status, p.invoice = "sending", msg.body
+            try:
+                self._save(p, gen)  # compare-and-swap: the static route can no longer start
+            except NodeError:
+                return
+            self._log(f"pay {payment_id.hex()[:8]}: the recipient answered with an invoice; paying it", "info")
+            threading.Thread(target=self._pay_invoice, args=(p, invoice), daemon=True).start()
         elif msg.msg_type == m.RELEASE_HELD_HTLC and p.status == "waiting_release":
             m.ReleaseHeldHtlc.decode(msg.body)
             p.status = "sending"
@@ -235,6 +261,20 @@ class PayService:
         else:
             self._log(f"pay {payment_id.hex()[:8]}: ignored {m.message_name(msg.raw_type)} in state {p.status}",
                       "debug")
+
+    def _pay_invoice(self, p: Payment, invoice: str) -> None:
+        try:
+            res = self.node.rpc.call("pay", {"bolt11": invoice})
+            error = "" if res.get("status") == "complete" else f"pay ended {res.get('status')}"
+        except Exception as e:
+            res, error = {}, str(getattr(e, "error", e))
+        cur, gen = self._load(p.payment_id)
+        if error:
+            cur.status, cur.error = "failed", error
+        else:
+            cur.status, cur.preimage = "complete", bytes.fromhex(res["payment_preimage"])
+        self._save(cur, gen)
+        self._log(f"pay {p.payment_id.hex()[:8]}: {cur.status} (normal invoice)", "info")
 
     def _send_htlc(self, p: Payment) -> None:
         inv = StaticInvoice.decode(p.invoice)

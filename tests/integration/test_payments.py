@@ -116,6 +116,8 @@ def test_pay_while_recipient_offline(node_factory, plugin_opts):
     server.daemon.wait_for_log(r"served static invoice of client b'phone'")
     time.sleep(5)
     assert pays(payer)[0]["status"] == "waiting_release"  # the payment waits for the recipient
+    payer.restart()  # a restart of the payer loses nothing: the payment is resumed from the datastore
+    assert pays(payer)[0]["status"] == "waiting_release"
     recipient.start()
     wait_for(lambda: pays(payer)[0]["status"] == "complete", timeout=180)
     done = pays(payer)[0]
@@ -178,3 +180,19 @@ def test_multi_part_async_payment(node_factory, plugin_opts):
         assert res["status"] == "complete" and res["payment_preimage"] == preimage.hex()
     got = recipient.rpc.call("asyncreceive-listpayments")["payments"]
     assert len(got) == 1 and 60_000 <= got[0]["amount_msat"] <= 60_002
+
+
+def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, plugin_opts):
+    """asyncreceive-pay on an offer whose node answers with a normal invoice (type 66, here CLN's own
+    offer): it is paid through lightningd's pay, with proof of payment."""
+    payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
+    plain = recipient.rpc.offer(amount="any", description="coffee")["bolt12"]
+    if not payer.rpc.decode(plain).get("offer_paths"):
+        pytest.skip("this lightningd made an offer without blinded paths")
+    payer.rpc.call("asyncreceive-pay", {"offer": plain, "amount_msat": 21_000})
+    wait_for(lambda: pays(payer)[0]["status"] == "complete")
+    done = pays(payer)[0]
+    paid = [i for i in recipient.rpc.listinvoices()["invoices"] if i["status"] == "paid"]
+    assert len(paid) == 1 and paid[0]["payment_preimage"] == done["payment_preimage"]
+    assert hashlib.sha256(bytes.fromhex(done["payment_preimage"])).hexdigest() == paid[0]["payment_hash"]
+    payer.daemon.wait_for_log("the recipient answered with an invoice; paying it")

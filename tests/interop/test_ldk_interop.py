@@ -125,3 +125,75 @@ def test_cln_server_ldk_recipient(node_factory, ldk_factory, bitcoind):
     assert st["messages"]["sent"]["static_invoice_persisted"] >= 1
     assert st["messages"]["dropped"] == {}
     assert ldk_onion_errors(ldk) == []
+
+
+def ldk_payment(ldk, payment_id):
+    return next(p for p in ldk.call("list_payments") if p["id"] == payment_id)
+
+
+def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind):
+    """Scenario 3: ldk-node pays a CLN recipient's async offer; LDK payer -> CLN server -> CLN recipient,
+    the recipient online (it answers held_htlc_available with release_held_htlc)."""
+    opts = dict(plugin=PLUGIN, **{"asyncreceive-tick-seconds": 10})
+    server, recipient = node_factory.line_graph(2, fundchannel=True, wait_for_announce=True,
+                                                opts=dict(opts, may_reconnect=True, **CLN_WITH_LDK))
+    payer = ldk_factory("none")
+    fund_ldk(bitcoind, payer)
+    payer.call("open_channel", server.info["id"], f"127.0.0.1:{server.port}", 1_000_000)
+    bitcoind.generate_block(6, wait_for_mempool=1)
+    wait_for(lambda: cln_channel_normal(server, payer.id), timeout=90)
+    wait_for(lambda: ldk_channel_usable(payer, server.info["id"]), timeout=90)
+
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "cln-recipient"})
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    wait_for(lambda: len(ready(recipient)) >= 1, timeout=120)
+    offer = recipient.rpc.call("asyncreceive-getoffer")
+    t0 = time.time()
+    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
+    wait_for(lambda: ldk_payment(payer, pid)["status"] != "pending", timeout=120)
+    p = ldk_payment(payer, pid)
+    open("/tmp/ldk3.log", "w").write(payer.log())
+    print(f"LDK payment {p['status']} {time.time() - t0:.1f}s after pay_offer:", p)
+    assert p["status"] == "succeeded", (p, payer.log()[-3000:])
+    got = recipient.rpc.call("asyncreceive-listpayments")["payments"]
+    assert len(got) == 1 and got[0]["offer_id"] == offer["offer_id"], got
+    assert 50_000 <= got[0]["amount_msat"] <= 50_001 and got[0]["payer_note"] == "from ldk"
+    assert got[0]["payment_hash"] == p["payment_hash"] and got[0]["preimage"] == p["preimage"]
+    assert ldk_onion_errors(payer) == []
+
+
+def test_cln_pays_ldk_recipient(node_factory, ldk_factory, bitcoind):
+    """Scenario 4: asyncreceive-pay on an ldk-node recipient's async offer; CLN payer -> CLN server -> LDK
+    recipient (ldk-node role Client of our server, as in scenario 2)."""
+    payer, server = node_factory.line_graph(2, fundchannel=True, wait_for_announce=True,
+                                            opts=dict(plugin=PLUGIN, may_reconnect=True, **CLN_WITH_LDK))
+    ldk = ldk_factory("client")
+    server.fundwallet(10**7)
+    server.rpc.connect(ldk.id, "127.0.0.1", ldk.port)
+    server.rpc.fundchannel(ldk.id, 1_000_000, announce=False)
+    bitcoind.generate_block(6, wait_for_mempool=1)
+    wait_for(lambda: cln_channel_normal(server, ldk.id), timeout=90)
+    wait_for(lambda: ldk_channel_usable(ldk, server.info["id"]), timeout=90)
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "ldk-recipient"})
+    ldk.call("set_paths_to_static_invoice_server", r["paths_hex"])
+    wait_for(lambda: ldk.try_call("async_offer") is not None, timeout=150)
+    offer = ldk.call("async_offer")
+
+    t0 = time.time()
+    res = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": 40_000, "payer_note": "from cln"})
+    pid = res["payment_id"]
+
+    def mine():
+        return next(p for p in payer.rpc.call("asyncreceive-listpays")["pays"] if p["payment_id"] == pid)
+    wait_for(lambda: mine()["status"] in ("complete", "failed"), timeout=120)
+    p = mine()
+    open("/tmp/ldk4.log", "w").write(ldk.log())
+    print(f"asyncreceive-pay {p['status']} {time.time() - t0:.1f}s after the call:", p)
+    assert p["status"] == "complete", p
+    wait_for(lambda: any(x["direction"] == "inbound" and x["status"] == "succeeded"
+                         for x in ldk.call("list_payments")), timeout=60)
+    inbound = [x for x in ldk.call("list_payments") if x["direction"] == "inbound"]
+    print("LDK received:", inbound)
+    assert len(inbound) == 1 and inbound[0]["payment_hash"] == p["payment_hash"]
+    assert inbound[0]["amount_msat"] >= 40_000
+    assert ldk_onion_errors(ldk) == []

@@ -13,6 +13,8 @@
 //!   blinded_paths_for_async_recipient <recipient_id_hex>   -> hex (u16 count || paths)
 //!   set_paths_to_static_invoice_server <hex>               (same encoding)
 //!   async_offer                                            -> "lno1..." or an error while not ready
+//!   pay_offer <lno1...> <amount_msat> [payer_note words]   -> payment id (hex); Bolt12Payment::send_using_amount
+//!   list_payments                                          -> lightning payments (id, direction, status, ...)
 //!   stop
 
 use std::io::{BufRead, Write};
@@ -25,6 +27,8 @@ use ldk_node::bitcoin::Network;
 use ldk_node::config::{AsyncPaymentsRole, Config};
 use ldk_node::lightning::blinded_path::message::BlindedMessagePath;
 use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning::offers::offer::Offer;
+use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
 use ldk_node::lightning::util::ser::{Readable, Writeable};
 use ldk_node::logger::LogLevel;
 use ldk_node::{Builder, Node};
@@ -164,6 +168,52 @@ fn run(node: &Option<Arc<Node>>, cmd: &str, args: &[&str]) -> Res {
 			node.bolt12_payment().set_paths_to_static_invoice_server(paths).map_err(e)?;
 			Ok(json!(null))
 		},
+		"pay_offer" => {
+			let offer = Offer::from_str(arg(args, 0, "offer")?).map_err(|x| format!("bad offer: {:?}", x))?;
+			let amount: u64 =
+				arg(args, 1, "amount_msat")?.parse().map_err(|x| format!("amount_msat: {}", x))?;
+			let note = if args.len() > 2 { Some(args[2..].join(" ")) } else { None };
+			let id = node.bolt12_payment().send_using_amount(&offer, amount, None, note, None).map_err(e)?;
+			Ok(json!(id.0.to_lower_hex_string()))
+		},
+		"list_payments" => Ok(Value::Array(
+			node.list_payments()
+				.iter()
+				.filter(|p| !matches!(p.kind, PaymentKind::Onchain { .. }))
+				.map(|p| {
+					let (kind, hash, preimage, offer_id) = match &p.kind {
+						PaymentKind::Bolt12Offer { hash, preimage, offer_id, .. } => {
+							("bolt12_offer", hash.map(|h| h.0), preimage.map(|x| x.0), Some(offer_id.0))
+						},
+						PaymentKind::Spontaneous { hash, preimage } => {
+							("spontaneous", Some(hash.0), preimage.map(|x| x.0), None)
+						},
+						PaymentKind::Bolt11 { hash, preimage, .. } => {
+							("bolt11", Some(hash.0), preimage.map(|x| x.0), None)
+						},
+						_ => ("other", None, None, None),
+					};
+					json!({
+						"id": p.id.0.to_lower_hex_string(),
+						"kind": kind,
+						"direction": match p.direction {
+							PaymentDirection::Inbound => "inbound",
+							PaymentDirection::Outbound => "outbound",
+						},
+						"status": match p.status {
+							PaymentStatus::Pending => "pending",
+							PaymentStatus::Succeeded => "succeeded",
+							PaymentStatus::Failed => "failed",
+						},
+						"amount_msat": p.amount_msat,
+						"fee_paid_msat": p.fee_paid_msat,
+						"payment_hash": hash.map(|h| h.to_lower_hex_string()),
+						"preimage": preimage.map(|h| h.to_lower_hex_string()),
+						"offer_id": offer_id.map(|h| h.to_lower_hex_string()),
+					})
+				})
+				.collect(),
+		)),
 		"async_offer" => Ok(json!(node.bolt12_payment().receive_async().map_err(e)?.to_string())),
 		_ => Err(format!("unknown command {}", cmd)),
 	}
