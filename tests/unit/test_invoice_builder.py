@@ -18,7 +18,7 @@ def keys():
 def test_payment_path_through_peer_decrypts_to_relay_constraints_and_scid():
     peer_priv, peer = keys()
     us_priv, us = keys()
-    ch = IncomingChannel(peer, scid_int("103x1x0"), 1000, 25, 6, 2, 700_000_000)
+    ch = IncomingChannel(peer, scid_int("103x1x0"), 1000, 25, 6, 2, 0, 700_000_000)  # no other public channels
     paths, infos = payment_paths(us, [ch], b"\x05" * 32, height=200, relative_expiry=86400 * 30, final_cltv=18)
     assert len(paths) == 1 and paths[0].first_node_id == peer
     hop0, next_key = decrypt_hop(peer_priv, paths[0].first_path_key, paths[0].hops[0].encrypted_recipient_data)
