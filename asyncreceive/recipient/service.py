@@ -181,9 +181,9 @@ class RecipientService:
         except Exception:
             return b""
 
-    def _message_paths(self, ctx: PathContext) -> List[BlindedPath]:
+    def _message_paths(self, ctx: PathContext, channels: List[IncomingChannel]) -> List[BlindedPath]:
         """At least two paths for held_htlc_available: through up to two channel peers, and direct."""
-        peers = list(dict.fromkeys(ch.peer_id for ch in self._incoming()))[:2]
+        peers = list(dict.fromkeys(ch.peer_id for ch in channels))[:2]
         paths = [self.t.make_path(ctx, via=[p]) for p in peers]
         while len(paths) < 2:
             paths.append(self.t.make_path(ctx))
@@ -194,10 +194,11 @@ class RecipientService:
         key = offer_signing_key(self.offer_key_base, offer_rec.key_nonce)
         rel = relative_expiry(offer, now)
         pay_path_id = self.t.ctx_key.path_id(b"payment" + offer_rec.offer_id)
-        pay_paths, infos = payment_paths(self.node.node_id, self._incoming(), pay_path_id,
+        channels = self._incoming()  # one listincoming serves both kinds of path
+        pay_paths, infos = payment_paths(self.node.node_id, channels, pay_path_id,
                                          self.node.block_height(), rel, self.final_cltv)
         held_ctx = PathContext(Kind.HELD_HTLC, now + rel + HELD_HTLC_GRACE, {F_OFFER_ID: offer_rec.offer_id})
-        return build_static_invoice(offer, key, now, pay_paths, infos, self._message_paths(held_ctx))
+        return build_static_invoice(offer, key, now, pay_paths, infos, self._message_paths(held_ctx, channels))
 
     def _send_invoice(self, slot: int) -> None:
         now = self.now()
