@@ -40,6 +40,11 @@ plugin.add_option("asyncserver-max-slots", 10, "Static invoice server: most invo
                   opt_type="int")
 plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.",
                   opt_type="int")
+plugin.add_option("asyncserver-max-held", 20,
+                  "Static invoice server: most onion messages held per offline client until it reconnects "
+                  "(0 turns holding off).", opt_type="int")
+plugin.add_option("asyncserver-hold-seconds", 86400,
+                  "Static invoice server: seconds an onion message is held for an offline client.", opt_type="int")
 plugin.add_option("asyncreceive-pay-timeout", 86400,
                   "asyncreceive-pay: seconds to wait for an offline recipient to release the payment.",
                   opt_type="int")
@@ -103,10 +108,10 @@ def _server_paths_option():
     return out
 
 
-def _positive(name):
+def _positive(name, zero_ok=False):
     v = int(plugin.get_option(name))
-    if v <= 0:
-        raise ValueError(f"{name} must be positive, not {v}")
+    if v < 0 or (v == 0 and not zero_ok):
+        raise ValueError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, not {v}")
     return v
 
 
@@ -116,7 +121,9 @@ def init(options, configuration, plugin, **kwargs):
         server_paths = _server_paths_option()
         slots, tick = _positive("asyncreceive-slots"), _positive("asyncreceive-tick-seconds")
         server_cfg = ServerConfig(_positive("asyncserver-max-clients"), _positive("asyncserver-max-slots"),
-                                  _positive("asyncserver-max-invoice-bytes"))
+                                  _positive("asyncserver-max-invoice-bytes"),
+                                  _positive("asyncserver-max-held", zero_ok=True),
+                                  _positive("asyncserver-hold-seconds"))
     except ValueError as e:
         return {"disable": str(e)}
     node = Lightningd(plugin.rpc)
@@ -124,6 +131,7 @@ def init(options, configuration, plugin, **kwargs):
     state["transport"] = transport
     state["probe"] = Probe(transport)
     state["server"] = ServerService(transport, server_cfg, log)
+    state["server"].load()
     configs = plugin.rpc.listconfigs()["configs"]
     final_cltv = configs.get("cltv-final", {}).get("value_int", 18)
     recipient = RecipientService(transport, slots, log, plugin.rpc.getinfo()["network"],
@@ -147,6 +155,7 @@ def init(options, configuration, plugin, **kwargs):
         if start:
             state["pay"].resume()
         recipient.tick(start=start)
+        state["server"].tick()
 
     worker = Worker(log, tick=on_tick, tick_seconds=tick)
     worker.start()
@@ -192,10 +201,16 @@ def _server() -> ServerService:
 @plugin.subscribe("connect")
 def on_connect(plugin, **kwargs):
     """A peer connected (e.g. our server after a restart of either side): retry what is waiting now,
-    rather than after the backoff (as LDK does on peer_connected)."""
-    if "recipient" in state:
-        state["transport"].running.set()  # connect notifications only come once lightningd runs
-        state["worker"].submit(state["recipient"].on_peer_connected)
+    rather than after the backoff (as LDK does on peer_connected); relay what we hold for it."""
+    try:
+        if "recipient" in state:
+            state["transport"].running.set()  # connect notifications only come once lightningd runs
+            state["worker"].submit(state["recipient"].on_peer_connected)
+            peer = kwargs.get("connect", kwargs).get("id")
+            if peer:
+                state["worker"].submit(state["server"].on_peer_connected, bytes.fromhex(peer))
+    except Exception:
+        log(f"connect handler error: {traceback.format_exc()}", "broken")
 
 
 @plugin.subscribe("channel_opened")
@@ -270,6 +285,7 @@ def status(plugin):
     out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
            "messages": t.stats.as_json()}
     out.update(_recipient().status())
+    out["held_messages"] = state["server"].held_count()
     return out
 
 

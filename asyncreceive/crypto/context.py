@@ -37,6 +37,7 @@ class Kind(IntEnum):
     SERVE_REPLY = 6           # server: reply path of offer_paths (client_id, slot)
     OFFER = 7                 # server: offer paths handed to a client (client_id, slot)
     PAYER_REPLY = 8           # payer: reply paths of invoice_request / held_htlc_available (payment id)
+    MAILBOX = 9               # recipient: delivery path for onion messages our server held for us
     PROBE = 200               # operator/dev: transport self-tests (asyncreceive-dev-* RPCs)
 
 

@@ -26,7 +26,8 @@ from ..crypto.blinding import EncryptedData, build_blinded_path, pad_payloads
 from ..crypto.context import ContextError, ContextKey, Kind, PathContext
 from ..crypto.onion import build_outgoing, build_reply_path, peel_phantom
 from ..errors import DecodeError
-from ..wire.messages import KNOWN_MESSAGE_TYPES, canonical_type, message_name
+from ..wire.messages import (HELD_ONION_MESSAGE, KNOWN_MESSAGE_TYPES, MailboxRegistration, canonical_type,
+                             message_name)
 from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
 from .lightningd import Lightningd, NodeError
 
@@ -60,12 +61,13 @@ class Stats:
     sent: Dict[str, int] = field(default_factory=dict)
     received: Dict[str, int] = field(default_factory=dict)
     dropped: Dict[str, int] = field(default_factory=dict)
+    relayed: Dict[str, int] = field(default_factory=dict)   # received through our server's mailbox
     last_error: Optional[str] = None
     last_error_at: Optional[int] = None
 
     def as_json(self) -> dict:
         return {"sent": dict(self.sent), "received": dict(self.received), "dropped": dict(self.dropped),
-                "last_error": self.last_error, "last_error_at": self.last_error_at}
+                "relayed": dict(self.relayed), "last_error": self.last_error, "last_error_at": self.last_error_at}
 
 
 class Pacer:
@@ -103,7 +105,9 @@ class Transport:
         self.pacer = pacer or Pacer()
         self.stats = Stats()
         self._handlers: Dict[int, Callable[[Received], None]] = {}
-        self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {}
+        self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {Kind.MAILBOX: self._on_mailbox}
+        #: (next node id, wire onion_message) of onion messages lightningd could not forward
+        self.on_undeliverable: Optional[Callable[[bytes, bytes], None]] = None
         self._lock = threading.Lock()
         #: lightningd has finished starting.  Before that, RPCs that use the node key for ECDH
         #: (decryptencrypteddata) make lightningd abort, so they are not called until this is set.
@@ -121,6 +125,16 @@ class Transport:
         """A blinded path ``via... -> our node -> phantom`` whose final hop carries ``context``."""
         ctx = context.encode()
         return build_reply_path(list(via) + [self.node.node_id], self.phantom_id, self.ctx_key.path_id(ctx), ctx)
+
+    def make_mailbox_path(self, context: PathContext, mailbox_node: bytes) -> BlindedPath:
+        """A blinded path ``mailbox_node -> phantom`` that skips our node: our server holds what arrives
+        on it while we are offline (see asyncreceive/server/mailbox.py)."""
+        ctx = context.encode()
+        return build_reply_path([mailbox_node], self.phantom_id, self.ctx_key.path_id(ctx), ctx)
+
+    def mailbox_registration(self) -> MailboxRegistration:
+        """What we register with a mailbox server: our phantom id and a path for it to relay on."""
+        return MailboxRegistration(self.phantom_id, self.make_path(PathContext(Kind.MAILBOX)))
 
     def make_compact_path(self, context: PathContext, via: Sequence[bytes] = ()) -> BlindedPath:
         """A blinded path ``via... -> our node`` (no phantom) whose path_id carries ``context`` itself.
@@ -196,14 +210,31 @@ class Transport:
 
     # ---- receiving ------------------------------------------------------------------------------
     def handle_forward_fail(self, notification: dict) -> None:
-        """``onionmessage_forward_fail``: if it was heading to our phantom, peel and dispatch it."""
+        """``onionmessage_forward_fail``: if it was heading to our phantom, peel and dispatch it; if it
+        was heading to another node id, offer it to the ``on_undeliverable`` handler (the server's
+        mailbox, which holds messages for its clients' phantoms)."""
         self.running.set()  # onion messages flow: connectd is up, so lightningd has started
         next_id = notification.get("next_node_id")
         outgoing = notification.get("outgoing")
-        if next_id is None or outgoing is None or bytes.fromhex(next_id) != self.phantom_id:
-            return  # a genuine forwarding failure, not ours
+        if next_id is None or outgoing is None:
+            return  # a genuine forwarding failure (e.g. to an unknown scid), not ours
         try:
-            peeled = peel_phantom(self.phantom_secret, bytes.fromhex(outgoing))
+            next_id_b, outgoing_b = bytes.fromhex(next_id), bytes.fromhex(outgoing)
+        except ValueError:
+            return
+        if next_id_b != self.phantom_id:
+            if self.on_undeliverable is not None:
+                self.on_undeliverable(next_id_b, outgoing_b)
+            return
+        msg = self._open(outgoing_b)
+        if msg is not None:
+            self._dispatch(msg)
+
+    def _open(self, onion_message: bytes, relayed: bool = False) -> Optional[Received]:
+        """Peel the phantom layer of a wire ``onion_message`` and authenticate its context; None (the
+        drop counted and logged) if it is malformed or not ours."""
+        try:
+            peeled = peel_phantom(self.phantom_secret, onion_message)
         except (DecodeError, ValueError) as e:
             return self._drop("malformed", f"undecodable onion message to phantom: {e}")
         p = peeled.payload
@@ -213,8 +244,19 @@ class Transport:
             ctx = self.ctx_key.verify(peeled.context_bytes, peeled.hop_data.path_id, int(self._clock()))
         except ContextError as e:
             return self._drop(e.reason, f"{message_name(p.message_type)} dropped: {e}")
-        self._dispatch(Received(canonical_type(p.message_type), p.message_type, p.message, p.reply_path,
-                                ctx, peeled.hop_data.path_id))
+        if relayed and ctx.kind == Kind.MAILBOX:
+            return self._drop("malformed", "a held onion message inside a held onion message")
+        return Received(canonical_type(p.message_type), p.message_type, p.message, p.reply_path,
+                        ctx, peeled.hop_data.path_id)
+
+    def _on_mailbox(self, msg: Received) -> None:
+        """A message our server held for us while we were offline, relayed whole: open it as if it had
+        just arrived at our phantom."""
+        msg.expect(HELD_ONION_MESSAGE, "a mailbox delivery path", needs_reply=False)
+        inner = self._open(msg.body, relayed=True)
+        if inner is not None:
+            self._count(self.stats.relayed, message_name(inner.raw_type))
+            self._dispatch(inner)
 
     def check_recv_secret(self, onion_message: dict) -> Optional[Received]:
         """``onion_message_recv_secret`` (a path ending at our real node): authenticate its compact

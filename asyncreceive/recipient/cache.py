@@ -45,6 +45,7 @@ class Offer:
     invoice_created_at: int         # latest invoice sent (pending) or acknowledged (ready/used)
     invoice_expires_at: Optional[int] = None
     key_nonce: bytes = b""          # derives this offer's signing key (offer_issuer_id)
+    mailbox_node: bytes = b""       # the server holds messages for our phantom (its node id), or b""
 
 
 @dataclass(frozen=True)

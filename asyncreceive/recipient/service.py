@@ -181,11 +181,15 @@ class RecipientService:
         except Exception:
             return b""
 
-    def _message_paths(self, ctx: PathContext, channels: List[IncomingChannel]) -> List[BlindedPath]:
-        """At least two paths for held_htlc_available: through up to two channel peers, and direct."""
+    def _message_paths(self, ctx: PathContext, channels: List[IncomingChannel],
+                       mailbox_node: bytes = b"") -> List[BlindedPath]:
+        """Paths for held_htlc_available: first ``server -> phantom`` when our server holds messages for
+        us (it keeps them while we are offline), then at least two through up to two channel peers and
+        direct (for when we are online; payers such as LDK send on every path)."""
+        paths = [self.t.make_mailbox_path(ctx, mailbox_node)] if mailbox_node else []
         peers = list(dict.fromkeys(ch.peer_id for ch in channels))[:2]
-        paths = [self.t.make_path(ctx, via=[p]) for p in peers]
-        while len(paths) < 2:
+        paths += [self.t.make_path(ctx, via=[p]) for p in peers]
+        while len(paths) < 2 + bool(mailbox_node):
             paths.append(self.t.make_path(ctx))
         return paths
 
@@ -198,7 +202,8 @@ class RecipientService:
         pay_paths, infos = payment_paths(self.node.node_id, channels, pay_path_id,
                                          self.node.block_height(), rel, self.final_cltv)
         held_ctx = PathContext(Kind.HELD_HTLC, now + rel + HELD_HTLC_GRACE, {F_OFFER_ID: offer_rec.offer_id})
-        return build_static_invoice(offer, key, now, pay_paths, infos, self._message_paths(held_ctx, channels))
+        return build_static_invoice(offer, key, now, pay_paths, infos,
+                                    self._message_paths(held_ctx, channels, offer_rec.mailbox_node))
 
     def _send_invoice(self, slot: int) -> None:
         now = self.now()
@@ -214,7 +219,8 @@ class RecipientService:
         via = self._reply_via(server_reply)
         forward = self.t.make_path(fwd_ctx, via=via)
         reply_ctx = PathContext(Kind.PERSISTED_REPLY, None, {F_OFFER_ID: offer_rec.offer_id, F_CREATED_AT: tu64(now)})
-        self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(inv.encode(), forward).encode(),
+        mailbox = self.t.mailbox_registration() if offer_rec.mailbox_node else None
+        self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(inv.encode(), forward, mailbox).encode(),
                     reply_context=reply_ctx, reply_via=via)
 
     # ---- incoming -------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ class RecipientService:
             offer = build_offer(offer_signing_key(self.offer_key_base, nonce), op.paths, op.paths_absolute_expiry,
                                 self.network)
             rec = c.Offer(offer.encode(), offer.offer_id, paths_bytes, offer.absolute_expiry, now,
-                          msg.reply_path.encode(), now, None, nonce)
+                          msg.reply_path.encode(), now, None, nonce, op.mailbox_node_id or b"")
             new, actions = c.offer_built(self.cache, slot, rec)
             self._commit(new)
         self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built, serving its static invoice", "info")

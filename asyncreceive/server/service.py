@@ -8,11 +8,14 @@
   offer paths are ours for that client and slot), persisted, and only then acknowledged.
 - ``invoice_request`` on an offer path is forwarded to the client's ``forward_invoice_request_path``
   (with the payer's reply path), then answered with the stored ``static_invoice``.
+- the mailbox (``mailbox.py``): onion messages for a registered client phantom are held while the
+  client is offline and relayed when it connects.
 """
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
@@ -23,6 +26,7 @@ from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, StaticInvoice
 from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_fixed, u16
+from . import mailbox as mb
 from .ratelimit import RateLimiter
 from .store import ClientRecord, InvoiceRecord, client_key, invoice_key, invoices_prefix, PREFIX
 
@@ -36,6 +40,8 @@ class ServerConfig:
     max_clients: int = 1000
     max_slots: int = 10
     max_invoice_bytes: int = 5120
+    max_held: int = mb.MAX_HELD          # per client; 0 turns the mailbox off
+    hold_seconds: int = mb.HOLD_SECONDS
 
 
 class ServerError(Exception):
@@ -55,6 +61,10 @@ class ServerService:
         transport.on_kind(Kind.CLIENT, self.on_offer_paths_request)
         transport.on_kind(Kind.SERVE_REPLY, self.on_serve_static_invoice)
         transport.on_kind(Kind.OFFER, self.on_invoice_request)
+        self._mailbox_lock = threading.RLock()
+        self._mailboxes: Dict[bytes, Tuple[bytes, mb.MailboxRecord]] = {}   # phantom id -> (client, record)
+        if config.max_held > 0:
+            transport.on_undeliverable = self.on_undeliverable
 
     def now(self) -> int:
         return int(self._clock())
@@ -102,9 +112,13 @@ class ServerService:
         out = []
         for key, val, _ in self.node.ds_list(PREFIX + ["clients"]):
             rec = ClientRecord.decode(val)
+            box = self._mailbox_of(rec.client_id)
             out.append({"client_id": rec.client_id.decode("utf-8", "replace"), "created_at": rec.created_at,
                         "expires_at": rec.expires_at,
-                        "invoices": len(self.node.ds_list(invoices_prefix(rec.client_id)))})
+                        "invoices": len(self.node.ds_list(invoices_prefix(rec.client_id))),
+                        "mailbox": box is not None,
+                        "node_id": box.client_node_id.hex() if box is not None else None,
+                        "held_messages": len(self.node.ds_list(mb.held_prefix(rec.client_id)))})
         return out
 
     def remove_client(self, client_id: bytes) -> dict:
@@ -114,6 +128,11 @@ class ServerService:
         for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
             self.node.ds_delete(key)
             removed += 1
+        with self._mailbox_lock:
+            for key, _, _ in self.node.ds_list(mb.held_prefix(client_id)):
+                self.node.ds_delete(key)
+            self.node.ds_delete(mb.mailbox_key(client_id))
+            self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != client_id}
         self.node.ds_delete(client_key(client_id))
         return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
 
@@ -148,7 +167,8 @@ class ServerService:
         exp = self.now() + OFFER_LIFETIME
         fields = {F_CLIENT: cid, F_SLOT: u16(req.invoice_slot)}
         offer_path = self.t.make_path(PathContext(Kind.OFFER, exp, fields))  # fresh blinding every time
-        self.t.send(msg.reply_path, m.OFFER_PATHS, m.OfferPaths([offer_path], exp).encode(),
+        mailbox = self.node.node_id if self.config.max_held > 0 else None
+        self.t.send(msg.reply_path, m.OFFER_PATHS, m.OfferPaths([offer_path], exp, mailbox).encode(),
                     reply_context=PathContext(Kind.SERVE_REPLY, exp, fields))
         self._log(f"offer_paths for client {cid!r} slot {req.invoice_slot}", "debug")
 
@@ -183,6 +203,8 @@ class ServerService:
         if not all(self.issued_offer_path(p, cid, slot) for p in inv.offer_paths):
             raise DecodeError("serve_static_invoice.invoice.offer_paths",
                               f"not the offer paths we issued for this client and slot {slot}")
+        if serve.mailbox is not None and self.config.max_held > 0:
+            self._register(cid, serve.mailbox, now)
         key = invoice_key(cid, slot)
         old = self.node.ds_get(key)
         served, last = 0, None
@@ -219,3 +241,119 @@ class ServerService:
         except NodeError:
             pass  # the invoice was replaced meanwhile; the count of the old one is lost, nothing else
         self._log(f"served static invoice of client {cid!r} slot {slot}", "info")
+
+    # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
+    def load(self) -> None:
+        """Read the clients' mailbox registrations (at startup)."""
+        boxes = {}
+        for key, val, _ in self.node.ds_list(PREFIX + ["mailbox"]):
+            try:
+                rec = mb.MailboxRecord.decode(val)
+            except DecodeError as e:
+                self._log(f"ignoring unreadable mailbox record {'/'.join(key)}: {e}", "unusual")
+                continue
+            boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
+        with self._mailbox_lock:
+            self._mailboxes = boxes
+
+    def _mailbox_of(self, cid: bytes) -> Optional[mb.MailboxRecord]:
+        with self._mailbox_lock:
+            return next((rec for c, rec in self._mailboxes.values() if c == cid), None)
+
+    def _register(self, cid: bytes, reg: m.MailboxRegistration, now: int) -> None:
+        """A client asks us to hold messages for its phantom.  A phantom already registered by another
+        client stays with that client (the registration is ignored, the invoice is still stored)."""
+        with self._mailbox_lock:
+            owner = self._mailboxes.get(reg.phantom_id)
+            if owner is not None and owner[0] != cid:
+                self._log(f"client {cid!r} registered a phantom id that client {owner[0]!r} uses: ignored",
+                          "unusual")
+                return
+            old = self._mailbox_of(cid)
+            if old is not None and old.registration == reg:
+                return
+            rec = mb.MailboxRecord(reg, now)
+            self.node.ds_set(mb.mailbox_key(cid), rec.encode())
+            self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != cid}
+            self._mailboxes[reg.phantom_id] = (cid, rec)
+        if old is None or old.registration.phantom_id != reg.phantom_id:
+            self._log(f"client {cid!r}: holding onion messages for it while it is offline "
+                      f"(node {rec.client_node_id.hex()})", "info")
+
+    def _held(self, cid: bytes) -> List[Tuple[List[str], int]]:
+        out = []
+        for key, val, _ in self.node.ds_list(mb.held_prefix(cid)):
+            try:
+                out.append((key, mb.HeldMessage.decode(val).received_at))
+            except DecodeError:
+                out.append((key, 0))  # unreadable: expires at once
+        return out
+
+    def on_undeliverable(self, next_node_id: bytes, onion_message: bytes) -> None:
+        """lightningd could not forward an onion message to ``next_node_id``: if that is a client's
+        phantom, store the message, then relay it at once if the client is connected."""
+        with self._mailbox_lock:
+            entry = self._mailboxes.get(next_node_id)
+            if entry is None:
+                return
+            cid, rec = entry
+            now = self.now()
+            for key in mb.admit(self._held(cid), now, self.config.max_held, self.config.hold_seconds):
+                self.node.ds_delete(key)
+            try:
+                self.node.ds_put(mb.held_key(cid, now, onion_message), mb.HeldMessage(now, onion_message).encode())
+            except NodeError:
+                return  # the very same message is already held
+        self._log(f"holding an onion message for client {cid!r} ({len(onion_message)} bytes)", "debug")
+        if self.node.is_connected(rec.client_node_id):
+            self.deliver(cid)
+
+    def deliver(self, cid: bytes) -> int:
+        """Relay what we hold for ``cid`` over its delivery path, oldest first; each message is deleted
+        once lightningd took it.  Stops at the first failure (the client went away again)."""
+        with self._mailbox_lock:
+            rec = self._mailbox_of(cid)
+            if rec is None:
+                return 0
+            keys, gone = mb.due(self._held(cid), self.now(), self.config.hold_seconds)
+            for key in gone:
+                self.node.ds_delete(key)
+            sent = 0
+            for key in keys:
+                got = self.node.ds_get(key)
+                if got is None:
+                    continue
+                held = mb.HeldMessage.decode(got[0])
+                try:
+                    self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message)
+                except TransportError as e:
+                    self._log(f"relaying held onion messages to client {cid!r} stopped: {e}", "debug")
+                    break
+                self.node.ds_delete(key)
+                sent += 1
+        if sent or gone:
+            self._log(f"client {cid!r}: relayed {sent} held onion message(s), {len(gone)} expired", "info")
+        return sent
+
+    def on_peer_connected(self, node_id: bytes) -> None:
+        with self._mailbox_lock:
+            clients = [c for c, rec in self._mailboxes.values() if rec.client_node_id == node_id]
+        for cid in clients:
+            if self.node.ds_list(mb.held_prefix(cid)):
+                self.deliver(cid)
+
+    def tick(self) -> None:
+        """Relay to connected clients what is still held (a missed connect), expire the rest."""
+        with self._mailbox_lock:
+            boxes = list(self._mailboxes.values())
+        for cid, rec in boxes:
+            if not self.node.ds_list(mb.held_prefix(cid)):
+                continue
+            if self.node.is_connected(rec.client_node_id):
+                self.deliver(cid)
+            else:
+                for key in mb.expired(self._held(cid), self.now(), self.config.hold_seconds):
+                    self.node.ds_delete(key)
+
+    def held_count(self) -> int:
+        return len(self.node.ds_list(PREFIX + ["held"]))

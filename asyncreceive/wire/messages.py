@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import DecodeError
 from .paths import BlindedPath, decode_paths, encode_paths
-from .tlv import Reader, bigsize, decode_fixed, decode_tlv, encode_tlv, u16, u64
+from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, encode_tlv, u16, u64
 
 # onionmsg_tlv record types
 REPLY_PATH = 2
@@ -31,6 +31,15 @@ OFFER_PATHS = 75542
 SERVE_STATIC_INVOICE = 75544
 STATIC_INVOICE_PERSISTED = 75546
 
+# Our extension (odd numbers, so any other implementation ignores them; "ar" = 0x6172 prefix).
+# A static invoice server that holds onion messages for an offline client's phantom key says so in
+# offer_paths (its node id); the client registers its phantom id and a delivery path in
+# serve_static_invoice; the server later relays each held onion_message, whole, in a
+# held_onion_message over that delivery path.  See asyncreceive/server/mailbox.py.
+HELD_ONION_MESSAGE = 0x61720005
+OFFER_PATHS_MAILBOX_NODE = 0x61720001      # offer_paths record: the server's node id (33 bytes)
+SERVE_MAILBOX = 0x61720003                 # serve_static_invoice record: phantom id (33) || blinded path
+
 #: bLIP-66 draft numbers -> the numbers LDK uses (and we send)
 BLIP66_DRAFT_TYPES = {65540: OFFER_PATHS_REQUEST, 65542: OFFER_PATHS,
                       65544: SERVE_STATIC_INVOICE, 65546: STATIC_INVOICE_PERSISTED}
@@ -40,7 +49,7 @@ MESSAGE_NAMES = {
     STATIC_INVOICE: "static_invoice", HELD_HTLC_AVAILABLE: "held_htlc_available",
     RELEASE_HELD_HTLC: "release_held_htlc", OFFER_PATHS_REQUEST: "offer_paths_request",
     OFFER_PATHS: "offer_paths", SERVE_STATIC_INVOICE: "serve_static_invoice",
-    STATIC_INVOICE_PERSISTED: "static_invoice_persisted",
+    STATIC_INVOICE_PERSISTED: "static_invoice_persisted", HELD_ONION_MESSAGE: "held_onion_message",
 }
 
 #: every message type we understand on input (LDK's numbers, the draft's, and BOLT 12's)
@@ -147,40 +156,74 @@ class OfferPathsRequest:
 class OfferPaths:
     paths: List[BlindedPath]
     paths_absolute_expiry: Optional[int] = None
+    mailbox_node_id: Optional[bytes] = None     # ours: the server holds messages for our phantom
     TYPE = OFFER_PATHS
 
     def encode(self) -> bytes:
         recs = [(0, encode_paths(self.paths))]
         if self.paths_absolute_expiry is not None:
             recs.append((2, u64(self.paths_absolute_expiry)))
+        if self.mailbox_node_id is not None:
+            recs.append((OFFER_PATHS_MAILBOX_NODE, self.mailbox_node_id))
         return encode_struct(recs)
 
     @staticmethod
     def decode(body: bytes, field: str = "offer_paths") -> "OfferPaths":
-        recs = decode_struct(body, field, {0, 2})
+        recs = decode_struct(body, field, {0, 2, OFFER_PATHS_MAILBOX_NODE})
         paths = decode_paths(_require(recs, 0, field, "paths"), field + ".paths")
         exp = decode_fixed(recs[2], 8, field + ".paths_absolute_expiry") if 2 in recs else None
-        return OfferPaths(paths, exp)
+        mailbox = recs.get(OFFER_PATHS_MAILBOX_NODE)
+        if mailbox is not None:
+            mailbox = decode_point(mailbox, field + ".mailbox_node_id")
+        return OfferPaths(paths, exp, mailbox)
+
+
+@dataclass(frozen=True)
+class MailboxRegistration:
+    """Ours: "hold onion messages for ``phantom_id`` while I am offline, and relay them over
+    ``delivery_path`` (a blinded path to that phantom, starting at my node id)"."""
+
+    phantom_id: bytes
+    delivery_path: BlindedPath
+
+    def encode(self) -> bytes:
+        return self.phantom_id + self.delivery_path.encode()
+
+    @staticmethod
+    def decode(data: bytes, field: str = "mailbox") -> "MailboxRegistration":
+        r = Reader(data)
+        phantom = decode_point(r.read(33, field + ".phantom_id"), field + ".phantom_id")
+        path = BlindedPath.decode(r.rest(), field + ".delivery_path")
+        if path.first_node_id is None:
+            raise DecodeError(field + ".delivery_path", "must start at a node id")
+        return MailboxRegistration(phantom, path)
 
 
 @dataclass(frozen=True)
 class ServeStaticInvoice:
     invoice: bytes
     forward_invoice_request_path: BlindedPath
+    mailbox: Optional[MailboxRegistration] = None
     TYPE = SERVE_STATIC_INVOICE
 
     def encode(self) -> bytes:
-        return encode_struct([(0, self.invoice), (2, self.forward_invoice_request_path.encode())])
+        recs = [(0, self.invoice), (2, self.forward_invoice_request_path.encode())]
+        if self.mailbox is not None:
+            recs.append((SERVE_MAILBOX, self.mailbox.encode()))
+        return encode_struct(recs)
 
     @staticmethod
     def decode(body: bytes, field: str = "serve_static_invoice") -> "ServeStaticInvoice":
-        recs = decode_struct(body, field, {0, 2})
+        recs = decode_struct(body, field, {0, 2, SERVE_MAILBOX})
         inv = _require(recs, 0, field, "invoice")
         if not inv:
             raise DecodeError(field + ".invoice", "empty invoice")
         path = BlindedPath.decode(_require(recs, 2, field, "forward_invoice_request_path"),
                                   field + ".forward_invoice_request_path")
-        return ServeStaticInvoice(inv, path)
+        mailbox = None
+        if SERVE_MAILBOX in recs:
+            mailbox = MailboxRegistration.decode(recs[SERVE_MAILBOX], field + ".mailbox")
+        return ServeStaticInvoice(inv, path, mailbox)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,31 @@ def test_held_htlc_released(node_factory, plugin_opts):
     recipient.daemon.wait_for_log("released held HTLC for offer %s" % offer.offer_id.hex()[:16])
 
 
+def test_server_holds_held_htlc_available_for_offline_recipient(node_factory, plugin_opts):
+    """The server's mailbox, with real nodes: held_htlc_available sent *once* on the invoice's
+    server -> phantom path while the recipient is down is stored by the server (lightningd could not
+    forward it: onionmessage_forward_fail), relayed whole when the recipient reconnects, and answered."""
+    payer, server, recipient, offer, invoice = setup(node_factory, dict(plugin_opts, may_reconnect=True))
+    mailbox_path = invoice.message_paths[0]
+    assert mailbox_path.first_node_id == bytes.fromhex(server.info["id"]) and len(mailbox_path.hops) == 2
+    client = server.rpc.call("asyncserver-listclients")["clients"][0]
+    assert client["mailbox"] is True and client["node_id"] == recipient.info["id"]
+    recipient.stop()
+    payer.rpc.call("asyncreceive-dev-send", {"path": mailbox_path.encode().hex(), "msgtype": m.HELD_HTLC_AVAILABLE,
+                                             "body": "00", "reply": True, "reply_via": [server.info["id"]]})
+    wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] == 1)
+    time.sleep(2)
+    assert payer.rpc.call("asyncreceive-dev-received")["received"] == []
+    recipient.start()
+    wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 1, timeout=60)
+    assert payer.rpc.call("asyncreceive-dev-received")["received"][0]["type"] == m.RELEASE_HELD_HTLC
+    server.daemon.wait_for_log(r"client b'phone': relayed 1 held onion message\(s\), 0 expired")
+    assert server.rpc.call("asyncreceive-status")["held_messages"] == 0
+    st = recipient.rpc.call("asyncreceive-status")["messages"]
+    print("recipient messages after reconnect:", st)
+    assert st["relayed"] == {"held_htlc_available": 1} and st["dropped"] == {}
+
+
 def pays(node):
     return node.rpc.call("asyncreceive-listpays")["pays"]
 

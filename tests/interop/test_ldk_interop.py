@@ -186,21 +186,29 @@ def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind, public_peer
     check_ldk_paid(payer, recipient, pid, offer, t0)
 
 
-@pytest.mark.xfail(reason="LDK sends held_htlc_available once and relies on the recipient's LSP to hold onion "
-                          "messages for offline peers; our CLN server does not hold them, so the release "
-                          "never comes", strict=False)
 def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
-    """Scenario 3 as specified: the CLN recipient is stopped when LDK pays, and started again later."""
+    """Scenario 3 as specified: the CLN recipient is stopped when LDK pays, and started again later.
+
+    LDK sends held_htlc_available once per message path.  Our server holds the one on the invoice's
+    server -> phantom path (its mailbox) and relays it when the recipient reconnects."""
     payer, server, recipient, offer = ldk_payer_setup(node_factory, ldk_factory, bitcoind, True)
     recipient.stop()
     t0 = time.time()
     pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
     server.daemon.wait_for_log(r"served static invoice of client b'cln-recipient'")
-    time.sleep(10)
+    wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] >= 1, timeout=30)
+    time.sleep(5)
     print("LDK payment while the recipient is offline:", ldk_payment(payer, pid))
     assert ldk_payment(payer, pid)["status"] == "pending"
+    t1 = time.time()
     recipient.start()
     check_ldk_paid(payer, recipient, pid, offer, t0, timeout=60)
+    print(f"paid {time.time() - t1:.1f}s after the recipient started")
+    server.daemon.wait_for_log(r"client b'cln-recipient': relayed [1-9]\d* held onion message")
+    assert server.rpc.call("asyncreceive-status")["held_messages"] == 0
+    relayed = recipient.rpc.call("asyncreceive-status")["messages"]["relayed"]
+    print("recipient: relayed to it by the server:", relayed)
+    assert relayed.get("held_htlc_available", 0) >= 1
 
 
 def cln_payer_setup(node_factory, ldk_factory, bitcoind):

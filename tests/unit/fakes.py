@@ -3,8 +3,9 @@
 ``FakeNode`` answers the adapter calls the services make (datastore with generations,
 decryptencrypteddata, channel queries).  ``FakeNetwork`` carries an outgoing onion message the way real
 nodes would: it builds the real sphinx packet, lets each real node peel its layer with its key, and when
-the next hop is a node's phantom key, hands the remaining onion to that node's transport exactly as
-lightningd's ``onionmessage_forward_fail`` would.  Nothing here fakes the crypto or the codecs.
+a node cannot forward (the next hop is a phantom key, which is nobody's peer, or an offline node), hands
+the remaining onion to *that node's* transport exactly as lightningd's ``onionmessage_forward_fail``
+would.  Nothing here fakes the crypto or the codecs.
 """
 
 import os
@@ -105,6 +106,7 @@ class FakeNetwork:
     def __init__(self, clock):
         self.nodes: Dict[bytes, FakeNode] = {}
         self.transports: Dict[bytes, Transport] = {}   # phantom id -> transport
+        self.by_node: Dict[bytes, Transport] = {}      # node id -> transport
         self.clock = clock
         self.delivered = 0
         self.log: List[tuple] = []
@@ -116,6 +118,7 @@ class FakeNetwork:
                       clock=self.clock, pacer=Pacer(0))
         self.nodes[node.node_id] = node
         self.transports[t.phantom_id] = t
+        self.by_node[node.node_id] = t
         return node, t
 
     def reachable(self, node_id: bytes) -> bool:
@@ -136,9 +139,9 @@ class FakeNetwork:
             data, next_key = decrypt_hop(node.priv, path_key, omp.encrypted_recipient_data)
             if next_packet is None or data.next_node_id is None:
                 return  # final at a real node: only the compact-path hook would see it (not modelled)
-            if data.next_node_id in self.transports:
-                self.delivered += 1
-                self.transports[data.next_node_id].handle_forward_fail({
+            if not self.reachable(data.next_node_id):
+                self.delivered += data.next_node_id in self.transports
+                self.by_node[node.node_id].handle_forward_fail({
                     "next_node_id": data.next_node_id.hex(),
                     "outgoing": encode_onion_message(next_key, next_packet).hex()})
                 return

@@ -227,3 +227,124 @@ def test_expired_client_paths_are_dropped():
     w.recipient.tick(start=True)
     assert w.statuses()["requested"] == 1
     assert w.drops(w.st).get("expired") == 1
+
+
+# ---- the server's mailbox: held_htlc_available kept while the recipient is offline ----------------
+
+def mailbox_world(config=None):
+    from asyncreceive.payments.service import PaymentsService
+    from asyncreceive.crypto.context import Kind
+
+    w = World(slots=1, config=config)
+    w.payments = PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now)
+    w.pnode, w.pt = w.net.add("payer")
+    w.released = []
+    w.pt.on_kind(Kind.PAYER_REPLY, w.released.append)
+    w.server.load()
+    w.enrol()
+    w.recipient.tick(start=True)
+    assert w.statuses()["ready"] == 1
+    return w
+
+
+def send_held_htlc_available(w, inv, paths=None):
+    from asyncreceive.crypto.context import Kind, PathContext
+    for p in paths if paths is not None else inv.message_paths:
+        try:
+            w.pt.send(p, m.HELD_HTLC_AVAILABLE, m.HeldHtlcAvailable().encode(),
+                      reply_context=PathContext(Kind.PAYER_REPLY, None, {4: b"payment-1"}))
+        except Exception as e:  # the direct paths cannot reach an offline recipient
+            w.net.log.append(("payer", "debug", str(e)))
+
+
+def test_offer_paths_name_the_mailbox_and_the_invoice_routes_through_it():
+    w = mailbox_world()
+    s = w.recipient.cache[0]
+    assert s.offer.mailbox_node == w.snode.node_id
+    inv = stored_invoice(w, 0)
+    first = inv.message_paths[0]
+    assert first.first_node_id == w.snode.node_id and len(first.hops) == 2   # server -> phantom
+    assert len(inv.message_paths) >= 3                                       # + the direct ones
+    clients = w.server.list_clients()
+    assert clients[0]["mailbox"] is True and clients[0]["node_id"] == w.rnode.node_id.hex()
+    # the registration survives a restart of the server
+    w.server._mailboxes = {}
+    w.server.load()
+    assert w.server._mailboxes[w.rt.phantom_id][0] == b"phone"
+
+
+def test_held_htlc_available_waits_at_the_server_until_the_recipient_connects():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    w.rnode.online = False
+    send_held_htlc_available(w, inv)
+    assert w.server.held_count() == 1 and w.released == []
+    w.now += 3600
+    w.server.tick()                        # still offline: kept
+    assert w.server.held_count() == 1
+    w.rnode.online = True
+    w.server.on_peer_connected(w.rnode.node_id)
+    assert w.server.held_count() == 0
+    assert w.rt.stats.relayed == {"held_htlc_available": 1}
+    assert len(w.released) == 1 and w.released[0].msg_type == m.RELEASE_HELD_HTLC
+    w.server.on_peer_connected(w.rnode.node_id)   # nothing is relayed twice
+    assert w.rt.stats.relayed == {"held_htlc_available": 1} and len(w.released) == 1
+
+
+def test_online_recipient_gets_mailbox_messages_at_once():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    send_held_htlc_available(w, inv, inv.message_paths[:1])
+    assert w.server.held_count() == 0 and len(w.released) == 1
+
+
+def test_mailbox_limits_expiry_and_removal():
+    w = mailbox_world(ServerConfig(max_held=2, hold_seconds=600))
+    inv = stored_invoice(w, 0)
+    w.rnode.online = False
+    for _ in range(3):                      # three payers: only the newest two are kept
+        send_held_htlc_available(w, inv, inv.message_paths[:1])
+        w.now += 1
+    assert w.server.held_count() == 2
+    w.now += 601
+    w.server.tick()                         # too old: dropped, never relayed
+    assert w.server.held_count() == 0
+    send_held_htlc_available(w, inv, inv.message_paths[:1])
+    assert w.server.held_count() == 1
+    w.server.remove_client(b"phone")
+    assert w.server.held_count() == 0 and w.server._mailboxes == {}
+
+
+def test_a_client_cannot_take_over_another_clients_phantom():
+    w = mailbox_world()
+    from asyncreceive.crypto.context import Kind, PathContext
+    hijack = m.MailboxRegistration(w.rt.phantom_id, w.pt.make_path(PathContext(Kind.MAILBOX)))
+    w.server.add_client(b"other")
+    w.server._register(b"other", hijack, w.now)
+    assert w.server._mailboxes[w.rt.phantom_id][0] == b"phone"
+
+
+def test_relayed_messages_are_authenticated_like_direct_ones():
+    w = mailbox_world()
+    from asyncreceive.crypto.context import Kind, PathContext
+    # a held_onion_message on our mailbox path whose inner onion is garbage, or is itself a relay
+    delivery = w.rt.mailbox_registration().delivery_path
+    w.st.send(delivery, m.HELD_ONION_MESSAGE, b"\x02\x01" + b"\x00" * 40)
+    assert w.drops(w.rt).get("malformed") == 1
+    inner_path = w.rt.make_mailbox_path(PathContext(Kind.MAILBOX), w.snode.node_id)
+    captured = []
+    w.st.on_undeliverable = lambda nid, onion: captured.append(onion)
+    w.pt.send(inner_path, m.HELD_ONION_MESSAGE, b"\x00")       # a relay inside a relay, captured
+    w.st.send(delivery, m.HELD_ONION_MESSAGE, captured[0])
+    assert w.drops(w.rt).get("malformed") == 2 and w.rt.stats.relayed == {}
+    # a mailbox delivery path only takes held_onion_message
+    w.st.send(delivery, m.HELD_HTLC_AVAILABLE, m.HeldHtlcAvailable().encode())
+    assert w.drops(w.rt).get("rejected") == 1
+
+
+def test_server_without_mailbox_keeps_the_plain_paths():
+    w = mailbox_world(ServerConfig(max_held=0))
+    assert w.recipient.cache[0].offer.mailbox_node == b""
+    inv = stored_invoice(w, 0)
+    assert all(p.first_node_id != w.snode.node_id or len(p.hops) == 3 for p in inv.message_paths)
+    assert w.server.list_clients()[0]["mailbox"] is False
