@@ -7,7 +7,7 @@ TESTENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RUST=0
 PYTEST_ARGS ?=
 # integration and interop tests mostly wait on lightningd/bitcoind: two pytest-xdist workers halve the time
 JOBS ?= 2
-XDIST := -n $(JOBS)
+XDIST := -n $(JOBS) --dist worksteal
 
 .PHONY: install test unit integration interop bench clean
 

@@ -145,6 +145,16 @@ class Lightningd:
         except RpcError:
             pass
 
+    def connected_channel_peers(self) -> List[bytes]:
+        """Peers we have a normal channel with and are connected to, in lightningd's order, once each."""
+        out = []
+        for c in self.rpc.listpeerchannels()["channels"]:
+            if c.get("peer_connected") and c.get("state") == "CHANNELD_NORMAL":
+                p = bytes.fromhex(c["peer_id"])
+                if p not in out:
+                    out.append(p)
+        return out
+
     def channel_peer(self, scid: str) -> Optional[bytes]:
         """The peer at the other end of our channel ``scid`` (real scid or an alias)."""
         for c in self.rpc.listpeerchannels()["channels"]:

@@ -33,6 +33,8 @@ from .lightningd import Lightningd, NodeError
 
 #: CLN accepts at most one onion message per 250 ms from a peer (burst 4); we pace ourselves to that.
 PEER_INTERVAL = 0.25
+#: a sciddir introduction we cannot resolve is tried through at most this many of our channel peers
+GUESS_PEERS = 3
 
 
 @dataclass(frozen=True)
@@ -155,22 +157,45 @@ class Transport:
 
         The reply path is either one we build now for ``reply_context`` (through ``reply_via``), or a
         given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
+
+        A compact (sciddir) introduction that our gossip does not know yet (e.g. LDK's reply paths name
+        the channel between the payer and its peer, announced only moments ago) is tried through each
+        of our connected channel peers (at most ``GUESS_PEERS``): the path usually starts at one of them
+        (our server), and a peer that is not the introduction node cannot open the layer and drops it.
         """
         name = message_name(msg_type)
         try:
-            intro = self.introduction_node(dest)
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
-            route = self._route(intro)
-            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
-            peer = route[0] if route else self.first_peer(dest, intro)
-            self.node.ensure_connected(peer)
-            self.pacer.wait(peer)
-            self.node.send_onion(out)
+            try:
+                intros = [self.introduction_node(dest)]
+            except NodeError as e:
+                intros = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
+                if not intros:
+                    raise
+                self._log(f"{e}: trying the path's introduction among our peers "
+                          f"{', '.join(i.hex()[:16] for i in intros)}", "debug")
+            errors = []
+            for intro in intros:
+                try:
+                    self._send_to(dest, intro, msg_type, body, reply)
+                except (NodeError, ValueError) as e:
+                    errors.append(e)
+            if len(errors) == len(intros):
+                raise errors[0]
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}")
             raise TransportError(str(e)) from e
         self._count(self.stats.sent, name)
-        self._log(f"sent {name} ({len(body)} bytes) via {intro.hex()}", "debug")
+        self._log(f"sent {name} ({len(body)} bytes) via {', '.join(i.hex() for i in intros)}", "debug")
+
+    def _send_to(self, dest: BlindedPath, intro: bytes, msg_type: int, body: bytes,
+                 reply: Optional[BlindedPath]) -> None:
+        route = self._route(intro)
+        out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
+        peer = route[0] if route else self.first_peer(dest, intro)
+        self.node.ensure_connected(peer)
+        self.pacer.wait(peer)
+        self.node.send_onion(out)
 
     def introduction_node(self, path: BlindedPath) -> bytes:
         if path.first_node_id is not None:

@@ -91,11 +91,10 @@ class ServerService:
         """Up to 3 paths: through us, then through up to two connected channel peers."""
         paths = [self.t.make_path(ctx)]
         try:
-            peers = [bytes.fromhex(c["peer_id"]) for c in self.node.rpc.listpeerchannels()["channels"]
-                     if c.get("peer_connected") and c.get("state") == "CHANNELD_NORMAL"]
+            peers = self.node.connected_channel_peers()
         except Exception:
             peers = []
-        for p in list(dict.fromkeys(peers))[:2]:
+        for p in peers[:2]:
             paths.append(self.t.make_path(ctx, via=[p]))
         return paths
 

@@ -193,3 +193,18 @@ def test_known_types_on_paths_ending_at_our_node(node_factory, plugin_opts):
     send(l1, foreign.encode().hex(), m.INVOICE_REQUEST, invreq)
     l2.daemon.wait_for_logs([r"Got onionmsg with pathsecret"] * 3)  # ours (2), then the foreign one
     assert len(received(l2)) == len(msgs)
+
+
+def test_unknown_sciddir_introduction_tried_through_peers(node_factory, plugin_opts):
+    """A path whose compact introduction names a channel nobody's gossip has (as LDK's reply paths may,
+    right after their channel is announced): l2 sends it through each of its channel peers, l1 (the
+    real introduction) gets it once, l3 cannot open it."""
+    l1, l2, l3 = node_factory.line_graph(3, fundchannel=True, opts=plugin_opts)
+    p = BlindedPath.decode(bytes.fromhex(l1.rpc.call("asyncreceive-dev-makepath")["path"]))
+    compact = BlindedPath(SciddirOrPubkey(scid=(1000 << 40) | (7 << 16) | 1, direction=0), p.first_path_key, p.hops)
+    body = m.OfferPathsRequest(3).encode()
+    send(l2, compact.encode().hex(), m.OFFER_PATHS_REQUEST, body)
+    assert_all_arrived(l1, [(m.OFFER_PATHS_REQUEST, body)])
+    l2.daemon.wait_for_log(r"unknown channel 1000x7x1: trying the path's introduction among our peers")
+    assert l2.rpc.call("asyncreceive-status")["messages"]["sent"] == {"offer_paths_request": 1}
+    assert received(l3) == []

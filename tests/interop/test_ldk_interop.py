@@ -134,15 +134,17 @@ def ldk_payment(ldk, payment_id):
     return next(p for p in ldk.call("list_payments") if p["id"] == payment_id)
 
 
-def ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer):
+def ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer, announced_payer=False):
     """LDK payer --unannounced--> CLN server --announced--> CLN recipient (both CLN nodes with our plugin);
-    with `public_peer`, a third CLN node has an announced channel to the server as well (see below)."""
+    with `public_peer`, a third CLN node has an announced channel to the server as well (see below); with
+    `announced_payer` the payer's channel is announced (its reply paths then use a compact introduction)."""
     opts = dict(plugin=PLUGIN, may_reconnect=True, **CLN_WITH_LDK)
     nodes = node_factory.line_graph(3 if public_peer else 2, fundchannel=True, wait_for_announce=True, opts=opts)
     server, recipient = nodes[-2:]
     payer = ldk_factory("none")
     fund_ldk(bitcoind, payer)
-    payer.call("open_channel", server.info["id"], f"127.0.0.1:{server.port}", 1_000_000)
+    payer.call("open_announced_channel" if announced_payer else "open_channel", server.info["id"],
+               f"127.0.0.1:{server.port}", 1_000_000)
     bitcoind.generate_block(6, wait_for_mempool=1)
     wait_for(lambda: cln_channel_normal(server, payer.id), timeout=90)
     wait_for(lambda: ldk_channel_usable(payer, server.info["id"]), timeout=90)
@@ -175,15 +177,22 @@ def check_ldk_paid(payer, recipient, pid, offer, t0, timeout=120):
 # server_only_private_payer once failed with LDK RouteNotFound: our payinfo took htlc_maximum_msat from
 # listincoming's incoming_capacity_msat (0 when the server has no other public channel); it now uses the
 # peer's channel_update htlc_max_msat.
-@pytest.mark.parametrize("public_peer", [True, False], ids=["server_has_public_peer", "server_only_private_payer"])
-def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind, public_peer):
+# announced_payer: LDK's reply paths name the payer--server channel as a compact (sciddir) introduction, which
+# the recipient's gossip may not have yet ("unknown channel"); the recipient then tries its channel peers.
+@pytest.mark.parametrize("public_peer,announced_payer", [(True, False), (False, False), (False, True)],
+                         ids=["server_has_public_peer", "server_only_private_payer", "announced_payer"])
+def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind, public_peer, announced_payer):
     """Scenario 3, recipient online: LDK's Bolt12Payment::send_using_amount on our recipient's async offer.
     LDK gets the static invoice from our server (and an invoice from the online recipient), sends
     held_htlc_available; the recipient answers release_held_htlc and claims the HTLC."""
-    payer, server, recipient, offer = ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer)
+    payer, server, recipient, offer = ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer,
+                                                      announced_payer)
     t0 = time.time()
     pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
     check_ldk_paid(payer, recipient, pid, offer, t0)
+    if announced_payer:
+        guessed = recipient.daemon.is_in_log(r"trying the path's introduction among our peers")
+        print("recipient had to guess the compact introduction:", bool(guessed))
 
 
 def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):

@@ -66,6 +66,10 @@ class FakeNode:
     def channel_peer(self, scid):
         return None
 
+    def connected_channel_peers(self):
+        return [bytes.fromhex(c["peer_id"]) for c in self.rpc.peer_channels
+                if c.get("peer_connected") and c.get("state") == "CHANNELD_NORMAL" and self.is_connected(bytes.fromhex(c["peer_id"]))]
+
     def block_height(self) -> int:
         return self.height
 
@@ -109,6 +113,7 @@ class FakeNetwork:
         self.by_node: Dict[bytes, Transport] = {}      # node id -> transport
         self.clock = clock
         self.delivered = 0
+        self.dropped = 0
         self.log: List[tuple] = []
 
     def add(self, name: str) -> Tuple[FakeNode, Transport]:
@@ -130,9 +135,12 @@ class FakeNetwork:
         packet = build_packet(os.urandom(32), list(out.hops), size=out.onion_size)
         path_key = out.path_key
         owners = list(self.nodes.values())
+        expected = None  # after the first hop, only the node named by the previous hop may peel
         for _ in range(len(out.hops)):
-            node = self._owner(owners, path_key, packet)
+            candidates = owners if expected is None else [self.nodes[expected]]
+            node = self._owner(candidates, path_key, packet)
             if node is None or not node.online:
+                self.dropped += 1
                 return  # dropped, as a real network would
             payload, next_packet = peel_packet(blinded_privkey(node.priv, path_key), packet)
             omp = OnionMessagePayload.decode(payload)
@@ -145,7 +153,7 @@ class FakeNetwork:
                     "next_node_id": data.next_node_id.hex(),
                     "outgoing": encode_onion_message(next_key, next_packet).hex()})
                 return
-            path_key, packet = next_key, next_packet
+            path_key, packet, expected = next_key, next_packet, data.next_node_id
 
     @staticmethod
     def _owner(nodes, path_key, packet) -> Optional[FakeNode]:

@@ -348,3 +348,26 @@ def test_server_without_mailbox_keeps_the_plain_paths():
     inv = stored_invoice(w, 0)
     assert all(p.first_node_id != w.snode.node_id or len(p.hops) == 3 for p in inv.message_paths)
     assert w.server.list_clients()[0]["mailbox"] is False
+
+
+def test_unknown_sciddir_introduction_is_tried_through_our_peers():
+    """A reply path whose compact introduction names a channel our gossip has not seen: sent through
+    each connected channel peer; the right one (here the server) opens it, a wrong one drops it."""
+    from asyncreceive.crypto.context import Kind, PathContext
+    from asyncreceive.wire.paths import BlindedPath, SciddirOrPubkey
+
+    w = World(slots=1)
+    onode, _ = w.net.add("other-peer")
+    got = []
+    w.st.on_kind(Kind.PROBE, got.append)
+    p = w.st.make_path(PathContext(Kind.PROBE))
+    compact = BlindedPath(SciddirOrPubkey(scid=(700 << 40) | (3 << 16) | 1, direction=1), p.first_path_key, p.hops)
+    body = m.OfferPathsRequest(1).encode()
+    with pytest.raises(Exception, match="no channels"):
+        w.rt.send(compact, m.OFFER_PATHS_REQUEST, body)   # no peers to try
+    w.rnode.rpc.peer_channels = [{"peer_id": n.node_id.hex(), "peer_connected": True, "state": "CHANNELD_NORMAL"}
+                                 for n in (onode, w.snode)]
+    w.rt.send(compact, m.OFFER_PATHS_REQUEST, body)
+    assert len(got) == 1 and got[0].msg_type == m.OFFER_PATHS_REQUEST
+    assert w.net.dropped == 1          # the copy sent through the other peer went nowhere
+    assert w.rt.stats.sent == {"offer_paths_request": 1}
