@@ -51,13 +51,27 @@ def onion_size_for(payloads: Sequence[bytes]) -> int:
 
 def build_outgoing(our_node_id: bytes, dest: BlindedPath, message_type: int, message: bytes,
                    reply_path: Optional[BlindedPath] = None, session_key: Optional[bytes] = None,
-                   intro_node_id: Optional[bytes] = None, route: Sequence[bytes] = ()) -> OutgoingOnion:
+                   intro_node_id: Optional[bytes] = None, route: Sequence[bytes] = (),
+                   via_scid: Optional[int] = None) -> OutgoingOnion:
     """Hops and first path key to send ``message`` to ``dest`` from our node.
 
     ``intro_node_id`` resolves a sciddir introduction node (the caller looks it up); a pubkey
     introduction node is used as it is.  ``route`` lists the nodes between us and the introduction node
     when we are not its peer (found in the channel graph); they get blinded hops of ours.
+
+    With ``via_scid`` the introduction node is not named: the last node of ``route`` forwards to the
+    peer at the other end of its channel ``via_scid`` (``short_channel_id`` in its hop), which is how a
+    sciddir introduction our gossip does not know can still be reached through the peer that has it.
     """
+    if via_scid is not None:
+        if not route:
+            raise ValueError("via_scid needs the node that has the channel")
+        nodes = [our_node_id] + list(route)
+        datas = [EncryptedData(next_node_id=n).encode() for n in nodes[1:]]
+        datas.append(EncryptedData(short_channel_id=via_scid, next_path_key_override=dest.first_path_key).encode())
+        ours = build_blinded_path(session_key or os.urandom(32), list(zip(nodes, datas)))
+        hops = [(h.blinded_node_id, h.encrypted_recipient_data) for h in ours.hops + dest.hops]
+        return _assemble(ours.first_path_key, hops, message_type, message, reply_path)
     intro = dest.first_node_id or intro_node_id
     if intro is None:
         raise ValueError("destination path starts at a short_channel_id that was not resolved")
@@ -72,6 +86,12 @@ def build_outgoing(our_node_id: bytes, dest: BlindedPath, message_type: int, mes
         path_key = ours.first_path_key
         hops = [(h.blinded_node_id, h.encrypted_recipient_data) for h in ours.hops]
         hops += [(h.blinded_node_id, h.encrypted_recipient_data) for h in dest.hops]
+    return _assemble(path_key, hops, message_type, message, reply_path)
+
+
+def _assemble(path_key: bytes, hops, message_type: int, message: bytes,
+              reply_path: Optional[BlindedPath]) -> OutgoingOnion:
+    """The final hop carries the message; every other hop only its encrypted data."""
     payloads = []
     for i, (node, enc) in enumerate(hops):
         if i == len(hops) - 1:

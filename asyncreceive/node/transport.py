@@ -159,40 +159,49 @@ class Transport:
         given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
 
         A compact (sciddir) introduction that our gossip does not know yet (e.g. LDK's reply paths name
-        the channel between the payer and its peer, announced only moments ago) is tried through each
-        of our connected channel peers (at most ``GUESS_PEERS``): the path usually starts at one of them
-        (our server), and a peer that is not the introduction node cannot open the layer and drops it.
+        a channel of the payer's, announced only moments ago) is tried through each of our connected
+        channel peers P (at most ``GUESS_PEERS``) in two ways: as P itself, and as the node at the other
+        end of P's channel with that scid (P forwards by ``short_channel_id``).  The introduction is
+        usually one of these (our server, or the payer behind it); a node that is not cannot open the
+        layer and drops it.
         """
         name = message_name(msg_type)
         try:
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
             try:
-                intros = [self.introduction_node(dest)]
+                tries = [(self.introduction_node(dest), None)]
             except NodeError as e:
-                intros = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
-                if not intros:
+                peers = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
+                if not peers:
                     raise
-                self._log(f"{e}: trying the path's introduction among our peers "
-                          f"{', '.join(i.hex()[:16] for i in intros)}", "debug")
+                scid = dest.introduction.scid
+                tries = [(p, None) for p in peers] + [(p, scid) for p in peers]
+                self._log(f"{e}: trying the path's introduction among our peers and their channel "
+                          f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
             errors = []
-            for intro in intros:
+            for intro, via_scid in tries:
                 try:
-                    self._send_to(dest, intro, msg_type, body, reply)
+                    self._send_to(dest, intro, msg_type, body, reply, via_scid)
                 except (NodeError, ValueError) as e:
                     errors.append(e)
-            if len(errors) == len(intros):
+            if len(errors) == len(tries):
                 raise errors[0]
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}")
             raise TransportError(str(e)) from e
         self._count(self.stats.sent, name)
-        self._log(f"sent {name} ({len(body)} bytes) via {', '.join(i.hex() for i in intros)}", "debug")
+        self._log(f"sent {name} ({len(body)} bytes) via {', '.join(i.hex() for i, _ in tries)}", "debug")
 
     def _send_to(self, dest: BlindedPath, intro: bytes, msg_type: int, body: bytes,
-                 reply: Optional[BlindedPath]) -> None:
-        route = self._route(intro)
-        out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
-        peer = route[0] if route else self.first_peer(dest, intro)
+                 reply: Optional[BlindedPath], via_scid: Optional[int] = None) -> None:
+        """One send; with ``via_scid``, ``intro`` is the peer that forwards over its channel ``via_scid``."""
+        if via_scid is not None:
+            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, route=[intro], via_scid=via_scid)
+            peer = intro
+        else:
+            route = self._route(intro)
+            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
+            peer = route[0] if route else self.first_peer(dest, intro)
         self.node.ensure_connected(peer)
         self.pacer.wait(peer)
         self.node.send_onion(out)

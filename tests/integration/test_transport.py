@@ -196,9 +196,9 @@ def test_known_types_on_paths_ending_at_our_node(node_factory, plugin_opts):
 
 
 def test_unknown_sciddir_introduction_tried_through_peers(node_factory, plugin_opts):
-    """A path whose compact introduction names a channel nobody's gossip has (as LDK's reply paths may,
+    """A path whose compact introduction names a channel our gossip lacks (as LDK's reply paths may,
     right after their channel is announced): l2 sends it through each of its channel peers, l1 (the
-    real introduction) gets it once, l3 cannot open it."""
+    real introduction) gets it once, l3 cannot open it; then an introduction one hop behind a peer."""
     l1, l2, l3 = node_factory.line_graph(3, fundchannel=True, opts=plugin_opts)
     p = BlindedPath.decode(bytes.fromhex(l1.rpc.call("asyncreceive-dev-makepath")["path"]))
     compact = BlindedPath(SciddirOrPubkey(scid=(1000 << 40) | (7 << 16) | 1, direction=0), p.first_path_key, p.hops)
@@ -208,3 +208,14 @@ def test_unknown_sciddir_introduction_tried_through_peers(node_factory, plugin_o
     l2.daemon.wait_for_log(r"unknown channel 1000x7x1: trying the path's introduction among our peers")
     assert l2.rpc.call("asyncreceive-status")["messages"]["sent"] == {"offer_paths_request": 1}
     assert received(l3) == []
+    # the introduction is l3, named by its (unannounced) channel with l2, which l1 does not know: l1 sends
+    # through its peer l2, which forwards by short_channel_id
+    scid = l2.rpc.listpeerchannels(l3.info["id"])["channels"][0]["short_channel_id"]
+    block, tx, out = (int(x) for x in scid.split("x"))
+    direction = int(l3.info["id"] > l2.info["id"])
+    p3 = BlindedPath.decode(bytes.fromhex(l3.rpc.call("asyncreceive-dev-makepath")["path"]))
+    behind = BlindedPath(SciddirOrPubkey(scid=(block << 40) | (tx << 16) | out, direction=direction),
+                         p3.first_path_key, p3.hops)
+    send(l1, behind.encode().hex(), m.OFFER_PATHS_REQUEST, body)
+    assert_all_arrived(l3, [(m.OFFER_PATHS_REQUEST, body)])
+    l1.daemon.wait_for_log(r"unknown channel %s: trying" % scid)

@@ -158,7 +158,13 @@ def ldk_payer_setup(node_factory, ldk_factory, bitcoind, public_peer, announced_
 
 
 def check_ldk_paid(payer, recipient, pid, offer, t0, timeout=120):
-    wait_for(lambda: ldk_payment(payer, pid)["status"] != "pending", timeout=timeout)
+    try:
+        wait_for(lambda: ldk_payment(payer, pid)["status"] != "pending", timeout=timeout)
+    except ValueError:
+        keys = ("eld", "elease", "nion", "ayment", "HTLC")
+        print("LDK payer log (payment lines):", *[ln for ln in payer.log().splitlines() if any(k in ln for k in keys)][-40:],
+              sep="\n")
+        raise
     p = ldk_payment(payer, pid)
     print(f"LDK payment {p['status']} {time.time() - t0:.1f}s after pay_offer:", p)
     assert p["status"] == "succeeded", (p, [ln for ln in payer.log().splitlines() if "Fail" in ln][-5:])

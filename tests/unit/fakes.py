@@ -114,6 +114,7 @@ class FakeNetwork:
         self.clock = clock
         self.delivered = 0
         self.dropped = 0
+        self.channels: Dict[int, Tuple[bytes, bytes]] = {}   # scid -> its two nodes
         self.log: List[tuple] = []
 
     def add(self, name: str) -> Tuple[FakeNode, Transport]:
@@ -145,6 +146,12 @@ class FakeNetwork:
             payload, next_packet = peel_packet(blinded_privkey(node.priv, path_key), packet)
             omp = OnionMessagePayload.decode(payload)
             data, next_key = decrypt_hop(node.priv, path_key, omp.encrypted_recipient_data)
+            if next_packet is not None and data.next_node_id is None and data.short_channel_id is not None:
+                ends = self.channels.get(data.short_channel_id, ())
+                if node.node_id not in ends:
+                    self.dropped += 1
+                    return  # lightningd forwards by scid over its own channels only
+                data = EncryptedData(next_node_id=[e for e in ends if e != node.node_id][0])
             if next_packet is None or data.next_node_id is None:
                 return  # final at a real node: only the compact-path hook would see it (not modelled)
             if not self.reachable(data.next_node_id):

@@ -369,5 +369,16 @@ def test_unknown_sciddir_introduction_is_tried_through_our_peers():
                                  for n in (onode, w.snode)]
     w.rt.send(compact, m.OFFER_PATHS_REQUEST, body)
     assert len(got) == 1 and got[0].msg_type == m.OFFER_PATHS_REQUEST
-    assert w.net.dropped == 1          # the copy sent through the other peer went nowhere
+    assert w.net.dropped == 3          # the other peer, and the scid forwards no one could open or make
     assert w.rt.stats.sent == {"offer_paths_request": 1}
+
+    # the introduction is the payer *behind* the server, named by the payer--server channel
+    pnode, pt = w.net.add("payer")
+    scid = (800 << 40) | (1 << 16)
+    w.net.channels[scid] = (w.snode.node_id, pnode.node_id)
+    got_p = []
+    pt.on_kind(Kind.PROBE, got_p.append)
+    pp = pt.make_path(PathContext(Kind.PROBE))
+    w.rt.send(BlindedPath(SciddirOrPubkey(scid=scid, direction=1), pp.first_path_key, pp.hops),
+              m.OFFER_PATHS_REQUEST, body)
+    assert len(got_p) == 1 and len(got) == 1
