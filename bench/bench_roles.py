@@ -63,3 +63,58 @@ def test_bench_server_serving(node_factory):
     elapsed = time.time() - t0
     report(f"server: plugin CPU per served invoice_request (n={n})", 1e3 * (plugin_cpu(server) - cpu0) / n, "ms")
     report(f"server: invoice_requests served per second, sequential fetchinvoice (n={n})", n / elapsed, "req/s")
+
+
+def _first_invoice(server, recipient):
+    from asyncreceive.server.store import InvoiceRecord, invoice_key
+    from asyncreceive.wire.bolt12 import StaticInvoice
+    slot = recipient.rpc.call("asyncreceive-getoffer")["slot"]
+    rec = server.rpc.listdatastore(key=invoice_key(b"bench", slot))["datastore"][0]
+    return StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
+
+
+def test_bench_mailbox(node_factory):
+    """held_htlc_available -> release_held_htlc round trips, payer l1 -> server l2 -> recipient l3:
+    over the invoice's mailbox path (server -> recipient phantom, relayed by the server's plugin) and
+    over its plain path through the server; then messages held while the recipient is down."""
+    from asyncreceive.wire import messages as m
+    opts = {"plugin": PLUGIN, "asyncreceive-dev": None, "may_reconnect": True}
+    payer, server, recipient = node_factory.line_graph(3, fundchannel=True, opts=opts)
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "bench"})
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    wait_for(lambda: ready(recipient) == 10)
+    inv = _first_invoice(server, recipient)
+    mailbox, plain = inv.message_paths[0], inv.message_paths[1]
+    got = lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"])  # noqa: E731
+
+    def send(path):
+        payer.rpc.call("asyncreceive-dev-send", {"path": path.encode().hex(), "msgtype": m.HELD_HTLC_AVAILABLE,
+                                                 "body": "00", "reply": True, "reply_via": [server.info["id"]]})
+
+    for name, path in (("mailbox path (relayed by the server)", mailbox), ("plain path through the server", plain)):
+        times = []
+        for _ in range(15):
+            before = got()
+            t0 = time.perf_counter()
+            send(path)
+            while got() == before and time.perf_counter() - t0 < 30:
+                time.sleep(0.002)
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.3)  # stay clear of the 250 ms pacing
+        times.sort()
+        report(f"held_htlc_available round trip, {name}, median (n=15)", 1e3 * times[7], "ms")
+
+    n = 10
+    recipient.stop()
+    cpu0 = plugin_cpu(server)
+    for _ in range(n):
+        send(mailbox)
+    wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] == n)
+    held_cpu = plugin_cpu(server) - cpu0
+    before = got()
+    t0 = time.time()
+    recipient.start()
+    wait_for(lambda: got() == before + n, timeout=120)
+    report(f"recipient start to {n} held messages answered", time.time() - t0, "s")
+    report("server plugin CPU per held message (hold + relay)", 1e3 * (plugin_cpu(server) - cpu0) / n, "ms")
+    report("server plugin CPU per message held (datastore write)", 1e3 * held_cpu / n, "ms")

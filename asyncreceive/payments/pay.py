@@ -24,7 +24,7 @@ from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
-from ..wire.bolt12 import HRP_INVOICE, InvoiceRequest, Offer, StaticInvoice, bech32_encode
+from ..wire.bolt12 import HRP_INVOICE, INVOICE_PAYMENT_HASH, InvoiceRequest, Offer, StaticInvoice, bech32_encode
 from ..wire.tlv import bigsize, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import build_invoice_request, build_payment_onion
 
@@ -76,10 +76,25 @@ class Payment:
                        decode_tu(r[12], 8, "created_at"), decode_tu(r[14], 8, "deadline"),
                        r.get(16, b"").decode("utf-8", "replace"))
 
+    @property
+    def normal_invoice(self) -> bool:
+        """The payee answered itself with a normal invoice (type 66), not a static invoice."""
+        return bool(self.invoice) and not _is_static(self.invoice)
+
+    @property
+    def payment_hash(self) -> bytes:
+        """The normal invoice's payment hash, else that of the preimage we send with the async HTLC."""
+        if self.normal_invoice:
+            h = dict(decode_tlv(self.invoice, "invoice", known=lambda t: True).records).get(INVOICE_PAYMENT_HASH)
+            if h is not None and len(h) == 32:
+                return h
+        return hashlib.sha256(self.preimage).digest()
+
     def json(self) -> dict:
         out = {"payment_id": self.payment_id.hex(), "status": self.status, "amount_msat": self.amount_msat,
                "offer": Offer.decode(self.offer).to_string(), "created_at": self.created_at,
-               "payment_hash": hashlib.sha256(self.preimage).hexdigest()}
+               "payment_hash": self.payment_hash.hex(),
+               "invoice": None if not self.invoice else ("normal" if self.normal_invoice else "static")}
         if self.status == "complete":
             out["payment_preimage"] = self.preimage.hex()
         if self.error:
@@ -149,21 +164,24 @@ class PayService:
                 self._send_invreq(p, 0)
             elif p.status == "waiting_release":
                 self._send_held(p, 0)
-            elif p.status == "sending" and not _is_static(p.invoice):
-                pass  # a normal invoice was being paid by lightningd's pay: its result is in listpays
-            elif p.status == "sending":  # we stopped between sendonion and its result: ask lightningd
+            elif p.status == "sending":  # we stopped between sending and its result: ask lightningd
                 self._settle_from_sendpays(p)
 
     def _settle_from_sendpays(self, p: Payment) -> None:
-        parts = self.node.rpc.listsendpays(payment_hash=hashlib.sha256(p.preimage).hexdigest())["payments"]
-        if any(x["status"] == "complete" for x in parts):
+        """Take the result lightningd has for the payment's hash (ours, or the normal invoice's, which
+        lightningd's ``pay`` was paying); still in flight or never sent: leave it, never send again."""
+        parts = self.node.rpc.listsendpays(payment_hash=p.payment_hash.hex())["payments"]
+        done = next((x for x in parts if x["status"] == "complete"), None)
+        if done is not None:
             status = "complete"
         elif parts and all(x["status"] == "failed" for x in parts):
             status = "failed"
         else:
-            return  # still in flight (or never sent): never send again, lightningd finishes it
+            return
         cur, gen = self._load(p.payment_id)
         cur.status = status
+        if done is not None and p.normal_invoice and done.get("payment_preimage"):
+            cur.preimage = bytes.fromhex(done["payment_preimage"])
         self._save(cur, gen)
 
     # ---- retries ------------------------------------------------------------------------------------

@@ -220,4 +220,5 @@ def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, 
     paid = [i for i in recipient.rpc.listinvoices()["invoices"] if i["status"] == "paid"]
     assert len(paid) == 1 and paid[0]["payment_preimage"] == done["payment_preimage"]
     assert hashlib.sha256(bytes.fromhex(done["payment_preimage"])).hexdigest() == paid[0]["payment_hash"]
+    assert done["invoice"] == "normal" and done["payment_hash"] == paid[0]["payment_hash"]
     payer.daemon.wait_for_log("the recipient answered with an invoice; paying it")

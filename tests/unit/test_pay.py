@@ -1,0 +1,61 @@
+"""asyncreceive-pay's records: which payment hash they show, and settling from lightningd after a restart."""
+
+import hashlib
+import os
+
+from asyncreceive.payments.pay import Payment, PayService, key
+from asyncreceive.wire.tlv import encode_tlv
+
+from .fakes import FakeNetwork
+
+
+def make_offer():
+    from coincurve import PrivateKey
+    return encode_tlv([(10, b"coffee"), (22, PrivateKey().public_key.format())])
+
+
+def payment(invoice=b"", status="sending"):
+    return Payment(os.urandom(32), make_offer(), 21_000, b"invreq", os.urandom(32), status, invoice, 1, 2)
+
+
+def test_static_route_shows_the_hash_of_our_preimage():
+    p = payment()
+    assert p.json()["payment_hash"] == hashlib.sha256(p.preimage).hexdigest() and p.json()["invoice"] is None
+
+
+def test_normal_invoice_shows_its_own_payment_hash_before_completion():
+    h = os.urandom(32)
+    p = payment(encode_tlv([(160, b"x"), (168, h), (170, b"\x52\x08")]))
+    assert p.json()["payment_hash"] == h.hex() and p.json()["invoice"] == "normal"
+    assert "payment_preimage" not in p.json()
+
+
+def test_restart_settles_a_normal_invoice_payment_from_lightningd():
+    net = FakeNetwork(lambda: 1_800_000_000)
+    node, t = net.add("payer")
+    preimage = os.urandom(32)
+    h = hashlib.sha256(preimage).digest()
+    p = payment(encode_tlv([(168, h)]))
+    node.ds_put(key(p.payment_id), p.encode())
+    calls = []
+
+    def listsendpays(payment_hash):
+        calls.append(payment_hash)
+        return {"payments": [{"status": "failed"}, {"status": "complete", "payment_preimage": preimage.hex()}]}
+
+    node.rpc.listsendpays = listsendpays
+    svc = PayService(t, "regtest", lambda *a: None, 3600)
+    svc.resume()
+    assert calls == [h.hex()]
+    got = svc.list_pays()[0]
+    assert got["status"] == "complete" and got["payment_preimage"] == preimage.hex() and got["payment_hash"] == h.hex()
+
+
+def test_restart_leaves_an_in_flight_payment_alone():
+    net = FakeNetwork(lambda: 1_800_000_000)
+    node, t = net.add("payer")
+    p = payment(encode_tlv([(168, os.urandom(32))]))
+    node.ds_put(key(p.payment_id), p.encode())
+    node.rpc.listsendpays = lambda payment_hash: {"payments": [{"status": "pending"}]}
+    PayService(t, "regtest", lambda *a: None, 3600).resume()
+    assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "sending"
