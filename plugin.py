@@ -279,8 +279,9 @@ def listpayments(plugin):
 
 @plugin.method("asyncreceive-status")
 def status(plugin):
-    """Show asyncreceive's state: server paths, offer slots per status, onion messages sent, received and
-    dropped (per reason), and the last error."""
+    """Show asyncreceive's state: server paths, offer slots per status, onion messages sent, received,
+    relayed to us by our server's mailbox and dropped (per reason), the last error, and (as a server) the
+    onion messages held for offline clients."""
     t = _transport()
     out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
            "messages": t.stats.as_json()}
