@@ -154,8 +154,12 @@ def init(options, configuration, plugin, **kwargs):
         start, first[0] = first[0], False
         if start:
             state["pay"].resume()
-        recipient.tick(start=start)
-        state["server"].tick()
+        # each part on its own: one failing must not stop the others
+        for part in (lambda: recipient.tick(start=start), state["server"].tick, state["pay"].check_sending):
+            try:
+                part()
+            except Exception:
+                log(f"tick error: {traceback.format_exc()}", "broken")
 
     worker = Worker(log, tick=on_tick, tick_seconds=tick)
     worker.start()

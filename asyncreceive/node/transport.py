@@ -34,7 +34,7 @@ from .lightningd import Lightningd, NodeError
 #: CLN accepts at most one onion message per 250 ms from a peer (burst 4); we pace ourselves to that.
 PEER_INTERVAL = 0.25
 #: a sciddir introduction we cannot resolve is tried through at most this many of our channel peers
-GUESS_PEERS = 3
+GUESS_PEERS = 2
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,10 @@ class Transport:
         ctx = context.encode()
         return build_reply_path([mailbox_node], self.phantom_id, self.ctx_key.path_id(ctx), ctx)
 
-    def mailbox_registration(self) -> MailboxRegistration:
-        """What we register with a mailbox server: our phantom id and a path for it to relay on."""
-        return MailboxRegistration(self.phantom_id, self.make_path(PathContext(Kind.MAILBOX)))
+    def mailbox_registration(self, server_node_id: bytes) -> MailboxRegistration:
+        """What we register with a mailbox server: our phantom id and a path for it to relay on, signed
+        with the phantom key for that server."""
+        return MailboxRegistration.sign(self.phantom_secret, server_node_id, self.make_path(PathContext(Kind.MAILBOX)))
 
     def make_compact_path(self, context: PathContext, via: Sequence[bytes] = ()) -> BlindedPath:
         """A blinded path ``via... -> our node`` (no phantom) whose path_id carries ``context`` itself.

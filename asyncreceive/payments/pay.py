@@ -112,6 +112,7 @@ class PayService:
         self.timeout = timeout
         self._clock = clock
         self._timers: Dict[bytes, threading.Timer] = {}
+        self._active: set = set()   # payments whose result a thread of ours is waiting for
         transport.on_kind(Kind.PAYER_REPLY, self.on_reply)
 
     def now(self) -> int:
@@ -165,24 +166,50 @@ class PayService:
             elif p.status == "waiting_release":
                 self._send_held(p, 0)
             elif p.status == "sending":  # we stopped between sending and its result: ask lightningd
-                self._settle_from_sendpays(p)
+                self._settle(p)
 
-    def _settle_from_sendpays(self, p: Payment) -> None:
-        """Take the result lightningd has for the payment's hash (ours, or the normal invoice's, which
-        lightningd's ``pay`` was paying); still in flight or never sent: leave it, never send again."""
-        parts = self.node.rpc.listsendpays(payment_hash=p.payment_hash.hex())["payments"]
-        done = next((x for x in parts if x["status"] == "complete"), None)
-        if done is not None:
-            status = "complete"
-        elif parts and all(x["status"] == "failed" for x in parts):
-            status = "failed"
+    def check_sending(self) -> None:
+        """On every tick: settle payments still *sending* that nothing of ours is waiting on (their
+        result came while we were not watching, e.g. lightningd's ``pay`` outlived a plugin restart)."""
+        for k, v, _ in self.node.ds_list(PREFIX):
+            p = Payment.decode(bytes.fromhex(k[-1]), v)
+            if p.status == "sending" and p.payment_id not in self._active:
+                self._settle(p)
+
+    def _settle(self, p: Payment) -> None:
+        """Take the result lightningd has for the payment's hash; still in flight or never sent: leave
+        it, never send again.  A normal invoice is judged by ``listpays`` (lightningd's ``pay`` may still
+        retry after failed attempts); our own async HTLCs by ``listsendpays``."""
+        h = p.payment_hash.hex()
+        preimage = None
+        if p.normal_invoice:
+            pays = self.node.rpc.listpays(payment_hash=h)["pays"]
+            done = next((x for x in pays if x["status"] == "complete"), None)
+            if done is not None:
+                status, preimage = "complete", done.get("preimage")
+            elif pays and all(x["status"] == "failed" for x in pays):
+                status = "failed"
+            else:
+                return
         else:
-            return
+            parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
+            if any(x["status"] == "complete" for x in parts):
+                status = "complete"
+            elif parts and all(x["status"] == "failed" for x in parts):
+                status = "failed"
+            else:
+                return
         cur, gen = self._load(p.payment_id)
+        if cur is None or cur.status != "sending":
+            return
         cur.status = status
-        if done is not None and p.normal_invoice and done.get("payment_preimage"):
-            cur.preimage = bytes.fromhex(done["payment_preimage"])
-        self._save(cur, gen)
+        if preimage:
+            cur.preimage = bytes.fromhex(preimage)
+        try:
+            self._save(cur, gen)
+        except NodeError:
+            return  # changed meanwhile: the next check sees the new state
+        self._log(f"pay {p.payment_id.hex()[:8]}: {status} (from lightningd's records)", "info")
 
     # ---- retries ------------------------------------------------------------------------------------
     def _later(self, p: Payment, attempt: int, fn) -> None:
@@ -267,7 +294,7 @@ class PayService:
             except NodeError:
                 return
             self._log(f"pay {payment_id.hex()[:8]}: the recipient answered with an invoice; paying it", "info")
-            threading.Thread(target=self._pay_invoice, args=(p, invoice), daemon=True).start()
+            self._start(p.payment_id, self._pay_invoice, p, invoice)
         elif msg.msg_type == m.RELEASE_HELD_HTLC and p.status == "waiting_release":
             m.ReleaseHeldHtlc.decode(msg.body)
             p.status = "sending"
@@ -275,10 +302,24 @@ class PayService:
                 self._save(p, gen)  # compare-and-swap: only one release ever gets past this
             except NodeError:
                 return
-            threading.Thread(target=self._send_htlc, args=(p,), daemon=True).start()
+            self._start(p.payment_id, self._send_htlc, p)
         else:
             self._log(f"pay {payment_id.hex()[:8]}: ignored {m.message_name(msg.raw_type)} in state {p.status}",
                       "debug")
+
+    def _start(self, payment_id: bytes, fn, *args) -> None:
+        """Run ``fn`` in its own thread; while it runs, ticks leave the payment to it."""
+        self._active.add(payment_id)
+
+        def run():
+            try:
+                fn(*args)
+            except Exception as e:
+                self._log(f"pay {payment_id.hex()[:8]}: {fn.__name__} stopped: {e}", "broken")
+            finally:
+                self._active.discard(payment_id)
+
+        threading.Thread(target=run, daemon=True).start()
 
     def _pay_invoice(self, p: Payment, invoice: str) -> None:
         try:

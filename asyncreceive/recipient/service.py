@@ -219,7 +219,7 @@ class RecipientService:
         via = self._reply_via(server_reply)
         forward = self.t.make_path(fwd_ctx, via=via)
         reply_ctx = PathContext(Kind.PERSISTED_REPLY, None, {F_OFFER_ID: offer_rec.offer_id, F_CREATED_AT: tu64(now)})
-        mailbox = self.t.mailbox_registration() if offer_rec.mailbox_node else None
+        mailbox = self.t.mailbox_registration(offer_rec.mailbox_node) if offer_rec.mailbox_node else None
         self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(inv.encode(), forward, mailbox).encode(),
                     reply_context=reply_ctx, reply_via=via)
 

@@ -40,12 +40,12 @@ def encode_slot(s: c.Slot) -> bytes:
         if o.invoice_expires_at is not None:
             recs.append((22, tu64(o.invoice_expires_at)))
         if o.mailbox_node:
-            recs.append((26, o.mailbox_node))
+            recs.append((27, o.mailbox_node))  # odd: older versions ignore it
     return encode_tlv(sorted(recs))
 
 
 def decode_slot(data: bytes) -> c.Slot:
-    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 26).records)
+    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 27).records)
     for t in (0, 1, 2):
         if t not in r:
             raise DecodeError(f"slot_record[{t}]", "missing")
@@ -62,6 +62,6 @@ def decode_slot(data: bytes) -> c.Slot:
             if t not in r:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
         offer = c.Offer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
-                        tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(26, b""))
+                        tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""))
     return c.Slot(tu(1, "index"), _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),
                   tu(6, "last_request_at"))

@@ -9,9 +9,11 @@ that.  So a client of ours routes those paths ``server -> client phantom`` (no h
 
 1. our ``offer_paths`` carry our node id (record ``OFFER_PATHS_MAILBOX_NODE``): "I hold messages";
 2. the client's ``serve_static_invoice`` registers its phantom id and a *delivery path* (a blinded path
-   ``client node -> client phantom``, context kind MAILBOX);
+   ``client node -> client phantom``, context kind MAILBOX), signed with the phantom key for this
+   server (so nobody can claim another node's id and have its messages diverted);
 3. lightningd cannot forward a message to that phantom (it is nobody's peer) and emits
-   ``onionmessage_forward_fail`` with the whole outgoing ``onion_message``: we store it here;
+   ``onionmessage_forward_fail`` with the whole outgoing ``onion_message``: we store it here (only
+   1300-byte onions, rate-limited per client, at most ``max_held`` per client, for ``hold_seconds``);
 4. when the client is connected (now, on its ``connect``, or on a tick) each held message is sent whole
    inside a ``held_onion_message`` over the delivery path.  The client's plugin peels both layers with
    its phantom key (``Transport._on_mailbox``), so nothing here can read or alter what it relays.
@@ -36,6 +38,12 @@ from .store import PREFIX
 #: defaults of asyncserver-max-held and asyncserver-hold-seconds
 MAX_HELD = 20
 HOLD_SECONDS = 86400
+#: a held onion_message is relayed inside another one (32768-byte onion at most): hold only the
+#: standard 1300-byte ones (1403 bytes on the wire), which leave room for the wrapper
+MAX_ONION_MESSAGE = 1500
+#: messages held per client: a burst of 20, then one per second
+HOLD_BURST = 20
+HOLD_REFILL_SECONDS = 1.0
 
 
 def mailbox_key(client_id: bytes) -> List[str]:

@@ -58,6 +58,7 @@ class ServerService:
         self._clock = clock
         self.persist_limit = RateLimiter()
         self.lookup_limit = RateLimiter()
+        self.hold_limit = RateLimiter(capacity=mb.HOLD_BURST, refill_seconds=mb.HOLD_REFILL_SECONDS)
         transport.on_kind(Kind.CLIENT, self.on_offer_paths_request)
         transport.on_kind(Kind.SERVE_REPLY, self.on_serve_static_invoice)
         transport.on_kind(Kind.OFFER, self.on_invoice_request)
@@ -127,12 +128,12 @@ class ServerService:
         for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
             self.node.ds_delete(key)
             removed += 1
-        with self._mailbox_lock:
+        with self._mailbox_lock:  # the client goes first: nothing registers or holds for it after this
+            self.node.ds_delete(client_key(client_id))
             for key, _, _ in self.node.ds_list(mb.held_prefix(client_id)):
                 self.node.ds_delete(key)
             self.node.ds_delete(mb.mailbox_key(client_id))
             self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != client_id}
-        self.node.ds_delete(client_key(client_id))
         return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
 
     def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
@@ -260,9 +261,18 @@ class ServerService:
             return next((rec for c, rec in self._mailboxes.values() if c == cid), None)
 
     def _register(self, cid: bytes, reg: m.MailboxRegistration, now: int) -> None:
-        """A client asks us to hold messages for its phantom.  A phantom already registered by another
-        client stays with that client (the registration is ignored, the invoice is still stored)."""
+        """A client asks us to hold messages for its phantom.  The registration must be signed by that
+        phantom key for us; a phantom already registered by another client stays with that client.  A
+        refused or failed registration is logged; the invoice is still stored."""
+        if not reg.verify(self.node.node_id):
+            self._log(f"client {cid!r}: mailbox registration not signed by its phantom key: ignored", "unusual")
+            return
+        if reg.phantom_id in (self.node.node_id, self.t.phantom_id):
+            self._log(f"client {cid!r}: mailbox registration names this node: ignored", "unusual")
+            return
         with self._mailbox_lock:
+            if self._client(cid) is None:
+                return  # removed meanwhile
             owner = self._mailboxes.get(reg.phantom_id)
             if owner is not None and owner[0] != cid:
                 self._log(f"client {cid!r} registered a phantom id that client {owner[0]!r} uses: ignored",
@@ -272,7 +282,11 @@ class ServerService:
             if old is not None and old.registration == reg:
                 return
             rec = mb.MailboxRecord(reg, now)
-            self.node.ds_set(mb.mailbox_key(cid), rec.encode())
+            try:
+                self.node.ds_set(mb.mailbox_key(cid), rec.encode())
+            except NodeError as e:
+                self._log(f"client {cid!r}: mailbox registration not stored: {e}", "unusual")
+                return
             self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != cid}
             self._mailboxes[reg.phantom_id] = (cid, rec)
         if old is None or old.registration.phantom_id != reg.phantom_id:
@@ -290,48 +304,64 @@ class ServerService:
 
     def on_undeliverable(self, next_node_id: bytes, onion_message: bytes) -> None:
         """lightningd could not forward an onion message to ``next_node_id``: if that is a client's
-        phantom, store the message, then relay it at once if the client is connected."""
+        phantom, store the message, then relay it at once if the client is connected.
+
+        Only small (1300-byte) onions are held: a larger one could not be wrapped in a relay.  Each
+        client's admissions are rate-limited, so a payer flooding its mailbox path cannot churn it fast.
+        """
         with self._mailbox_lock:
             entry = self._mailboxes.get(next_node_id)
-            if entry is None:
-                return
-            cid, rec = entry
-            now = self.now()
-            for key in mb.admit(self._held(cid), now, self.config.max_held, self.config.hold_seconds):
-                self.node.ds_delete(key)
-            try:
-                self.node.ds_put(mb.held_key(cid, now, onion_message), mb.HeldMessage(now, onion_message).encode())
-            except NodeError:
-                return  # the very same message is already held
+        if entry is None:
+            return
+        cid, rec = entry
+        if len(onion_message) > mb.MAX_ONION_MESSAGE:
+            return self._log(f"client {cid!r}: not holding a {len(onion_message)}-byte onion message "
+                             f"(at most {mb.MAX_ONION_MESSAGE})", "debug")
+        if not self.hold_limit.allow(cid, self._clock()):
+            return self._log(f"client {cid!r}: onion messages for it arrive too fast: not held", "debug")
+        now = self.now()
+        key = mb.held_key(cid, now, onion_message)
+        with self._mailbox_lock:
+            if self._client(cid) is None or self.node.ds_get(key) is not None:
+                return  # removed or expired client; or the very same message is already held
+            for old in mb.admit(self._held(cid), now, self.config.max_held, self.config.hold_seconds):
+                self.node.ds_delete(old)
+            self.node.ds_put(key, mb.HeldMessage(now, onion_message).encode())
         self._log(f"holding an onion message for client {cid!r} ({len(onion_message)} bytes)", "debug")
         if self.node.is_connected(rec.client_node_id):
             self.deliver(cid)
 
     def deliver(self, cid: bytes) -> int:
         """Relay what we hold for ``cid`` over its delivery path, oldest first; each message is deleted
-        once lightningd took it.  Stops at the first failure (the client went away again)."""
+        once lightningd took it.  Stops when the client is gone again; a message that cannot be sent
+        while the client is connected is dropped (it would block the others)."""
         with self._mailbox_lock:
             rec = self._mailbox_of(cid)
-            if rec is None:
+            if rec is None or self._client(cid) is None:
                 return 0
             keys, gone = mb.due(self._held(cid), self.now(), self.config.hold_seconds)
             for key in gone:
                 self.node.ds_delete(key)
-            sent = 0
-            for key in keys:
-                got = self.node.ds_get(key)
-                if got is None:
-                    continue
+        sent = dropped = 0
+        for key in keys:
+            got = self.node.ds_get(key)
+            if got is None:
+                continue  # delivered by another call, or removed
+            try:
                 held = mb.HeldMessage.decode(got[0])
-                try:
-                    self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message)
-                except TransportError as e:
+                self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message)
+            except (DecodeError, TransportError) as e:
+                if not self.node.is_connected(rec.client_node_id):
                     self._log(f"relaying held onion messages to client {cid!r} stopped: {e}", "debug")
                     break
-                self.node.ds_delete(key)
+                self._log(f"client {cid!r}: dropping a held onion message that cannot be relayed: {e}", "unusual")
+                dropped += 1
+            else:
                 sent += 1
-        if sent or gone:
-            self._log(f"client {cid!r}: relayed {sent} held onion message(s), {len(gone)} expired", "info")
+            self.node.ds_delete(key)
+        if sent or gone or dropped:
+            self._log(f"client {cid!r}: relayed {sent} held onion message(s), {len(gone)} expired"
+                      + (f", {dropped} dropped" if dropped else ""), "info")
         return sent
 
     def on_peer_connected(self, node_id: bytes) -> None:
@@ -343,16 +373,16 @@ class ServerService:
 
     def tick(self) -> None:
         """Relay to connected clients what is still held (a missed connect), expire the rest."""
+        waiting = {bytes.fromhex(k[-2]) for k, _, _ in self.node.ds_list(mb.held_prefix())}
         with self._mailbox_lock:
-            boxes = list(self._mailboxes.values())
+            boxes = [(c, rec) for c, rec in self._mailboxes.values() if c in waiting]
         for cid, rec in boxes:
-            if not self.node.ds_list(mb.held_prefix(cid)):
-                continue
             if self.node.is_connected(rec.client_node_id):
                 self.deliver(cid)
             else:
-                for key in mb.expired(self._held(cid), self.now(), self.config.hold_seconds):
-                    self.node.ds_delete(key)
+                with self._mailbox_lock:
+                    for key in mb.expired(self._held(cid), self.now(), self.config.hold_seconds):
+                        self.node.ds_delete(key)
 
     def held_count(self) -> int:
         return len(self.node.ds_list(PREFIX + ["held"]))

@@ -9,10 +9,12 @@ therefore the single byte ``00``.  BOLT 12 messages (invoice_request 64, invoice
 static_invoice 70) are raw TLV streams with no prefix.
 """
 
+import hashlib
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import DecodeError
+from .bolt12 import schnorr_sign, schnorr_verify
 from .paths import BlindedPath, decode_paths, encode_paths
 from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, encode_tlv, u16, u64
 
@@ -38,7 +40,8 @@ STATIC_INVOICE_PERSISTED = 75546
 # held_onion_message over that delivery path.  See asyncreceive/server/mailbox.py.
 HELD_ONION_MESSAGE = 0x61720005
 OFFER_PATHS_MAILBOX_NODE = 0x61720001      # offer_paths record: the server's node id (33 bytes)
-SERVE_MAILBOX = 0x61720003                 # serve_static_invoice record: phantom id (33) || blinded path
+SERVE_MAILBOX = 0x61720003   # serve_static_invoice record: phantom id (33) || signature (64) || blinded path
+MAILBOX_TAG = b"asyncreceive/mailbox/v1"
 
 #: bLIP-66 draft numbers -> the numbers LDK uses (and we send)
 BLIP66_DRAFT_TYPES = {65540: OFFER_PATHS_REQUEST, 65542: OFFER_PATHS,
@@ -181,22 +184,43 @@ class OfferPaths:
 @dataclass(frozen=True)
 class MailboxRegistration:
     """Ours: "hold onion messages for ``phantom_id`` while I am offline, and relay them over
-    ``delivery_path`` (a blinded path to that phantom, starting at my node id)"."""
+    ``delivery_path`` (a blinded path to that phantom, starting at my node id)".
+
+    ``signature`` is BIP-340 by the phantom key over :meth:`digest` (which names the server), so only
+    the holder of that key can register it, and only with that server.
+    """
 
     phantom_id: bytes
+    signature: bytes
     delivery_path: BlindedPath
 
+    @staticmethod
+    def digest(server_node_id: bytes, phantom_id: bytes, delivery_path: BlindedPath) -> bytes:
+        return hashlib.sha256(MAILBOX_TAG + server_node_id + phantom_id + delivery_path.encode()).digest()
+
+    @staticmethod
+    def sign(phantom_secret: bytes, server_node_id: bytes, delivery_path: BlindedPath) -> "MailboxRegistration":
+        from coincurve import PrivateKey
+        phantom_id = PrivateKey(phantom_secret).public_key.format()
+        sig = schnorr_sign(phantom_secret, MailboxRegistration.digest(server_node_id, phantom_id, delivery_path))
+        return MailboxRegistration(phantom_id, sig, delivery_path)
+
+    def verify(self, server_node_id: bytes) -> bool:
+        return schnorr_verify(self.phantom_id, self.signature,
+                              self.digest(server_node_id, self.phantom_id, self.delivery_path))
+
     def encode(self) -> bytes:
-        return self.phantom_id + self.delivery_path.encode()
+        return self.phantom_id + self.signature + self.delivery_path.encode()
 
     @staticmethod
     def decode(data: bytes, field: str = "mailbox") -> "MailboxRegistration":
         r = Reader(data)
         phantom = decode_point(r.read(33, field + ".phantom_id"), field + ".phantom_id")
+        sig = r.read(64, field + ".signature")
         path = BlindedPath.decode(r.rest(), field + ".delivery_path")
         if path.first_node_id is None:
             raise DecodeError(field + ".delivery_path", "must start at a node id")
-        return MailboxRegistration(phantom, path)
+        return MailboxRegistration(phantom, sig, path)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from hypothesis import given, strategies as st
 
 from asyncreceive.server import mailbox as mb
 from asyncreceive.wire.messages import MailboxRegistration
+from asyncreceive.wire.paths import BlindedPath
 
-from .strategies import blinded_paths, points
+from .strategies import blinded_paths, points, secrets
 
 NOW = 1_800_000_000
 
@@ -22,7 +23,7 @@ def test_held_message_roundtrip(at, onion):
 
 @given(points, blinded_paths.filter(lambda p: p.first_node_id is not None), st.integers(0, 2**40))
 def test_mailbox_record_roundtrip(phantom, path, at):
-    rec = mb.MailboxRecord(MailboxRegistration(phantom, path), at)
+    rec = mb.MailboxRecord(MailboxRegistration(phantom, b"\x01" * 64, path), at)
     assert mb.MailboxRecord.decode(rec.encode()) == rec
     assert rec.client_node_id == path.first_node_id
 
@@ -56,3 +57,15 @@ def test_due_delivers_oldest_first_and_expires_old(ages, max_age):
     assert sorted(gone + deliver) == sorted(k for k, _ in h)
     at = dict((tuple(k), a) for k, a in h)
     assert [at[tuple(k)] for k in deliver] == sorted(at[tuple(k)] for k in deliver)
+
+
+@given(secrets, points, blinded_paths.filter(lambda p: p.first_node_id is not None))
+def test_registration_signature_binds_phantom_server_and_path(phantom_secret, server, path):
+    reg = MailboxRegistration.sign(phantom_secret, server, path)
+    assert reg.verify(server)
+    assert MailboxRegistration.decode(reg.encode()) == reg
+    other = bytes([server[0]]) + bytes([server[1] ^ 1]) + server[2:]
+    assert not reg.verify(other)                                        # another server
+    forged = MailboxRegistration(reg.phantom_id, reg.signature, BlindedPath(path.introduction, path.first_path_key,
+                                                                            path.hops[:1] + path.hops))
+    assert not forged.verify(server)                                    # another delivery path

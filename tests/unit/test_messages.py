@@ -74,7 +74,7 @@ def test_offer_paths_with_mailbox_roundtrip(paths, exp, node):
 
 @given(st.binary(min_size=1, max_size=600), blinded_paths, points, pubkey_paths)
 def test_serve_static_invoice_with_mailbox_roundtrip(inv, fwd, phantom, delivery):
-    msg = m.ServeStaticInvoice(inv, fwd, m.MailboxRegistration(phantom, delivery))
+    msg = m.ServeStaticInvoice(inv, fwd, m.MailboxRegistration(phantom, bytes(range(64)), delivery))
     assert m.ServeStaticInvoice.decode(msg.encode()) == msg
     assert m.SERVE_MAILBOX % 2 == 1 and m.HELD_ONION_MESSAGE % 2 == 1
 
@@ -82,7 +82,7 @@ def test_serve_static_invoice_with_mailbox_roundtrip(inv, fwd, phantom, delivery
 @given(points, blinded_paths.filter(lambda p: p.first_node_id is None))
 def test_mailbox_registration_rejects_scid_delivery_path(phantom, path):
     with pytest.raises(DecodeError, match="node id"):
-        m.MailboxRegistration.decode(phantom + path.encode())
+        m.MailboxRegistration.decode(phantom + b"\x00" * 64 + path.encode())
 
 
 def test_mailbox_node_must_be_a_point():

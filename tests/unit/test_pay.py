@@ -39,11 +39,11 @@ def test_restart_settles_a_normal_invoice_payment_from_lightningd():
     node.ds_put(key(p.payment_id), p.encode())
     calls = []
 
-    def listsendpays(payment_hash):
+    def listpays(payment_hash):
         calls.append(payment_hash)
-        return {"payments": [{"status": "failed"}, {"status": "complete", "payment_preimage": preimage.hex()}]}
+        return {"pays": [{"status": "complete", "preimage": preimage.hex()}]}
 
-    node.rpc.listsendpays = listsendpays
+    node.rpc.listpays = listpays
     svc = PayService(t, "regtest", lambda *a: None, 3600)
     svc.resume()
     assert calls == [h.hex()]
@@ -56,6 +56,29 @@ def test_restart_leaves_an_in_flight_payment_alone():
     node, t = net.add("payer")
     p = payment(encode_tlv([(168, os.urandom(32))]))
     node.ds_put(key(p.payment_id), p.encode())
-    node.rpc.listsendpays = lambda payment_hash: {"payments": [{"status": "pending"}]}
-    PayService(t, "regtest", lambda *a: None, 3600).resume()
+    answer = {"pays": [{"status": "pending"}]}
+    node.rpc.listpays = lambda payment_hash: answer
+    svc = PayService(t, "regtest", lambda *a: None, 3600)
+    svc.resume()
     assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "sending"
+    answer["pays"] = [{"status": "failed"}]      # lightningd's pay gave up later: a tick sees it
+    svc.check_sending()
+    assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "failed"
+
+
+def test_static_route_payment_settles_from_sendpays_and_is_never_resent():
+    net = FakeNetwork(lambda: 1_800_000_000)
+    node, t = net.add("payer")
+    p = payment()
+    node.ds_put(key(p.payment_id), p.encode())
+    seen = []
+    node.rpc.listsendpays = lambda payment_hash: (seen.append(payment_hash),
+                                                  {"payments": [{"status": "failed"}, {"status": "complete"}]})[1]
+    svc = PayService(t, "regtest", lambda *a: None, 3600)
+    svc._active.add(p.payment_id)     # a thread of ours still waits on it: the tick leaves it alone
+    svc.check_sending()
+    assert seen == []
+    svc._active.clear()
+    svc.check_sending()
+    assert seen == [hashlib.sha256(p.preimage).hexdigest()]
+    assert svc.list_pays()[0]["status"] == "complete"

@@ -318,17 +318,57 @@ def test_mailbox_limits_expiry_and_removal():
 def test_a_client_cannot_take_over_another_clients_phantom():
     w = mailbox_world()
     from asyncreceive.crypto.context import Kind, PathContext
-    hijack = m.MailboxRegistration(w.rt.phantom_id, w.pt.make_path(PathContext(Kind.MAILBOX)))
     w.server.add_client(b"other")
-    w.server._register(b"other", hijack, w.now)
+    # claiming the recipient's phantom (or any node id) without its key: the signature does not verify
+    path = w.pt.make_path(PathContext(Kind.MAILBOX))
+    for victim in (w.rt.phantom_id, w.rnode.node_id):
+        forged = m.MailboxRegistration(victim, w.pt.mailbox_registration(w.snode.node_id).signature, path)
+        w.server._register(b"other", forged, w.now)
+    # a registration signed for another server is refused too
+    w.server._register(b"other", w.pt.mailbox_registration(w.rnode.node_id), w.now)
+    assert {c for c, _ in w.server._mailboxes.values()} == {b"phone"}
+    # even with the key, a phantom already registered stays with its client
+    w.server._register(b"other", w.rt.mailbox_registration(w.snode.node_id), w.now)
     assert w.server._mailboxes[w.rt.phantom_id][0] == b"phone"
+    # a genuine registration of its own phantom is taken
+    w.server._register(b"other", w.pt.mailbox_registration(w.snode.node_id), w.now)
+    assert w.server._mailboxes[w.pt.phantom_id][0] == b"other"
+
+
+def test_mailbox_holds_only_small_onions_and_never_blocks_on_one():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    w.rnode.online = False
+    cid_phantom = w.rt.phantom_id
+    w.server.on_undeliverable(cid_phantom, b"\x02\x01" + b"\x00" * 3000)   # too big to relay: not held
+    assert w.server.held_count() == 0
+    # a held record that cannot be relayed (too big, stored by an older version) is dropped while the
+    # client is connected, and does not hold back the one behind it
+    from asyncreceive.server import mailbox as mb
+    big = b"\x02\x01" + b"\x00" * 33000
+    w.snode.ds_put(mb.held_key(b"phone", w.now - 5, big), mb.HeldMessage(w.now - 5, big).encode())
+    send_held_htlc_available(w, inv, inv.message_paths[:1])
+    assert w.server.held_count() == 2
+    w.rnode.online = True
+    w.server.on_peer_connected(w.rnode.node_id)
+    assert w.server.held_count() == 0 and len(w.released) == 1
+    assert any("relayed 1 held onion message(s), 0 expired, 1 dropped" in e[2] for e in w.net.log)
+
+
+def test_mailbox_admissions_are_rate_limited_per_client():
+    w = mailbox_world(ServerConfig(max_held=100))
+    inv = stored_invoice(w, 0)
+    w.rnode.online = False
+    for _ in range(25):                     # same instant: a burst of 20 is held
+        send_held_htlc_available(w, inv, inv.message_paths[:1])
+    assert w.server.held_count() == 20
 
 
 def test_relayed_messages_are_authenticated_like_direct_ones():
     w = mailbox_world()
     from asyncreceive.crypto.context import Kind, PathContext
     # a held_onion_message on our mailbox path whose inner onion is garbage, or is itself a relay
-    delivery = w.rt.mailbox_registration().delivery_path
+    delivery = w.rt.mailbox_registration(w.snode.node_id).delivery_path
     w.st.send(delivery, m.HELD_ONION_MESSAGE, b"\x02\x01" + b"\x00" * 40)
     assert w.drops(w.rt).get("malformed") == 1
     inner_path = w.rt.make_mailbox_path(PathContext(Kind.MAILBOX), w.snode.node_id)
