@@ -10,7 +10,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from pyln.client import Plugin, RpcException  # noqa: E402
+from pyln.client import Plugin, RpcError, RpcException  # noqa: E402
 
 from asyncreceive import __version__  # noqa: E402
 from asyncreceive.errors import DecodeError  # noqa: E402
@@ -158,6 +158,10 @@ def init(options, configuration, plugin, **kwargs):
         for part in (lambda: recipient.tick(start=start), state["server"].tick, state["pay"].check_sending):
             try:
                 part()
+            except OSError as e:  # lightningd's RPC socket is gone: it is shutting down
+                return log(f"tick: lightningd not reachable ({e}); shutting down?", "debug")
+            except RpcError as e:
+                log(f"tick: lightningd refused a call: {e}", "unusual")
             except Exception:
                 log(f"tick error: {traceback.format_exc()}", "broken")
 

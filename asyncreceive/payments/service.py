@@ -119,7 +119,8 @@ class PaymentsService:
         amount = _msat(htlc["amount_msat"])
         height = self.node.block_height()
         if data.path_id is not None and data.path_id == self.recipient.fallback_path_id(payment_hash):
-            offer_id, v = self._fallback_verdict(records, payment_hash, amount, int(htlc["cltv_expiry"]), height)
+            offer_id, v, note = self._fallback_verdict(records, payment_hash, amount, int(htlc["cltv_expiry"]),
+                                                       height)
         else:
             found = self._ours(data.path_id)
             if found is None:
@@ -127,6 +128,7 @@ class PaymentsService:
             offer_id, offer = found
             v = check_htlc(records, data, offer, payment_hash, amount, int(htlc["cltv_expiry"]),
                            height, self.recipient.final_cltv, int(self._clock()))
+            note = v.invreq.payer_note if v.invreq is not None else None
         if v.action == "fail":
             self._log(f"refused async HTLC {payment_hash.hex()[:16]} for offer {offer_id.hex()[:16]}: {v.reason}",
                       "info")
@@ -145,7 +147,6 @@ class PaymentsService:
                 return True
             del self._sets[payment_hash]
         paid = sum(p.amount_msat for p in pset.parts)
-        note = v.invreq.payer_note if v.invreq is not None else None
         self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, int(self._clock()),
                                                                    v.preimage, note))
         for r in waiters:
@@ -157,18 +158,20 @@ class PaymentsService:
         return True
 
     def _fallback_verdict(self, records, payment_hash: bytes, amount: int, cltv: int, height: int):
-        """An HTLC paying an online-fallback invoice we issued (we hold its preimage)."""
+        """An HTLC paying an online-fallback invoice we issued (we hold its preimage and the payer's
+        note, from its invoice_request): (offer_id, verdict, payer_note)."""
         got = self.node.ds_get(fallback_key(payment_hash))
         if got is None:
-            return b"", Verdict("fail", "no invoice of ours with this payment_hash")
+            return b"", Verdict("fail", "no invoice of ours with this payment_hash"), None
         r = dict(decode_tlv(got[0], "fallback_invoice", known=lambda t: True).records)
+        note = r[8].decode("utf-8", "replace") if 8 in r else None
         want = decode_tu(r[2], 8, "amount")
         total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount
         if total < want:
-            return r[4], Verdict("fail", f"total {total} msat below the invoice amount {want}")
+            return r[4], Verdict("fail", f"total {total} msat below the invoice amount {want}"), note
         if cltv < height + self.recipient.final_cltv:
-            return r[4], Verdict("fail", f"cltv_expiry {cltv} too soon")
-        return r[4], Verdict("claim", preimage=r[0], total_msat=total)
+            return r[4], Verdict("fail", f"cltv_expiry {cltv} too soon"), note
+        return r[4], Verdict("claim", preimage=r[0], total_msat=total), note
 
     def _expire(self, payment_hash: bytes) -> None:
         with self._lock:

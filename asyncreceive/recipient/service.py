@@ -288,8 +288,10 @@ class RecipientService:
                                      self.node.block_height(), INVOICE_RELATIVE_EXPIRY, self.final_cltv)
         invoice = build_invoice(invreq, offer_signing_key(self.offer_key_base, s.offer.key_nonce), payment_hash,
                                 amount, now, paths, infos)
-        self.node.ds_put(fallback_key(payment_hash), encode_tlv([(0, preimage), (2, tu64(amount)), (4, offer_id),
-                                                                (6, tu64(now + INVOICE_RELATIVE_EXPIRY))]))
+        recs = [(0, preimage), (2, tu64(amount)), (4, offer_id), (6, tu64(now + INVOICE_RELATIVE_EXPIRY))]
+        if invreq.payer_note:
+            recs.append((8, invreq.payer_note.encode()))  # for asyncreceive-listpayments, as on the static route
+        self.node.ds_put(fallback_key(payment_hash), encode_tlv(recs))
         self.t.send(msg.reply_path, m.INVOICE, invoice)
         self._log(f"answered with an invoice for {amount} msat (payment_hash {payment_hash.hex()[:16]})", "info")
 

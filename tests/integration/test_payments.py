@@ -100,10 +100,12 @@ def test_held_htlc_released(node_factory, plugin_opts):
     recipient.daemon.wait_for_log("released held HTLC for offer %s" % offer.offer_id.hex()[:16])
 
 
-def test_server_holds_held_htlc_available_for_offline_recipient(node_factory, plugin_opts):
+@pytest.mark.parametrize("server_restart", [False, True], ids=["", "server_restarts"])
+def test_server_holds_held_htlc_available_for_offline_recipient(node_factory, plugin_opts, server_restart):
     """The server's mailbox, with real nodes: held_htlc_available sent *once* on the invoice's
     server -> phantom path while the recipient is down is stored by the server (lightningd could not
-    forward it: onionmessage_forward_fail), relayed whole when the recipient reconnects, and answered."""
+    forward it: onionmessage_forward_fail), relayed whole when the recipient reconnects, and answered;
+    also when the server restarts while it holds the message."""
     payer, server, recipient, offer, invoice = setup(node_factory, dict(plugin_opts, may_reconnect=True))
     mailbox_path = invoice.message_paths[0]
     assert mailbox_path.first_node_id == bytes.fromhex(server.info["id"]) and len(mailbox_path.hops) == 2
@@ -115,6 +117,11 @@ def test_server_holds_held_htlc_available_for_offline_recipient(node_factory, pl
     wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] == 1)
     time.sleep(2)
     assert payer.rpc.call("asyncreceive-dev-received")["received"] == []
+    if server_restart:
+        server.restart()
+        assert server.rpc.call("asyncreceive-status")["held_messages"] == 1
+        assert server.rpc.call("asyncserver-listclients")["clients"][0]["mailbox"] is True
+        wait_for(lambda: server.rpc.listpeers(payer.info["id"])["peers"][0]["connected"])
     recipient.start()
     wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 1, timeout=60)
     assert payer.rpc.call("asyncreceive-dev-received")["received"][0]["type"] == m.RELEASE_HELD_HTLC
@@ -178,7 +185,7 @@ def test_online_recipient_answers_with_a_normal_invoice(node_factory, plugin_opt
     assert hashlib.sha256(bytes.fromhex(res["payment_preimage"])).hexdigest() == d["invoice_payment_hash"]
     recv = recipient.rpc.call("asyncreceive-listpayments")["payments"]
     assert [p["amount_msat"] for p in recv] == [30_000]
-    assert recv[0]["preimage"] == res["payment_preimage"]
+    assert recv[0]["preimage"] == res["payment_preimage"] and recv[0]["payer_note"] == "online"
     recipient.daemon.wait_for_log(r"answered with an invoice for 30000 msat")
 
 
