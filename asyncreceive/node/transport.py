@@ -153,8 +153,9 @@ class Transport:
     # ---- sending --------------------------------------------------------------------------------
     def send(self, dest: BlindedPath, msg_type: int, body: bytes,
              reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = (),
-             reply_path: Optional[BlindedPath] = None) -> None:
-        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure.
+             reply_path: Optional[BlindedPath] = None, quiet: bool = False) -> None:
+        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure (logged
+        at info, or at debug with ``quiet`` when the caller expects it, e.g. a client that is offline).
 
         The reply path is either one we build now for ``reply_context`` (through ``reply_via``), or a
         given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
@@ -188,7 +189,7 @@ class Transport:
             if len(errors) == len(tries):
                 raise errors[0]
         except (NodeError, ValueError) as e:
-            self._error(f"send {name} failed: {e}")
+            self._error(f"send {name} failed: {e}", "debug" if quiet else "info")
             raise TransportError(str(e)) from e
         self._count(self.stats.sent, name)
         self._log(f"sent {name} ({len(body)} bytes) via {', '.join(i.hex() for i, _ in tries)}", "debug")
@@ -342,10 +343,10 @@ class Transport:
         with self._lock:
             d[key] = d.get(key, 0) + 1
 
-    def _error(self, text: str) -> None:
+    def _error(self, text: str, level: str = "info") -> None:
         self.stats.last_error = text
         self.stats.last_error_at = int(self._clock())
-        self._log(text, "info")
+        self._log(text, level)
 
     def _drop(self, reason: str, text: str) -> None:
         first = reason not in self.stats.dropped

@@ -232,7 +232,7 @@ class ServerService:
         if inv.is_expired(now) or inv.offer_is_expired(now):
             raise ContextError("invoice_expired", f"static invoice for client {cid!r} slot {slot} expired")
         try:
-            self.t.send(rec.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path)
+            self.t.send(rec.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path, quiet=True)
         except TransportError as e:
             self._log(f"could not forward invoice_request to client {cid!r} (offline?): {e}", "debug")
         self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
@@ -349,7 +349,7 @@ class ServerService:
                 continue  # delivered by another call, or removed
             try:
                 held = mb.HeldMessage.decode(got[0])
-                self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message)
+                self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message, quiet=True)
             except (DecodeError, TransportError) as e:
                 if not self.node.is_connected(rec.client_node_id):
                     self._log(f"relaying held onion messages to client {cid!r} stopped: {e}", "debug")
