@@ -289,3 +289,35 @@ def test_cln_pays_offline_ldk_recipient(node_factory, ldk_factory, ldk_binary, b
         check_ldk_received(payer, ldk, pid, t0, timeout=150)
     finally:
         ldk.stop()
+
+
+def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
+    """LDK payer -> ldk-node server (role Server, which holds onion messages for offline channel peers)
+    -> CLN recipient, stopped when LDK pays.  The recipient's plain held-HTLC paths (server -> recipient
+    node -> phantom) need nothing more: ldk-node re-sends the held onion_message when the recipient
+    reconnects, lightningd peels its layer and hands the rest to our phantom as usual."""
+    cln = node_factory.get_node(options={"plugin": PLUGIN}, may_reconnect=True, **CLN_WITH_LDK)
+    server = ldk_factory("server")
+    payer = ldk_factory("none")
+    fund_ldk(bitcoind, server)
+    fund_ldk(bitcoind, payer)
+    server.call("open_announced_channel", cln.info["id"], f"127.0.0.1:{cln.port}", 1_000_000)
+    payer.call("open_channel", server.id, f"127.0.0.1:{server.port}", 1_000_000)
+    bitcoind.generate_block(6, wait_for_mempool=2)
+    wait_for(lambda: cln_channel_normal(cln, server.id), timeout=90)
+    wait_for(lambda: ldk_channel_usable(server, cln.info["id"]) and ldk_channel_usable(payer, server.id), timeout=90)
+    cln.rpc.call("asyncreceive-setserver",
+                 {"paths": server.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())})
+    wait_for(lambda: len(ready(cln)) >= 1, timeout=150)
+    offer = cln.rpc.call("asyncreceive-getoffer")
+    cln.stop()
+    t0 = time.time()
+    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
+    time.sleep(10)
+    print("LDK payment while the recipient is offline:", ldk_payment(payer, pid)["status"])
+    assert ldk_payment(payer, pid)["status"] == "pending"
+    t1 = time.time()
+    cln.start()
+    check_ldk_paid(payer, cln, pid, offer, t0, timeout=90)
+    print(f"paid {time.time() - t1:.1f}s after the recipient started")
+    assert cln.rpc.call("asyncreceive-status")["messages"]["relayed"] == {}  # LDK's mailbox, not ours
