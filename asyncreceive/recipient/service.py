@@ -187,7 +187,13 @@ class RecipientService:
         us (it keeps them while we are offline), then at least two through up to two channel peers and
         direct (for when we are online; payers such as LDK send on every path)."""
         paths = [self.t.make_mailbox_path(ctx, mailbox_node)] if mailbox_node else []
-        peers = list(dict.fromkeys(ch.peer_id for ch in channels))[:2]
+        # message paths need no channel_update: a channel peer that listincoming does not show yet
+        # (gossip still on its way) will do, and it is what reaches us while we are offline
+        try:
+            normal = self.node.connected_channel_peers()
+        except NodeError:
+            normal = []
+        peers = list(dict.fromkeys([ch.peer_id for ch in channels] + normal))[:2]
         paths += [self.t.make_path(ctx, via=[p]) for p in peers]
         while len(paths) < 2 + bool(mailbox_node):
             paths.append(self.t.make_path(ctx))

@@ -306,6 +306,8 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
     bitcoind.generate_block(6, wait_for_mempool=2)
     wait_for(lambda: cln_channel_normal(cln, server.id), timeout=90)
     wait_for(lambda: ldk_channel_usable(server, cln.info["id"]) and ldk_channel_usable(payer, server.id), timeout=90)
+    # the recipient's payment paths need the server's channel_update (listincoming)
+    wait_for(lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]), timeout=90)
     cln.rpc.call("asyncreceive-setserver",
                  {"paths": server.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())})
     wait_for(lambda: len(ready(cln)) >= 1, timeout=150)
@@ -318,6 +320,12 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
     assert ldk_payment(payer, pid)["status"] == "pending"
     t1 = time.time()
     cln.start()
-    check_ldk_paid(payer, cln, pid, offer, t0, timeout=90)
+    cln.rpc.connect(server.id, "127.0.0.1", server.port)  # as a wallet does with its LSP when it starts
+    try:
+        check_ldk_paid(payer, cln, pid, offer, t0, timeout=90)
+    finally:
+        keys = ("ntercept", "atelimit", "Failed to forward", "peer_connected", "PeerConnected", "arning")
+        print("LDK server log:", *[ln[:300] for ln in server.log().splitlines() if any(k in ln for k in keys)][-30:],
+              sep="\n")
     print(f"paid {time.time() - t1:.1f}s after the recipient started")
     assert cln.rpc.call("asyncreceive-status")["messages"]["relayed"] == {}  # LDK's mailbox, not ours

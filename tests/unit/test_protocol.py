@@ -422,3 +422,16 @@ def test_unknown_sciddir_introduction_is_tried_through_our_peers():
     w.rt.send(BlindedPath(SciddirOrPubkey(scid=scid, direction=1), pp.first_path_key, pp.hops),
               m.OFFER_PATHS_REQUEST, body)
     assert len(got_p) == 1 and len(got) == 1
+
+
+def test_held_paths_go_through_channel_peers_before_listincoming_knows_them():
+    """listincoming lists a channel only once its channel_update arrived; message paths do not need it."""
+    w = mailbox_world(ServerConfig(max_held=0))
+    assert w.rnode.rpc.incoming == []
+    s = w.recipient.cache[0]
+    before = w.recipient.build_invoice(s.offer, w.now)
+    assert all(p.first_node_id == w.rnode.node_id for p in before.message_paths)   # direct only
+    w.rnode.rpc.peer_channels = [{"peer_id": w.snode.node_id.hex(), "peer_connected": True,
+                                  "state": "CHANNELD_NORMAL"}]
+    after = w.recipient.build_invoice(s.offer, w.now)
+    assert after.message_paths[0].first_node_id == w.snode.node_id and len(after.message_paths[0].hops) == 3
