@@ -306,8 +306,10 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
     bitcoind.generate_block(6, wait_for_mempool=2)
     wait_for(lambda: cln_channel_normal(cln, server.id), timeout=90)
     wait_for(lambda: ldk_channel_usable(server, cln.info["id"]) and ldk_channel_usable(payer, server.id), timeout=90)
-    # the recipient's payment paths need the server's channel_update (listincoming)
-    wait_for(lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]), timeout=90)
+    # the recipient's payment paths need the server's channel_update (listincoming), which LDK sends once
+    # the channel is announced; under load that takes a while
+    wait_for(lambda: server.id in server.call("graph_nodes"), timeout=120)
+    wait_for(lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]), timeout=180)
     cln.rpc.call("asyncreceive-setserver",
                  {"paths": server.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())})
     wait_for(lambda: len(ready(cln)) >= 1, timeout=150)
