@@ -2,6 +2,8 @@
 
 import shutil
 
+import pytest
+
 REQUIRED_BINARIES = ("lightningd", "bitcoind", "bitcoin-cli")
 #: skip reasons of the LDK interop tests start with this (tests/interop/conftest.py)
 LDK_SKIP_PREFIX = "LDK interop: "
@@ -9,6 +11,17 @@ LDK_SKIP_PREFIX = "LDK interop: "
 
 def missing_binaries():
     return [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+
+
+def skip_without_binaries(items, folder: str, what: str) -> None:
+    """Mark every collected test under ``folder`` skipped when lightningd/bitcoind are not on PATH."""
+    missing = missing_binaries()
+    if not missing:
+        return
+    mark = pytest.mark.skip(reason=f"{what} test needs {', '.join(missing)} on PATH")
+    for item in items:
+        if folder in str(item.fspath):
+            item.add_marker(mark)
 
 
 def _ldk_skip_reasons(terminalreporter):

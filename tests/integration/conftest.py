@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing_binaries
+from tests.conftest import skip_without_binaries
 
 # lightningd built without its Rust plugins has no cln-grpc: don't pass --grpc-port.
 os.environ.setdefault("RUST", "0")
@@ -20,13 +20,7 @@ PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = missing_binaries()
-    if not missing:
-        return
-    mark = pytest.mark.skip(reason=f"integration test needs {', '.join(missing)} on PATH")
-    for item in items:
-        if "tests/integration" in str(item.fspath):
-            item.add_marker(mark)
+    skip_without_binaries(items, "tests/integration", "integration")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LDK_SKIP_PREFIX, missing_binaries
+from tests.conftest import LDK_SKIP_PREFIX, skip_without_binaries
 
 os.environ.setdefault("RUST", "0")
 os.environ.setdefault("TEST_NETWORK", "regtest")
@@ -34,13 +34,7 @@ SKIP_PREFIX = LDK_SKIP_PREFIX
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = missing_binaries()
-    if not missing:
-        return
-    mark = pytest.mark.skip(reason=f"interop test needs {', '.join(missing)} on PATH")
-    for item in items:
-        if "tests/interop" in str(item.fspath):
-            item.add_marker(mark)
+    skip_without_binaries(items, "tests/interop", "interop")
 
 
 @pytest.fixture(scope="session")

@@ -95,18 +95,22 @@ def test_ldk_server_cln_recipient(node_factory, ldk_factory, bitcoind):
     assert ldk_onion_errors(ldk) == []
 
 
-def test_cln_server_ldk_recipient(node_factory, ldk_factory, bitcoind):
-    """Scenario 2: a CLN node with our plugin is the static invoice server of an ldk-node (role Client)."""
-    cln = node_factory.get_node(options={"plugin": PLUGIN}, **CLN_WITH_LDK)
-    ldk = ldk_factory("client")
+def lsp_channel_to_ldk_client(cln, ldk, bitcoind):
+    """The CLN server (LSP) opens an unannounced channel to its LDK client: the client gets inbound
+    liquidity for the blinded payment paths of its static invoice."""
     cln.fundwallet(10**7)
     cln.rpc.connect(ldk.id, "127.0.0.1", ldk.port)
-    # the server (LSP) opens an unannounced channel to its client: the client gets inbound liquidity for the
-    # blinded payment paths of its static invoice
     cln.rpc.fundchannel(ldk.id, 1_000_000, announce=False)
     bitcoind.generate_block(6, wait_for_mempool=1)
     wait_for(lambda: cln_channel_normal(cln, ldk.id), timeout=90)
     wait_for(lambda: ldk_channel_usable(ldk, cln.info["id"]), timeout=90)
+
+
+def test_cln_server_ldk_recipient(node_factory, ldk_factory, bitcoind):
+    """Scenario 2: a CLN node with our plugin is the static invoice server of an ldk-node (role Client)."""
+    cln = node_factory.get_node(options={"plugin": PLUGIN}, **CLN_WITH_LDK)
+    ldk = ldk_factory("client")
+    lsp_channel_to_ldk_client(cln, ldk, bitcoind)
 
     r = cln.rpc.call("asyncserver-addclient", {"client_id": "ldk-recipient"})
     t0 = time.time()
@@ -231,12 +235,7 @@ def cln_payer_setup(node_factory, ldk_factory, bitcoind):
     payer, server = node_factory.line_graph(2, fundchannel=True, wait_for_announce=True,
                                             opts=dict(plugin=PLUGIN, may_reconnect=True, **CLN_WITH_LDK))
     ldk = ldk_factory("client")
-    server.fundwallet(10**7)
-    server.rpc.connect(ldk.id, "127.0.0.1", ldk.port)
-    server.rpc.fundchannel(ldk.id, 1_000_000, announce=False)
-    bitcoind.generate_block(6, wait_for_mempool=1)
-    wait_for(lambda: cln_channel_normal(server, ldk.id), timeout=90)
-    wait_for(lambda: ldk_channel_usable(ldk, server.info["id"]), timeout=90)
+    lsp_channel_to_ldk_client(server, ldk, bitcoind)
     r = server.rpc.call("asyncserver-addclient", {"client_id": "ldk-recipient"})
     ldk.call("set_paths_to_static_invoice_server", r["paths_hex"])
     wait_for(lambda: ldk.try_call("async_offer") is not None, timeout=150)
