@@ -158,15 +158,14 @@ class PayService:
         return sorted(out, key=lambda x: x["created_at"])
 
     def resume(self) -> None:
-        """After a restart: keep asking for what each unfinished payment waits for."""
+        """After a restart: keep asking for what each unfinished payment waits for; those we stopped
+        between sending and the result are settled by :meth:`check_sending`, which every tick runs."""
         for k, v, _ in self.node.ds_list(PREFIX):
             p = Payment.decode(bytes.fromhex(k[-1]), v)
             if p.status == "requested":
                 self._send_invreq(p, 0)
             elif p.status == "waiting_release":
                 self._send_held(p, 0)
-            elif p.status == "sending":  # we stopped between sending and its result: ask lightningd
-                self._settle(p)
 
     def check_sending(self) -> None:
         """On every tick: settle payments still *sending* that nothing of ours is waiting on (their

@@ -368,8 +368,7 @@ class ServerService:
         with self._mailbox_lock:
             clients = [c for c, rec in self._mailboxes.values() if rec.client_node_id == node_id]
         for cid in clients:
-            if self.node.ds_list(mb.held_prefix(cid)):
-                self.deliver(cid)
+            self.deliver(cid)  # lists what is held once; nothing held, nothing sent
 
     def tick(self) -> None:
         """Relay to connected clients what is still held (a missed connect), expire the rest."""
