@@ -19,6 +19,7 @@ from asyncreceive.node.probe import Probe  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
 from asyncreceive.node.worker import Worker  # noqa: E402
 from asyncreceive.payments.pay import PayError, PayService  # noqa: E402
+from asyncreceive.payments.payer import PayLimits  # noqa: E402
 from asyncreceive.payments.service import PaymentsService  # noqa: E402
 from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
 from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
@@ -48,11 +49,15 @@ plugin.add_option("asyncserver-hold-seconds", 86400,
 plugin.add_option("asyncreceive-pay-timeout", 86400,
                   "asyncreceive-pay: seconds to wait for an offline recipient to release the payment.",
                   opt_type="int")
+plugin.add_option("asyncreceive-pay-invoice-grace-ms", 1500,
+                  "asyncreceive-pay: after a static invoice, milliseconds to wait for the payee's own invoice "
+                  "(proof of payment) before asking an offline recipient to release the payment.", opt_type="int")
 plugin.add_option("asyncreceive-dev", False,
                   "Enable the asyncreceive-dev-* RPC methods (transport self-tests). Off by default.",
                   opt_type="flag")
 
 plugin.add_notification_topic("asyncreceive_payment")
+plugin.add_notification_topic("asyncreceive_pay")
 
 state = {}
 
@@ -141,7 +146,9 @@ def init(options, configuration, plugin, **kwargs):
     state["payments"] = PaymentsService(transport, recipient, log,
                                         lambda p: plugin.notify("asyncreceive_payment", p))
     network = plugin.rpc.getinfo()["network"]
-    state["pay"] = PayService(transport, network, log, _positive("asyncreceive-pay-timeout"))
+    state["pay"] = PayService(transport, network, log, _positive("asyncreceive-pay-timeout"),
+                              invoice_grace=_positive("asyncreceive-pay-invoice-grace-ms", zero_ok=True) / 1000,
+                              notify=lambda p: plugin.notify("asyncreceive_pay", p))
     first = [True]
     if not configuration.get("startup", True):
         transport.running.set()  # started by `plugin start`: lightningd is already running
@@ -254,14 +261,31 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
 plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["keysend"])
 
 
+def _int_arg(name: str, value, minimum: int = 0, maximum: int = 2 ** 63):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise RpcException(f"{name}: an integer from {minimum} to {maximum}")
+    return value
+
+
 @plugin.method("asyncreceive-pay")
-def pay(plugin, offer, amount_msat=None, payer_note=None):
+def pay(plugin, offer, amount_msat=None, payer_note=None, maxfeepercent=0.5, maxfee=None, exemptfee=5000,
+        maxdelay=2016):
     """Pay BOLT 12 {offer} (its recipient may be offline): {amount_msat} if the offer has no amount.
-    Returns at once with a payment_id; asyncreceive-listpays shows progress and the result."""
-    if amount_msat is not None and (not isinstance(amount_msat, int) or amount_msat <= 0):
-        raise RpcException("amount_msat: a positive integer")
+    Fees are capped as lightningd's pay caps them: {maxfeepercent} of the amount (default 0.5), fees up to
+    {exemptfee} msat (default 5000) always allowed, or {maxfee} msat instead of both; the HTLC's delay at
+    most {maxdelay} blocks (default 2016).  Returns at once with a payment_id; asyncreceive-listpays shows
+    each step and the result."""
+    amount_msat = _int_arg("amount_msat", amount_msat, 1)
+    if isinstance(maxfeepercent, bool) or not isinstance(maxfeepercent, (int, float)) or not 0 <= maxfeepercent <= 100:
+        raise RpcException("maxfeepercent: a number from 0 to 100")
+    if payer_note is not None and not isinstance(payer_note, str):
+        raise RpcException("payer_note: a string")
+    limits = PayLimits(float(maxfeepercent), _int_arg("exemptfee", exemptfee), _int_arg("maxfee", maxfee),
+                       _int_arg("maxdelay", maxdelay, 1, 65535))
     try:
-        return _pay().pay(offer, amount_msat, payer_note)
+        return _pay().pay(offer, amount_msat, payer_note, limits)
     except PayError as e:
         raise RpcException(str(e))
 
@@ -269,8 +293,19 @@ def pay(plugin, offer, amount_msat=None, payer_note=None):
 @plugin.method("asyncreceive-listpays")
 def listpays(plugin):
     """List payments made with asyncreceive-pay: status (requested, waiting_release, sending, complete,
-    failed), amount, payment_hash, and the preimage once complete."""
+    failed, cancelled), the current step in words, attempts, last error and when, the next try, the
+    deadline, the route taken (static or normal), payment_hash, and the preimage once complete."""
     return {"pays": _pay().list_pays()}
+
+
+@plugin.method("asyncreceive-cancelpay")
+def cancelpay(plugin, payment_id):
+    """Cancel asyncreceive-pay's {payment_id} if it has not started sending (no HTLC can be in flight);
+    a release that arrives afterwards pays nothing."""
+    try:
+        return _pay().cancel(_hex_arg("payment_id", payment_id))
+    except PayError as e:
+        raise RpcException(str(e))
 
 
 def _pay() -> PayService:

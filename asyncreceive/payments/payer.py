@@ -14,7 +14,10 @@ from typing import List, Optional, Tuple
 
 from coincurve import PrivateKey
 
-from ..wire.bolt12 import InvoiceRequest, Offer, StaticInvoice, merkle_root, schnorr_sign, sighash
+from ..errors import DecodeError
+from ..wire.bolt12 import (Invoice, InvoiceRequest, Offer, StaticInvoice, in_invreq_range, merkle_root,
+                           schnorr_sign, sighash)
+from ..wire.paths import BlindedPayInfo
 from ..wire.tlv import TlvStream, encode_tlv, tu64
 from .receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVREQ_LDK, KEYSEND_PREIMAGE,
                       OUTGOING_CLTV, TOTAL_AMOUNT)
@@ -61,5 +64,85 @@ def build_payment_onion(invoice: StaticInvoice, invreq: InvoiceRequest, preimage
                      (KEYSEND_PREIMAGE, preimage)]
         # the introduction node peels its layer with its real key (it learns the path key from TLV 12)
         hops.append((path.first_node_id if i == 0 else hop.blinded_node_id, encode_tlv(sorted(recs))))
-    fee = info.fee_base_msat + (amount_msat * info.fee_proportional_millionths + 999_999) // 1_000_000
-    return PaymentOnion(hops, path.first_node_id, amount_msat + fee, height + info.cltv_expiry_delta)
+    return PaymentOnion(hops, path.first_node_id, amount_msat + path_fee(info, amount_msat), height + info.cltv_expiry_delta)
+
+
+# ---- what a payer must check before paying (BOLT 12 "reader of an invoice"; LDK's static-invoice rules) ----
+
+def _issuer_signed(node_id: bytes, offer: Offer) -> bool:
+    """The invoice is signed by the offer's issuer: ``offer_issuer_id``, or when the offer has none, the
+    final blinded node of one of its paths (the node our invoice_request went to)."""
+    if offer.issuer_id is not None:
+        return node_id == offer.issuer_id
+    return any(node_id == p.final_blinded_node_id for p in offer.paths)
+
+
+def check_invoice(raw: bytes, offer: Offer, invreq: InvoiceRequest, amount_msat: int, now: int) -> Invoice:
+    """A payee's invoice (type 66) that we may pay, or DecodeError saying why not.
+
+    ``decode`` checks the signature against the invoice's own ``invoice_node_id``; anyone who saw our
+    invoice_request (e.g. the static invoice server) could make such an invoice with its own key and
+    payment hash.  So, as BOLT 12 asks of a payer: the signer must be the offer's issuer, the invoice
+    must copy our invoice_request's records byte for byte, and amount and expiry must be as asked.
+    """
+    inv = Invoice.decode(raw)
+    if not _issuer_signed(inv.node_id, offer):
+        raise DecodeError("invoice.invoice_node_id", "not the offer's issuer")
+    ours = TlvStream(tuple((t, v) for t, v in invreq.stream.records if in_invreq_range(t)))
+    if inv.invreq_records() != ours:
+        raise DecodeError("invoice", "its invoice_request records are not those we sent")
+    if inv.invoice_amount != amount_msat:
+        raise DecodeError("invoice.invoice_amount", f"{inv.invoice_amount} msat, we asked {amount_msat}")
+    if inv.expires_at <= now:
+        raise DecodeError("invoice", f"expired at {inv.expires_at}")
+    return inv
+
+
+def check_static_invoice(raw: bytes, offer: Offer, now: int) -> StaticInvoice:
+    """A static invoice we may pay: for exactly this offer (records byte for byte), unexpired, and signed
+    by the offer's issuer (the decoder checks signer and signature)."""
+    inv = StaticInvoice.decode(raw)
+    if inv.offer_records() != offer.stream:
+        raise DecodeError("static_invoice", "not for the offer we asked")
+    if inv.is_expired(now):
+        raise DecodeError("static_invoice", "expired")
+    return inv
+
+
+@dataclass(frozen=True)
+class PayLimits:
+    """Fee and delay caps, as lightningd's ``pay`` has them: a fee is fine up to ``exemptfee_msat`` or
+    ``maxfeepercent`` of the amount; ``maxfee_msat``, when given, replaces both; the HTLC's delay (the
+    blocks the path asks for) at most ``maxdelay``."""
+
+    maxfeepercent: float = 0.5
+    exemptfee_msat: int = 5000
+    maxfee_msat: Optional[int] = None
+    maxdelay: int = 2016
+
+    def max_fee(self, amount_msat: int) -> int:
+        if self.maxfee_msat is not None:
+            return self.maxfee_msat
+        return max(self.exemptfee_msat, int(amount_msat * self.maxfeepercent / 100))
+
+
+def path_fee(info: BlindedPayInfo, amount_msat: int) -> int:
+    """The blinded path's fee for ``amount_msat`` (proportional part rounded up, as BOLT 4 says)."""
+    return info.fee_base_msat + (amount_msat * info.fee_proportional_millionths + 999_999) // 1_000_000
+
+
+def usable_paths(invoice: StaticInvoice, amount_msat: int, max_fee_msat: int, max_delay: int) -> Tuple[List[int], str]:
+    """Indices of the invoice's payment paths within the caps, cheapest first, and why the others are not."""
+    ok, why = [], []
+    for i, info in enumerate(invoice.payinfos):
+        fee = path_fee(info, amount_msat)
+        if fee > max_fee_msat:
+            why.append(f"path {i}: fee {fee} msat over the limit {max_fee_msat} msat")
+        elif info.cltv_expiry_delta > max_delay:
+            why.append(f"path {i}: delay {info.cltv_expiry_delta} blocks over the limit {max_delay}")
+        elif not info.htlc_minimum_msat <= amount_msat + fee <= max(info.htlc_maximum_msat, info.htlc_minimum_msat):
+            why.append(f"path {i}: amount outside its htlc range {info.htlc_minimum_msat}-{info.htlc_maximum_msat}")
+        else:
+            ok.append(i)
+    ok.sort(key=lambda i: path_fee(invoice.payinfos[i], amount_msat))
+    return ok, "; ".join(why)

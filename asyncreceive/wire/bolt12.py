@@ -75,6 +75,8 @@ def bech32_decode(s: str, expected_hrp: Optional[str] = None, field: str = "bolt
     """
     if not isinstance(s, str):
         raise DecodeError(field, "not a string")
+    if not s.isascii():  # before any case handling: e.g. U+212A KELVIN SIGN lower-cases to 'k'
+        raise DecodeError(field, "non-ASCII character")
     joined = _join_continuations(s, field)
     if joined != joined.lower() and joined != joined.upper():
         raise DecodeError(field, "mixed case")
@@ -777,8 +779,124 @@ class InvoiceRequest(_OfferFields):
         return self.stream.get(SIGNATURE)
 
 
+# --------------------------------------------------------------------------------------------------
+# invoice (BOLT 12 type 66, a payee's answer to an invoice_request)
+# --------------------------------------------------------------------------------------------------
+
+INVOICE_FIELD_NAMES: Dict[int, str] = {
+    **{t: n for t, n in STATIC_INVOICE_FIELD_NAMES.items() if t != INVOICE_HELD_HTLC_PATHS},
+    INVOICE_PAYMENT_HASH: "invoice_payment_hash", INVOICE_AMOUNT: "invoice_amount"}
+#: BOLT 12: invoice_relative_expiry defaults to 7200 seconds
+DEFAULT_INVOICE_RELATIVE_EXPIRY = 7200
+
+_INV = "invoice"
+
+
+def _inv_field(t: int) -> str:
+    if t in INVOICE_FIELD_NAMES:
+        return f"{_INV}.{INVOICE_FIELD_NAMES[t]}"
+    if t in INVREQ_FIELD_NAMES:
+        return f"{_INV}.{INVREQ_FIELD_NAMES[t]}"
+    return _offer_field(_INV, t) if in_offer_range(t) else f"{_INV}[{t}]"
+
+
+@dataclass(frozen=True)
+class Invoice(_OfferFields):
+    """A BOLT 12 invoice (onion message type 66), kept as its exact TLV records.
+
+    ``decode`` applies the reader's rules that need nothing but the invoice (required fields, ranges,
+    unknown even types and features, payinfo count, signature by ``invoice_node_id``).  Whether it
+    answers *our* invoice_request, and is signed by the offer's issuer, is the payer's check
+    (:func:`asyncreceive.payments.payer.check_invoice`).
+    """
+
+    stream: TlvStream
+
+    @staticmethod
+    def decode(data: bytes, check_signature: bool = True) -> "Invoice":
+        stream = decode_tlv(bytes(data), _INV, allow_unknown_even=True)
+        recs = dict(stream.records)
+        for t in stream.types():
+            f = _inv_field(t)
+            if not (in_invreq_range(t) or in_invoice_range(t) or is_signature_type(t)):
+                raise DecodeError(f, "TLV type outside the invoice ranges")
+            if t % 2 == 0 and not in_offer_range(t) and t not in INVOICE_FIELD_NAMES and t not in INVREQ_FIELD_NAMES:
+                raise DecodeError(f, "unknown even TLV type")
+        if any(in_offer_range(t) for t in recs):
+            _validate_offer_records(stream, _INV)
+        for t in (INVOICE_PATHS, INVOICE_BLINDEDPAY, INVOICE_CREATED_AT, INVOICE_PAYMENT_HASH, INVOICE_AMOUNT,
+                  INVOICE_NODE_ID, SIGNATURE):
+            if t not in recs:
+                raise DecodeError(_inv_field(t), "required field missing")
+        paths = decode_paths(recs[INVOICE_PATHS], _inv_field(INVOICE_PATHS))
+        if not paths:
+            raise DecodeError(_inv_field(INVOICE_PATHS), "empty list of payment paths")
+        if len(decode_payinfos(recs[INVOICE_BLINDEDPAY], _inv_field(INVOICE_BLINDEDPAY))) != len(paths):
+            raise DecodeError(_inv_field(INVOICE_BLINDEDPAY), "not one payinfo per payment path")
+        decode_tu(recs[INVOICE_CREATED_AT], 8, _inv_field(INVOICE_CREATED_AT))
+        if INVOICE_RELATIVE_EXPIRY in recs:
+            decode_tu(recs[INVOICE_RELATIVE_EXPIRY], 4, _inv_field(INVOICE_RELATIVE_EXPIRY))
+        if len(recs[INVOICE_PAYMENT_HASH]) != 32:
+            raise DecodeError(_inv_field(INVOICE_PAYMENT_HASH), "expected 32 bytes")
+        decode_tu(recs[INVOICE_AMOUNT], 8, _inv_field(INVOICE_AMOUNT))
+        if INVOICE_FALLBACKS in recs:
+            _decode_fallbacks(recs[INVOICE_FALLBACKS], _inv_field(INVOICE_FALLBACKS))
+        if INVOICE_FEATURES in recs:
+            _check_features(recs[INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, _inv_field(INVOICE_FEATURES))
+        decode_point(recs[INVOICE_NODE_ID], _inv_field(INVOICE_NODE_ID))
+        if len(recs[SIGNATURE]) != 64:
+            raise DecodeError(_inv_field(SIGNATURE), f"expected 64 bytes, got {len(recs[SIGNATURE])}")
+        inv = Invoice(stream)
+        if check_signature and not inv.verify_signature():
+            raise DecodeError(_inv_field(SIGNATURE), "invalid signature")
+        return inv
+
+    def encode(self) -> bytes:
+        return self.stream.encode()
+
+    def to_string(self) -> str:
+        return bech32_encode(HRP_INVOICE, self.encode())
+
+    def verify_signature(self) -> bool:
+        return schnorr_verify(self.node_id, self.stream.get(SIGNATURE),
+                              sighash("invoice", "signature", merkle_root(self.stream)))
+
+    def invreq_records(self) -> TlvStream:
+        """The invoice_request's records (offer fields included) as the invoice copied them, byte for byte."""
+        return TlvStream(tuple((t, v) for t, v in self.stream.records if in_invreq_range(t)))
+
+    @property
+    def paths(self) -> List[BlindedPath]:
+        return decode_paths(self.stream.get(INVOICE_PATHS), _inv_field(INVOICE_PATHS))
+
+    @property
+    def payinfos(self) -> List[BlindedPayInfo]:
+        return decode_payinfos(self.stream.get(INVOICE_BLINDEDPAY), _inv_field(INVOICE_BLINDEDPAY))
+
+    @property
+    def created_at(self) -> int:
+        return int.from_bytes(self.stream.get(INVOICE_CREATED_AT), "big")
+
+    @property
+    def expires_at(self) -> int:
+        v = self.stream.get(INVOICE_RELATIVE_EXPIRY)
+        return self.created_at + (DEFAULT_INVOICE_RELATIVE_EXPIRY if v is None else int.from_bytes(v, "big"))
+
+    @property
+    def payment_hash(self) -> bytes:
+        return self.stream.get(INVOICE_PAYMENT_HASH)
+
+    @property
+    def invoice_amount(self) -> int:
+        return int.from_bytes(self.stream.get(INVOICE_AMOUNT), "big")
+
+    @property
+    def node_id(self) -> bytes:
+        return self.stream.get(INVOICE_NODE_ID)
+
+
 __all__ = [
-    "bech32_encode", "bech32_decode", "tagged_hash", "merkle_root", "sighash", "schnorr_sign", "schnorr_verify",
+    "Invoice", "bech32_encode", "bech32_decode", "tagged_hash", "merkle_root", "sighash", "schnorr_sign", "schnorr_verify",
     "feature_bits", "Offer", "StaticInvoice", "InvoiceRequest", "HRP_OFFER", "HRP_INVOICE_REQUEST",
     "DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY", "BASIC_MPP_OPTIONAL", "BITCOIN_CHAIN",
 ]

@@ -15,7 +15,8 @@ def make_offer():
 
 
 def payment(invoice=b"", status="sending"):
-    return Payment(os.urandom(32), make_offer(), 21_000, b"invreq", os.urandom(32), status, invoice, 1, 2)
+    return Payment(os.urandom(32), make_offer(), 21_000, b"invreq", os.urandom(32), status, invoice, 1, 2,
+                   route="normal" if invoice else None)
 
 
 def test_static_route_shows_the_hash_of_our_preimage():
