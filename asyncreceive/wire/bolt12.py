@@ -490,8 +490,40 @@ def _as_offer_stream(x) -> TlvStream:
     return TlvStream(tuple((t, bytes(v)) for t, v in x if in_offer_range(t)))
 
 
+class _InvoiceFields(_OfferFields):
+    """Accessors shared by invoices and static invoices (validated at decode time: they do not raise)."""
+
+    stream: TlvStream
+    DEFAULT_RELATIVE_EXPIRY = DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY
+
+    @property
+    def paths(self) -> List[BlindedPath]:
+        return decode_paths(self.stream.get(INVOICE_PATHS), "invoice_paths")
+
+    @property
+    def payinfos(self) -> List[BlindedPayInfo]:
+        return decode_payinfos(self.stream.get(INVOICE_BLINDEDPAY), "invoice_blindedpay")
+
+    @property
+    def created_at(self) -> int:
+        return int.from_bytes(self.stream.get(INVOICE_CREATED_AT), "big")
+
+    @property
+    def relative_expiry(self) -> int:
+        v = self.stream.get(INVOICE_RELATIVE_EXPIRY)
+        return self.DEFAULT_RELATIVE_EXPIRY if v is None else int.from_bytes(v, "big")
+
+    @property
+    def expires_at(self) -> int:
+        return self.created_at + self.relative_expiry
+
+    @property
+    def node_id(self) -> bytes:
+        return self.stream.get(INVOICE_NODE_ID)
+
+
 @dataclass(frozen=True)
-class StaticInvoice(_OfferFields):
+class StaticInvoice(_InvoiceFields):
     """An LDK static invoice (onion message type 70), kept as its exact TLV records."""
 
     stream: TlvStream
@@ -599,27 +631,6 @@ class StaticInvoice(_OfferFields):
         return schnorr_verify(self.node_id, self.signature, self.signature_digest())
 
     # --- fields ------------------------------------------------------------------------------------
-    @property
-    def paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(INVOICE_PATHS), _si_field(INVOICE_PATHS))
-
-    @property
-    def payinfos(self) -> List[BlindedPayInfo]:
-        return decode_payinfos(self.stream.get(INVOICE_BLINDEDPAY), _si_field(INVOICE_BLINDEDPAY))
-
-    @property
-    def created_at(self) -> int:
-        return int.from_bytes(self.stream.get(INVOICE_CREATED_AT), "big")
-
-    @property
-    def relative_expiry(self) -> int:
-        v = self.stream.get(INVOICE_RELATIVE_EXPIRY)
-        return DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY if v is None else int.from_bytes(v, "big")
-
-    @property
-    def expires_at(self) -> int:
-        return self.created_at + self.relative_expiry
-
     def is_expired(self, now: int) -> bool:
         """Expired once ``created_at + relative_expiry < now`` (LDK's rule)."""
         return self.expires_at < now
@@ -632,10 +643,6 @@ class StaticInvoice(_OfferFields):
     @property
     def features(self) -> bytes:
         return self.stream.get(INVOICE_FEATURES) or b""
-
-    @property
-    def node_id(self) -> bytes:
-        return self.stream.get(INVOICE_NODE_ID)
 
     @property
     def message_paths(self) -> List[BlindedPath]:
@@ -801,7 +808,7 @@ def _inv_field(t: int) -> str:
 
 
 @dataclass(frozen=True)
-class Invoice(_OfferFields):
+class Invoice(_InvoiceFields):
     """A BOLT 12 invoice (onion message type 66), kept as its exact TLV records.
 
     ``decode`` applies the reader's rules that need nothing but the invoice (required fields, ranges,
@@ -811,6 +818,7 @@ class Invoice(_OfferFields):
     """
 
     stream: TlvStream
+    DEFAULT_RELATIVE_EXPIRY = DEFAULT_INVOICE_RELATIVE_EXPIRY
 
     @staticmethod
     def decode(data: bytes, check_signature: bool = True) -> "Invoice":
@@ -866,33 +874,12 @@ class Invoice(_OfferFields):
         return TlvStream(tuple((t, v) for t, v in self.stream.records if in_invreq_range(t)))
 
     @property
-    def paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(INVOICE_PATHS), _inv_field(INVOICE_PATHS))
-
-    @property
-    def payinfos(self) -> List[BlindedPayInfo]:
-        return decode_payinfos(self.stream.get(INVOICE_BLINDEDPAY), _inv_field(INVOICE_BLINDEDPAY))
-
-    @property
-    def created_at(self) -> int:
-        return int.from_bytes(self.stream.get(INVOICE_CREATED_AT), "big")
-
-    @property
-    def expires_at(self) -> int:
-        v = self.stream.get(INVOICE_RELATIVE_EXPIRY)
-        return self.created_at + (DEFAULT_INVOICE_RELATIVE_EXPIRY if v is None else int.from_bytes(v, "big"))
-
-    @property
     def payment_hash(self) -> bytes:
         return self.stream.get(INVOICE_PAYMENT_HASH)
 
     @property
     def invoice_amount(self) -> int:
         return int.from_bytes(self.stream.get(INVOICE_AMOUNT), "big")
-
-    @property
-    def node_id(self) -> bytes:
-        return self.stream.get(INVOICE_NODE_ID)
 
 
 __all__ = [
