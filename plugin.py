@@ -265,7 +265,7 @@ def _int_arg(name: str, value, minimum: int = 0, maximum: int = 2 ** 63):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise RpcException(f"{name}: an integer from {minimum} to {maximum}")
+        raise RpcException(f"{name}: {'a positive integer' if minimum == 1 else 'an integer'} from {minimum} to {maximum}")
     return value
 
 

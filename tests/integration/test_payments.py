@@ -159,6 +159,7 @@ def test_pay_while_recipient_offline(node_factory, plugin_opts):
     recipient.daemon.wait_for_log("released held HTLC")
     sent = payer.rpc.listsendpays(payment_hash=done["payment_hash"])["payments"]
     assert [s["status"] for s in sent] == ["complete"]  # paid exactly once
+    assert done["route"] == "static" and done["step"] == "paid"  # offline: no invoice of its own came
 
 
 def test_pay_rejects_bad_input(node_factory, plugin_opts):
@@ -228,4 +229,5 @@ def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, 
     assert len(paid) == 1 and paid[0]["payment_preimage"] == done["payment_preimage"]
     assert hashlib.sha256(bytes.fromhex(done["payment_preimage"])).hexdigest() == paid[0]["payment_hash"]
     assert done["invoice"] == "normal" and done["payment_hash"] == paid[0]["payment_hash"]
-    payer.daemon.wait_for_log("the recipient answered with an invoice; paying it")
+    payer.daemon.wait_for_log("the payee answered with an invoice; paying it")
+    assert done["route"] == "normal"
