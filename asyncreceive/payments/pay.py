@@ -34,6 +34,7 @@ from pyln.client import RpcError
 
 from ..crypto.context import Kind, PathContext
 from ..errors import DecodeError
+from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
@@ -538,6 +539,7 @@ class PayService:
                     self._save(p, gen)  # compare-and-swap: only one release (or invoice, or cancel) gets past
                 except NodeError:
                     return
+                crashpoint("payer-sending")
                 self._start(p.payment_id, self._send_htlc, p)
             else:
                 self._log(f"pay {payment_id.hex()[:8]}: ignored {m.message_name(msg.raw_type)} in state "
@@ -623,6 +625,7 @@ class PayService:
                                        "first_hop": {"id": po.first_node_id.hex(), "amount_msat": po.first_amount_msat,
                                                      "delay": po.first_cltv - height},
                                        "shared_secrets": onion["shared_secrets"], "partid": i, "groupid": 1})
+                crashpoint("payer-onion-sent")
             except RpcError as e:  # refused before anything went out: the next path may do
                 error = f"path {i}: {e.error.get('message', e.error)}"
                 self._log(f"pay {p.payment_id.hex()[:8]}: {error}", "info")
