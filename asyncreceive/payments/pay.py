@@ -378,6 +378,11 @@ class PayService:
                 return
         else:
             parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
+            if not parts:  # stopped between the step to sending and sendonion: nothing went out, send it now
+                if self.node.connected_channel_peers():  # (lightningd refuses a second HTLC for a hash+partid)
+                    self._log(f"pay {p.payment_id.hex()[:8]}: sending, but no HTLC went out: sending it now", "info")
+                    self._start(p.payment_id, self._send_htlc, p)
+                return
             if any(x["status"] == "complete" for x in parts):
                 status = "complete"
             elif parts and all(x["status"] == "failed" for x in parts):

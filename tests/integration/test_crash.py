@@ -225,5 +225,7 @@ def test_crash_payer_after_onion_sent(node_factory, plugin_opts):
     the payment takes its result from lightningd's records: complete, once."""
     payer, server, recipient, p, t0, before = pay_released_after_crash(node_factory, plugin_opts,
                                                                        "payer-onion-sent")
-    assert len(payer.rpc.listsendpays(payment_hash=p.payment_hash.hex())["payments"]) == 1  # it went out
+    sent = payer.rpc.listsendpays(payment_hash=p.payment_hash.hex())["payments"]
+    print(f"after the restart lightningd has the part {sent[0]['status']}")
+    assert len(sent) == 1  # it went out
     paid_once(payer, server, recipient, p, t0, before)
