@@ -21,7 +21,7 @@ from typing import Callable, Optional
 POINTS = ("recipient-offer-built", "server-invoice-stored", "recipient-payment-recorded", "payer-sending",
           "payer-onion-sent")
 #: time for lightningd to read our log line before it dies
-LOG_GRACE = 0.3
+LOG_GRACE = 0.1
 
 _crash_at: Optional[str] = None
 _log: Callable[[str, str], None] = lambda msg, level: None
