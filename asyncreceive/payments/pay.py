@@ -574,6 +574,7 @@ class PayService:
             self._save(p, gen)  # compare-and-swap: the static route can no longer start
         except NodeError:
             return
+        crashpoint("payer-sending")
         self._log(f"pay {p.payment_id.hex()[:8]}: the payee answered with an invoice; paying it", "info")
         self._start(p.payment_id, self._pay_invoice, p)
 
