@@ -9,7 +9,8 @@ nothing.
 Points: ``recipient-offer-built`` (a slot written with its new offer, before its static invoice is
 served), ``server-invoice-stored`` (a client's static invoice stored, before static_invoice_persisted),
 ``recipient-payment-recorded`` (an async payment recorded, before its HTLC is resolved),
-``payer-sending`` (a payment moved to *sending*, before its HTLC is sent) and ``payer-onion-sent``
+``payer-sending`` (a payment moved to *sending*, on a release or on the payee's own invoice, before its
+HTLC is sent or lightningd's ``pay`` runs) and ``payer-onion-sent``
 (``sendonion`` accepted, before ``waitsendpay`` returns).
 """
 
