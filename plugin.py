@@ -14,6 +14,7 @@ from pyln.client import Plugin, RpcError, RpcException  # noqa: E402
 
 from asyncreceive import __version__  # noqa: E402
 from asyncreceive.errors import DecodeError  # noqa: E402
+from asyncreceive.node import crashpoint  # noqa: E402
 from asyncreceive.node.lightningd import Lightningd  # noqa: E402
 from asyncreceive.node.probe import Probe  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
@@ -55,6 +56,9 @@ plugin.add_option("asyncreceive-pay-invoice-grace-ms", 1500,
 plugin.add_option("asyncreceive-dev", False,
                   "Enable the asyncreceive-dev-* RPC methods (transport self-tests). Off by default.",
                   opt_type="flag")
+plugin.add_option("asyncreceive-dev-crash-at", None,
+                  "[dev, tests only; needs asyncreceive-dev] Kill lightningd with SIGKILL at this step (a crash point: "
+                  + ", ".join(crashpoint.POINTS) + "). Unset by default: no effect.", opt_type="string")
 
 plugin.add_notification_topic("asyncreceive_payment")
 plugin.add_notification_topic("asyncreceive_pay")
@@ -129,6 +133,8 @@ def init(options, configuration, plugin, **kwargs):
                                   _positive("asyncserver-max-invoice-bytes"),
                                   _positive("asyncserver-max-held", zero_ok=True),
                                   _positive("asyncserver-hold-seconds"))
+        crashpoint.set_crash_at(plugin.get_option("asyncreceive-dev-crash-at"), log,
+                                bool(plugin.get_option("asyncreceive-dev")))
     except ValueError as e:
         return {"disable": str(e)}
     node = Lightningd(plugin.rpc)

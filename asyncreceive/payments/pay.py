@@ -34,6 +34,7 @@ from pyln.client import RpcError
 
 from ..crypto.context import Kind, PathContext
 from ..errors import DecodeError
+from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
@@ -377,6 +378,11 @@ class PayService:
                 return
         else:
             parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
+            if not parts:  # stopped between the step to sending and sendonion: nothing went out, send it now
+                if self.node.connected_channel_peers():  # (lightningd refuses a second HTLC for a hash+partid)
+                    self._log(f"pay {p.payment_id.hex()[:8]}: sending, but no HTLC went out: sending it now", "info")
+                    self._start(p.payment_id, self._send_htlc, p)
+                return
             if any(x["status"] == "complete" for x in parts):
                 status = "complete"
             elif parts and all(x["status"] == "failed" for x in parts):
@@ -538,6 +544,7 @@ class PayService:
                     self._save(p, gen)  # compare-and-swap: only one release (or invoice, or cancel) gets past
                 except NodeError:
                     return
+                crashpoint("payer-sending")
                 self._start(p.payment_id, self._send_htlc, p)
             else:
                 self._log(f"pay {payment_id.hex()[:8]}: ignored {m.message_name(msg.raw_type)} in state "
@@ -567,6 +574,7 @@ class PayService:
             self._save(p, gen)  # compare-and-swap: the static route can no longer start
         except NodeError:
             return
+        crashpoint("payer-sending")
         self._log(f"pay {p.payment_id.hex()[:8]}: the payee answered with an invoice; paying it", "info")
         self._start(p.payment_id, self._pay_invoice, p)
 
@@ -623,6 +631,7 @@ class PayService:
                                        "first_hop": {"id": po.first_node_id.hex(), "amount_msat": po.first_amount_msat,
                                                      "delay": po.first_cltv - height},
                                        "shared_secrets": onion["shared_secrets"], "partid": i, "groupid": 1})
+                crashpoint("payer-onion-sent")
             except RpcError as e:  # refused before anything went out: the next path may do
                 error = f"path {i}: {e.error.get('message', e.error)}"
                 self._log(f"pay {p.payment_id.hex()[:8]}: {error}", "info")

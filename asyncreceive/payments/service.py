@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ..crypto.blinding import EncryptedData
 from ..crypto.context import Kind
 from ..errors import DecodeError
+from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport
 from ..recipient.service import F_OFFER_ID, RecipientService
@@ -149,6 +150,7 @@ class PaymentsService:
         paid = sum(p.amount_msat for p in pset.parts)
         self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, int(self._clock()),
                                                                    v.preimage, note))
+        crashpoint("recipient-payment-recorded")
         for r in waiters:
             r({"result": "resolve", "payment_key": v.preimage.hex()})
         self._log(f"received async payment {payment_hash.hex()[:16]}: {paid} msat for offer {offer_id.hex()[:16]}",

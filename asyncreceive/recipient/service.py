@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..crypto.context import Kind, PathContext
 from ..errors import DecodeError
+from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..wire import messages as m
@@ -251,6 +252,7 @@ class RecipientService:
                           msg.reply_path.encode(), now, None, nonce, op.mailbox_node_id or b"")
             new, actions = c.offer_built(self.cache, slot, rec)
             self._commit(new)
+            crashpoint("recipient-offer-built")
         self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built, serving its static invoice", "info")
         self._run(actions)
 

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
 from ..errors import DecodeError
+from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..wire import messages as m
@@ -213,6 +214,7 @@ class ServerService:
             served, last = prev.times_served, prev.last_served_at
         rec = InvoiceRecord(serve.invoice, serve.forward_invoice_request_path, now, served, last)
         self.node.ds_put(key, rec.encode(), None if old is None else old[1])  # persist, then acknowledge
+        crashpoint("server-invoice-stored")
         self.t.send(msg.reply_path, m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode())
         self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
 
