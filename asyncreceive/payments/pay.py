@@ -58,6 +58,11 @@ OPEN = ("requested", "waiting_release")
 #: waitsendpay errors that say the HTLC is gone (failed along the route or at the destination, or the
 #: onion was refused): only then may the next path be tried with the same payment hash
 DEFINITE_FAILURES = {202, 203, 204, 209}
+#: lightningd's pay: "payment already in progress" (not a failure)
+PAY_IN_PROGRESS = 200
+#: a normal-invoice payment in sending that lightningd has no record of after this long was never
+#: handed to lightningd's pay (we stopped in between): it is paid then
+PAY_RESTART_AFTER = 30
 #: the longest error text kept in a record
 MAX_ERROR = 300
 
@@ -82,7 +87,7 @@ def _is_static(invoice: bytes) -> bool:
 # TLV types of the record (odd ones may be absent); values are tu64 unless said otherwise.
 R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_INVOICE = 0, 2, 4, 6, 8, 10
 R_CREATED, R_DEADLINE, R_ERROR, R_MAX_FEE, R_MAX_DELAY = 12, 14, 16, 18, 20
-R_ATTEMPTS, R_ERROR_AT, R_NEXT_TRY, R_HELD_AT, R_ROUTE = 21, 23, 25, 27, 29
+R_ATTEMPTS, R_ERROR_AT, R_NEXT_TRY, R_HELD_AT, R_ROUTE, R_SENDING_AT = 21, 23, 25, 27, 29, 31
 ROUTES = ["static", "normal"]
 
 
@@ -91,12 +96,13 @@ class Payment:
 
     def __init__(self, payment_id, offer, amount_msat, invreq, preimage, status="requested", invoice=b"",
                  created_at=0, deadline=0, error="", max_fee_msat=0, max_delay=2016, attempts=0,
-                 error_at=None, next_try_at=None, held_at=None, route=None):
+                 error_at=None, next_try_at=None, held_at=None, route=None, sending_at=None):
         self.payment_id, self.offer, self.amount_msat = payment_id, offer, amount_msat
         self.invreq, self.preimage, self.status, self.invoice = invreq, preimage, status, invoice
         self.created_at, self.deadline, self.error = created_at, deadline, error
         self.max_fee_msat, self.max_delay, self.attempts = max_fee_msat, max_delay, attempts
         self.error_at, self.next_try_at, self.held_at, self.route = error_at, next_try_at, held_at, route
+        self.sending_at = sending_at
 
     def encode(self) -> bytes:
         recs = [(R_OFFER, self.offer), (R_AMOUNT, tu64(self.amount_msat)), (R_INVREQ, self.invreq),
@@ -108,7 +114,8 @@ class Payment:
             recs.append((R_INVOICE, self.invoice))
         if self.error:
             recs.append((R_ERROR, self.error[:MAX_ERROR].encode()))
-        for t, v in ((R_ERROR_AT, self.error_at), (R_NEXT_TRY, self.next_try_at), (R_HELD_AT, self.held_at)):
+        for t, v in ((R_ERROR_AT, self.error_at), (R_NEXT_TRY, self.next_try_at), (R_HELD_AT, self.held_at),
+                     (R_SENDING_AT, self.sending_at)):
             if v is not None:
                 recs.append((t, tu64(v)))
         if self.route is not None:
@@ -118,7 +125,7 @@ class Payment:
     @staticmethod
     def decode(payment_id: bytes, data: bytes) -> "Payment":
         """Raises only DecodeError, naming the field, on a damaged record."""
-        r = dict(decode_tlv(data, "payment", known=lambda t: t <= R_ROUTE).records)
+        r = dict(decode_tlv(data, "payment", known=lambda t: t <= R_SENDING_AT).records)
         for t in (R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_CREATED, R_DEADLINE):
             if t not in r:
                 raise DecodeError(f"payment[{t}]", "missing")
@@ -141,7 +148,7 @@ class Payment:
                        r.get(R_ERROR, b"").decode("utf-8", "replace"), tu(R_MAX_FEE, "max_fee_msat", 0),
                        tu(R_MAX_DELAY, "max_delay", 2016), tu(R_ATTEMPTS, "attempts", 0),
                        tu(R_ERROR_AT, "error_at"), tu(R_NEXT_TRY, "next_try_at"), tu(R_HELD_AT, "held_at"),
-                       ROUTES[route] if route is not None else None)
+                       ROUTES[route] if route is not None else None, tu(R_SENDING_AT, "sending_at"))
 
     @property
     def normal_invoice(self) -> bool:
@@ -375,6 +382,13 @@ class PayService:
             elif pays and all(x["status"] == "failed" for x in pays):
                 status = "failed"
             else:
+                if not pays and self.now() - (p.sending_at or 0) > PAY_RESTART_AFTER:
+                    # stopped between the step to sending and lightningd's pay: pay it now (lightningd
+                    # refuses a second payment group for a hash while one is pending, and returns the
+                    # result of one that completed)
+                    self._log(f"pay {p.payment_id.hex()[:8]}: sending, but lightningd has no payment for it: "
+                              "paying the invoice now", "info")
+                    self._start(p.payment_id, self._pay_invoice, p)
                 return
         else:
             parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
@@ -539,7 +553,7 @@ class PayService:
                 self._on_invoice(p, gen, msg.body)
             elif msg.msg_type == m.RELEASE_HELD_HTLC and p.status == "waiting_release" and p.held_at is not None:
                 m.ReleaseHeldHtlc.decode(msg.body)
-                p.status, p.route, p.next_try_at = "sending", "static", None
+                p.status, p.route, p.next_try_at, p.sending_at = "sending", "static", None, self.now()
                 try:
                     self._save(p, gen)  # compare-and-swap: only one release (or invoice, or cancel) gets past
                 except NodeError:
@@ -569,7 +583,7 @@ class PayService:
         """The payee answered itself (it is online): pay its invoice with lightningd's ``pay``, which
         checks it against the payment hash and gives proof of payment."""
         check_invoice(body, Offer.decode(p.offer), InvoiceRequest.decode(p.invreq), p.amount_msat, self.now())
-        p.status, p.invoice, p.route, p.next_try_at = "sending", body, "normal", None
+        p.status, p.invoice, p.route, p.next_try_at, p.sending_at = "sending", body, "normal", None, self.now()
         try:
             self._save(p, gen)  # compare-and-swap: the static route can no longer start
         except NodeError:
@@ -601,6 +615,8 @@ class PayService:
         try:
             res = self.node.rpc.call("pay", params)
         except RpcError as e:
+            if e.error.get("code") == PAY_IN_PROGRESS:  # another pay of this invoice runs: its result counts
+                return self._log(f"pay {p.payment_id.hex()[:8]}: {e.error.get('message')}; left in sending", "info")
             return self._finish(p.payment_id, "failed", str(e.error.get("message", e.error)), None, "normal invoice")
         if res.get("status") == "complete":
             self._finish(p.payment_id, "complete", "", bytes.fromhex(res["payment_preimage"]), "normal invoice")

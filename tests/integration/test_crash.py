@@ -243,9 +243,6 @@ class StuckPayment(AssertionError):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=StuckPayment, reason="a payment on the normal route left in sending with "
-                   "no record at lightningd (crash before pay ran) stays in sending for ever: _settle waits for "
-                   "listpays, which stays empty")
 def test_crash_payer_after_sending_written_normal_route(node_factory, plugin_opts):
     """(4c) The recipient is online, so the payer pays its own invoice with lightningd's pay; the payer
     dies after moving the payment to *sending*, before pay runs: after the restart it should be paid
