@@ -48,11 +48,12 @@ class Issued:
 
 
 def fallbacks_to_delete(issued: Mapping[bytes, Issued], now: int, admitting: Optional[bytes] = None,
-                        per_offer: int = MAX_PER_OFFER, total: int = MAX_TOTAL) -> List[bytes]:
-    """Payment hashes whose records must go: every one ``KEEP_AFTER_EXPIRY`` past its invoice's expiry,
+                        per_offer: int = MAX_PER_OFFER, total: int = MAX_TOTAL,
+                        keep_after: int = KEEP_AFTER_EXPIRY) -> List[bytes]:
+    """Payment hashes whose records must go: every one ``keep_after`` past its invoice's expiry,
     then the oldest (earliest expiry) of an offer over ``per_offer``, then the oldest over ``total``.
     With ``admitting`` (an offer id), room is made for one more record of that offer."""
-    doomed = [h for h, i in issued.items() if now > i.expires_at + KEEP_AFTER_EXPIRY]
+    doomed = [h for h, i in issued.items() if now > i.expires_at + keep_after]
     gone = set(doomed)
     live = sorted((i.expires_at, h, i.offer_id) for h, i in issued.items() if h not in gone)
     count: Dict[bytes, int] = {}

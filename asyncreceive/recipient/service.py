@@ -13,7 +13,7 @@ import hashlib
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.context import ContextError, Kind, PathContext
 from ..errors import DecodeError
@@ -25,8 +25,8 @@ from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
-from .fallback import (ANSWER_BURST, ANSWER_REFILL_SECONDS, INVOICE_RELATIVE_EXPIRY, Issued, build_invoice,
-                       cap_note, fallbacks_to_delete)
+from .fallback import (ANSWER_BURST, ANSWER_REFILL_SECONDS, INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued,
+                       build_invoice, cap_note, fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
                       relative_expiry, scid_int)
 from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
@@ -40,15 +40,17 @@ FORWARD_PATH_LIFETIME = 365 * 24 * 3600
 #: a connect from our server or a channel peer retries waiting requests at once, but not more often than
 #: this: a peer reconnecting in a loop must not make us send a round of requests each time
 PEER_RETRY_INTERVAL = 30
-#: [dev, regtest only] seconds an online-fallback invoice lasts, for tests of its expiry
+#: [dev, regtest only] seconds an online-fallback invoice lasts (and, at most, its record after that),
+#: so that integration tests can watch records expire
 DEV_FALLBACK_EXPIRY_ENV = "ASYNCRECEIVE_DEV_FALLBACK_EXPIRY"
 
 
-def _fallback_expiry(network: str) -> int:
-    dev = os.environ.get(DEV_FALLBACK_EXPIRY_ENV)
-    if network == "regtest" and dev and dev.isdigit() and int(dev) > 0:
-        return int(dev)
-    return INVOICE_RELATIVE_EXPIRY
+def _fallback_lifetime(network: str) -> Tuple[int, int]:
+    """(invoice relative expiry, how long its record outlives it)."""
+    dev = os.environ.get(DEV_FALLBACK_EXPIRY_ENV, "")
+    if network == "regtest" and dev.isdigit() and int(dev) > 0:
+        return int(dev), min(KEEP_AFTER_EXPIRY, int(dev))
+    return INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY
 
 
 class RecipientError(Exception):
@@ -77,7 +79,7 @@ class RecipientService:
         self._fallbacks: Dict[bytes, Issued] = {}
         self._preimage_key = preimage_key or record_key(offer_key_base)
         self._answers = RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS)
-        self.fallback_expiry = _fallback_expiry(network)
+        self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
         self._last_peer_retry: Optional[int] = None
         transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
         transport.on_kind(Kind.PERSISTED_REPLY, self.on_persisted)
@@ -371,7 +373,8 @@ class RecipientService:
         rec = FallbackInvoice(payment_hash, offer_id, amount, now + self.fallback_expiry, sealed, True,
                               cap_note(invreq.payer_note))
         with self.lock:
-            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, now, admitting=offer_id))
+            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, now, admitting=offer_id,
+                                                       keep_after=self._fallback_keep))
             self.node.ds_put(fallback_key(payment_hash), encode_fallback(rec))
             self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at)
         self.t.send(msg.reply_path, m.INVOICE, invoice)
@@ -381,7 +384,8 @@ class RecipientService:
     def expire_fallbacks(self, now: Optional[int] = None) -> None:
         """Delete the records of invoices past expiry (+ grace) and any over the bounds (the tick runs this)."""
         with self.lock:
-            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, self.now() if now is None else now))
+            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, self.now() if now is None else now,
+                                                       keep_after=self._fallback_keep))
 
     def _delete_fallbacks(self, hashes: List[bytes]) -> None:
         for h in hashes:
