@@ -92,7 +92,12 @@ class RecipientService:
     # ---- persistence ----------------------------------------------------------------------------
     def load(self, option_paths: List[BlindedPath]) -> None:
         stored = self.node.ds_get(SERVER_PATHS_KEY)
-        self.server_paths = decode_server_paths(stored[0], "server_paths") if stored else list(option_paths)
+        self.server_paths = list(option_paths)
+        if stored:
+            try:
+                self.server_paths = decode_server_paths(stored[0], "server_paths")
+            except DecodeError as e:
+                self._log(f"ignoring unreadable server paths record (using the option's): {e}", "unusual")
         slots = []
         for key, val, gen in self.node.ds_list(["asyncreceive", "v1", "recipient", "slot"]):
             try:

@@ -317,3 +317,10 @@ def test_slot_index_beyond_u16_is_damage():
     from asyncreceive.recipient import cache as c
     with pytest.raises(DecodeError):
         store.decode_slot(store.encode_slot(c.Slot(70_000)))
+
+
+def test_damaged_server_paths_record_does_not_stop_loading():
+    w = world()
+    w.rnode.ds[tuple(store.SERVER_PATHS_KEY)] = (b"\xff\x01", 0)
+    w.recipient.load([])
+    assert w.recipient.server_paths == [] and w.recipient.cache
