@@ -226,9 +226,9 @@ def on_connect(plugin, **kwargs):
     try:
         if "recipient" in state:
             state["transport"].running.set()  # connect notifications only come once lightningd runs
-            state["worker"].submit(state["recipient"].on_peer_connected)
             peer = kwargs.get("connect", kwargs).get("id")
             if peer:
+                state["worker"].submit(state["recipient"].on_peer_connected, bytes.fromhex(peer))
                 state["worker"].submit(state["server"].on_peer_connected, bytes.fromhex(peer))
     except Exception:
         log(f"connect handler error: {traceback.format_exc()}", "broken")

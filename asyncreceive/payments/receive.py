@@ -8,7 +8,7 @@ one we put in a static invoice; only then do we decide, and we claim only after 
 - an invoice_request (TLV 77777 as LDK sends it, or 1 as in the draft) that parses, is signed by its
   payer, and is for *this* offer (offer records equal byte for byte);
 - the amount reaches the invoice_request's amount (MPP: the parts' sum reaches the total);
-- the offer has not expired;
+- the offer has not expired, nor the static invoice (``HTLC_GRACE`` allowed);
 - the HTLC's cltv is at least ``height + final_cltv`` and what the onion asked for, and within the
   path's ``max_cltv_expiry``.
 
@@ -18,10 +18,11 @@ all-zero onion hash as LDK does.
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Hashable, List, Optional, Tuple
 
 from ..crypto.blinding import EncryptedData
 from ..errors import DecodeError
+from ..recipient.fallback import HTLC_GRACE
 from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.tlv import decode_tlv, decode_tu, Reader
 
@@ -52,7 +53,7 @@ def parse_payload(raw: bytes) -> Dict[int, bytes]:
 
 @dataclass
 class Part:
-    htlc_id: str
+    htlc_id: Hashable               # (short_channel_id, htlc id): unique per incoming HTLC
     amount_msat: int
     cltv_expiry: int
 
@@ -69,9 +70,45 @@ class Verdict:
     invreq: Optional[InvoiceRequest] = None
 
 
+def onion_amounts(records: Dict[int, bytes], amount_msat: int) -> Tuple[int, int, int]:
+    """(total_amount_msat, amt_to_forward, outgoing_cltv_value) of the final hop, each defaulting as
+    BOLT 4 says when absent.  Raises DecodeError on a malformed one."""
+    total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount_msat
+    fwd = decode_tu(records[AMT_TO_FORWARD], 8, "amt_to_forward") if AMT_TO_FORWARD in records else amount_msat
+    cltv = decode_tu(records[OUTGOING_CLTV], 4, "outgoing_cltv_value") if OUTGOING_CLTV in records else 0
+    return total, fwd, cltv
+
+
+def check_terms(records: Dict[int, bytes], path_data: Optional[EncryptedData], want_msat: int,
+                invoice_expires_at: Optional[int], amount_msat: int, cltv_expiry: int, height: int,
+                final_cltv: int, now: int, asked_by: str = "invoice") -> Verdict:
+    """The checks every HTLC paying one of our invoices passes, static or online-fallback: the invoice
+    has not expired (``HTLC_GRACE`` allowed), the onion's total reaches the invoice's amount and the HTLC
+    carries what the onion asked, and its cltv_expiry is at least ``height + final_cltv`` and what the
+    onion asked, and within the path's ``max_cltv_expiry``.  ``claim`` (with ``total_msat``) or ``fail``."""
+    if invoice_expires_at is not None and now > invoice_expires_at + HTLC_GRACE:
+        return Verdict("fail", f"the invoice expired at {invoice_expires_at}")
+    try:
+        total, fwd, asked_cltv = onion_amounts(records, amount_msat)
+    except DecodeError as e:
+        return Verdict("fail", str(e))
+    if total < want_msat:
+        return Verdict("fail", f"total {total} msat below the {asked_by} amount {want_msat}")
+    if amount_msat < fwd:
+        return Verdict("fail", f"htlc carries {amount_msat} msat, onion asked for {fwd}")
+    if cltv_expiry < height + final_cltv or cltv_expiry < asked_cltv:
+        return Verdict("fail", f"cltv_expiry {cltv_expiry} too soon (height {height} + {final_cltv})")
+    pc = path_data.payment_constraints if path_data is not None else None
+    if pc is not None and cltv_expiry > pc.max_cltv_expiry:
+        return Verdict("fail", f"cltv_expiry {cltv_expiry} past the path's max {pc.max_cltv_expiry}")
+    return Verdict("claim", total_msat=total)
+
+
 def check_htlc(records: Dict[int, bytes], path_data: EncryptedData, offer: Offer, payment_hash: bytes,
-               amount_msat: int, cltv_expiry: int, height: int, final_cltv: int, now: int) -> Verdict:
-    """Check one HTLC part against our offer (the MPP total is checked by :class:`PartSet`)."""
+               amount_msat: int, cltv_expiry: int, height: int, final_cltv: int, now: int,
+               invoice_expires_at: Optional[int] = None) -> Verdict:
+    """Check one HTLC part against our offer and its static invoice (the MPP total is checked by
+    :class:`PartSet`)."""
     if offer.is_expired(now):
         return Verdict("fail", "the offer has expired")
     pre = records.get(KEYSEND_PREIMAGE)
@@ -91,22 +128,11 @@ def check_htlc(records: Dict[int, bytes], path_data: EncryptedData, offer: Offer
     want = invreq.invreq_amount if invreq.invreq_amount is not None else offer.amount
     if want is None:
         return Verdict("fail", "invoice_request has no amount")
-    try:
-        total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount_msat
-        asked_cltv = decode_tu(records[OUTGOING_CLTV], 4, "outgoing_cltv_value") if OUTGOING_CLTV in records else 0
-        fwd = decode_tu(records[AMT_TO_FORWARD], 8, "amt_to_forward") if AMT_TO_FORWARD in records else amount_msat
-    except DecodeError as e:
-        return Verdict("fail", str(e))
-    if total < want:
-        return Verdict("fail", f"total {total} msat below the invoice_request amount {want}")
-    if amount_msat < fwd:
-        return Verdict("fail", f"htlc carries {amount_msat} msat, onion asked for {fwd}")
-    if cltv_expiry < height + final_cltv or cltv_expiry < asked_cltv:
-        return Verdict("fail", f"cltv_expiry {cltv_expiry} too soon (height {height} + {final_cltv})")
-    pc = path_data.payment_constraints
-    if pc is not None and cltv_expiry > pc.max_cltv_expiry:
-        return Verdict("fail", f"cltv_expiry {cltv_expiry} past the path's max {pc.max_cltv_expiry}")
-    return Verdict("claim", preimage=pre, total_msat=total, invreq=invreq)
+    v = check_terms(records, path_data, want, invoice_expires_at, amount_msat, cltv_expiry, height, final_cltv, now,
+                    "invoice_request")
+    if v.action != "claim":
+        return v
+    return Verdict("claim", preimage=pre, total_msat=v.total_msat, invreq=invreq)
 
 
 @dataclass

@@ -1,36 +1,51 @@
 """Getting paid while offline: the recipient's shell for held HTLCs and async HTLCs.
 
 - ``held_htlc_available`` on a static invoice's TLV-236 path (context: one of our offers, not past the
-  invoice's expiry + 2 h) is answered with ``release_held_htlc`` over its reply path.  Duplicates are
-  harmless: each gets the same answer.
+  invoice's expiry + 2 h) is answered with ``release_held_htlc`` over its reply path, at most
+  ``RELEASE_BURST`` at once per offer, then one per ``RELEASE_REFILL_SECONDS`` (anyone holding the
+  invoice can send them).  Duplicates within that are harmless: each gets the same answer.
 - ``htlc_accepted`` (registered before CLN's keysend plugin): an HTLC whose final blinded hop carries a
-  path_id from one of our static invoices is checked (:mod:`.receive`) and resolved with the sender's
-  preimage, or failed; parts of a multi-part payment are held until their sum reaches the total or
-  ``MPP_TIMEOUT`` passes.  HTLCs that are not ours are left to the next plugin.  The payment is written
-  to the datastore *before* the HTLC is resolved, and a replay after a restart (when lightningd no longer
-  has the path key) is resolved from that record.
+  path_id from one of our static invoices, or from an online-fallback invoice, is checked
+  (:mod:`.receive`, the same checks for both) and resolved with the preimage, or failed; parts of a
+  multi-part payment are held until their sum reaches the total or ``MPP_TIMEOUT`` passes.  HTLCs that
+  are not ours are left to the next plugin.  The payment is written to the datastore *before* the HTLC is
+  resolved.  A later HTLC with a recorded payment hash (a replay after a restart, when lightningd no
+  longer has the path key) is resolved from that record only if it is on the same path (its encrypted
+  data is one the record names, or decrypts to our path_id) and still pays enough; otherwise it is not
+  ours to judge.
 """
 
+import hashlib
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.blinding import EncryptedData
-from ..crypto.context import Kind
+from ..crypto.context import ContextError, Kind
 from ..errors import DecodeError
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport
+from ..recipient.fallback import cap_note
 from ..recipient.service import F_OFFER_ID, RecipientService
+from ..server.ratelimit import RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import Offer
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
-from ..recipient.store import fallback_key
-from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, TOTAL_AMOUNT, Part,
-                      PartSet, Verdict, check_htlc, parse_payload)
+from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
+                      check_htlc, check_terms, onion_amounts, parse_payload)
 
 PAYMENT_PREFIX = ["asyncreceive", "v1", "recipient", "payment"]
 MPP_TIMEOUT = 60
+#: held_htlc_available answered per offer: a burst of 10 (an LDK payer sends one on every message path),
+#: then one every 6 s
+RELEASE_BURST = 10
+RELEASE_REFILL_SECONDS = 6.0
+#: lightningd replays stored HTLCs at start, before it may be asked to decrypt (see on_htlc)
+STARTUP_WAIT = 30
+#: a payment record names at most this many paths (encrypted data digests) its parts came over
+MAX_PATHS = 8
+DIGEST = 32
 
 
 def payment_key(payment_hash: bytes) -> List[str]:
@@ -38,18 +53,37 @@ def payment_key(payment_hash: bytes) -> List[str]:
 
 
 def encode_payment(offer_id: bytes, amount_msat: int, received_at: int, preimage: bytes,
-                   payer_note: Optional[str]) -> bytes:
+                   payer_note: Optional[str], total_msat: int = 0, paths: Tuple[bytes, ...] = ()) -> bytes:
+    """A received payment.  The preimage is stored clear: once paid, every hop of the route knows it, and
+    asyncreceive-listpayments shows it as proof of payment.  ``paths``: sha256 of each distinct
+    encrypted_recipient_data the parts came with (a replay is resolved only on one of them)."""
     recs = [(0, offer_id), (2, tu64(amount_msat)), (4, tu64(received_at)), (6, preimage)]
-    if payer_note:
-        recs.append((8, payer_note.encode()))
+    note = cap_note(payer_note)
+    if note:
+        recs.append((8, note.encode()))
+    if total_msat:
+        recs.append((9, tu64(total_msat)))
+    if paths:
+        recs.append((11, b"".join(paths[:MAX_PATHS])))
     return encode_tlv(recs)
 
 
 def decode_payment(data: bytes) -> dict:
+    """Raises only DecodeError on a damaged record."""
     r = dict(decode_tlv(data, "payment_record", known={0, 2, 4, 6, 8}).records)
-    return {"offer_id": r[0].hex(), "amount_msat": decode_tu(r[2], 8, "amount"),
-            "received_at": decode_tu(r[4], 8, "received_at"), "preimage": r[6].hex(),
-            "payer_note": r[8].decode("utf-8", "replace") if 8 in r else None}
+    for t in (0, 2, 4, 6):
+        if t not in r:
+            raise DecodeError(f"payment_record[{t}]", "missing")
+    if len(r[6]) != 32:
+        raise DecodeError("payment_record.preimage", "not 32 bytes")
+    paths = r.get(11, b"")
+    if len(paths) % DIGEST:
+        raise DecodeError("payment_record.paths", "not a list of 32-byte digests")
+    return {"offer_id": r[0].hex(), "amount_msat": decode_tu(r[2], 8, "payment_record.amount"),
+            "received_at": decode_tu(r[4], 8, "payment_record.received_at"), "preimage": r[6].hex(),
+            "payer_note": r[8].decode("utf-8", "replace") if 8 in r else None,
+            "total_msat": decode_tu(r[9], 8, "payment_record.total") if 9 in r else 0,
+            "paths": [paths[i:i + DIGEST] for i in range(0, len(paths), DIGEST)]}
 
 
 class PaymentsService:
@@ -62,7 +96,9 @@ class PaymentsService:
         self._notify = notify
         self._clock = clock
         self._lock = threading.Lock()
-        self._sets: Dict[bytes, Tuple[PartSet, List]] = {}
+        #: payment_hash -> (its parts, their responders, digests of the paths they came over)
+        self._sets: Dict[bytes, Tuple[PartSet, List, List[bytes]]] = {}
+        self._releases = RateLimiter(RELEASE_BURST, RELEASE_REFILL_SECONDS)
         self.released = 0
         transport.on_kind(Kind.HELD_HTLC, self.on_held_htlc_available)
 
@@ -80,66 +116,108 @@ class PaymentsService:
         offer_id = msg.context.get(F_OFFER_ID)
         if self._offer(offer_id) is None:
             raise DecodeError("held_htlc_available", f"offer {offer_id.hex()[:16]} is no longer ours")
+        with self._lock:
+            allowed = self._releases.allow(offer_id, self._clock())
+        if not allowed:
+            raise ContextError("rate_limited", f"held_htlc_available for offer {offer_id.hex()[:16]}")
         self.t.send(msg.reply_path, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode())
         self.released += 1
         self._log(f"released held HTLC for offer {offer_id.hex()[:16]}", "info")
 
     # ---- htlc_accepted ------------------------------------------------------------------------------
-    def _ours(self, path_id: Optional[bytes]) -> Optional[Tuple[bytes, Offer]]:
+    def _ours(self, path_id: Optional[bytes]) -> Optional[Tuple[bytes, Offer, Optional[int]]]:
+        """(offer_id, offer, static invoice expiry) of the offer whose payment paths carry ``path_id``."""
         if path_id is None:
             return None
         with self.recipient.lock:
             for s in self.recipient.cache:
-                if s.offer is not None and self.t.ctx_key.path_id(b"payment" + s.offer.offer_id) == path_id:
-                    return s.offer.offer_id, Offer.decode(s.offer.offer)
+                if s.offer is not None and self._payment_path_id(s.offer.offer_id) == path_id:
+                    return s.offer.offer_id, Offer.decode(s.offer.offer), s.offer.invoice_expires_at
         return None
+
+    def _payment_path_id(self, offer_id: bytes) -> bytes:
+        return self.t.ctx_key.path_id(b"payment" + offer_id)
 
     def on_htlc(self, onion: dict, htlc: dict, respond: Callable[[dict], None]) -> bool:
         """Decide on one HTLC.  Returns False (the caller answers ``continue``) if it is not ours;
-        otherwise ``respond`` is called now or, for a held MPP part, later."""
+        otherwise ``respond`` is called now or later (a held MPP part, or an HTLC replayed at start)."""
         try:
             records = parse_payload(bytes.fromhex(onion.get("payload", "")))
         except (DecodeError, ValueError):
             return False
-        enc = records.get(ENCRYPTED_RECIPIENT_DATA)
-        if enc is None:
+        if records.get(ENCRYPTED_RECIPIENT_DATA) is None:
             return False
-        payment_hash = bytes.fromhex(htlc["payment_hash"])
-        stored = self.node.ds_get(payment_key(payment_hash))
-        if stored is not None:  # already decided (e.g. replayed after a restart): same answer
-            respond({"result": "resolve", "payment_key": decode_payment(stored[0])["preimage"]})
+        if not self.t.running.is_set():
+            # lightningd replays the HTLCs it stored when it starts, and before v26.04 it aborts if
+            # decryptencrypteddata is called then.  This handler runs on the plugin's only I/O thread
+            # (background=True only means the answer may come later), which must stay free to hear the
+            # notification that sets `running`; so the decision waits on a thread of its own.  Answering
+            # `continue` now instead would make lightningd fail an HTLC of ours as unknown.
+            threading.Thread(target=self._decide_once_running, args=(records, htlc, respond), daemon=True,
+                             name="htlc-at-start").start()
             return True
-        path_key = records.get(CURRENT_PATH_KEY) or _extra_path_key(htlc.get("extra_tlvs"))
-        if path_key is None:
-            return False
+        return self._decide(records, htlc, respond)
+
+    def _decide_once_running(self, records, htlc, respond) -> None:
+        if not self.t.running.wait(STARTUP_WAIT):
+            self._log(f"lightningd not running after {STARTUP_WAIT}s: deciding on HTLC "
+                      f"{htlc.get('payment_hash', '')[:16]} without decrypting its path", "info")
         try:
-            plain, _ = self.node.decrypt_encrypted_data(enc, path_key)
-            data = EncryptedData.decode(plain)
-        except (NodeError, DecodeError):
-            return False  # not a path to us, or not ours to judge
+            if self._decide(records, htlc, respond):
+                return
+        except Exception as e:  # lightningd's RPC failing (e.g. shutting down): let it decide
+            self._log(f"HTLC {htlc.get('payment_hash', '')[:16]} left to lightningd: {e}", "unusual")
+        respond({"result": "continue"})
+
+    def _decide(self, records: Dict[int, bytes], htlc: dict, respond: Callable[[dict], None]) -> bool:
+        enc = records[ENCRYPTED_RECIPIENT_DATA]
+        payment_hash = bytes.fromhex(htlc["payment_hash"])
         amount = _msat(htlc["amount_msat"])
+        data = self._path_data(records, htlc, enc)
+        stored = self.node.ds_get(payment_key(payment_hash))
+        if stored is not None:  # already decided (e.g. replayed after a restart): same answer, if same path
+            pre = self._replay(payment_hash, stored[0], records, enc, data, amount)
+            if pre is None:
+                return False
+            respond({"result": "resolve", "payment_key": pre.hex()})
+            return True
+        if data is None:
+            return False  # not a path to us, or not ours to judge
         height = self.node.block_height()
+        cltv = int(htlc["cltv_expiry"])
+        now = int(self._clock())
+        fallback = None
         if data.path_id is not None and data.path_id == self.recipient.fallback_path_id(payment_hash):
-            offer_id, v, note = self._fallback_verdict(records, payment_hash, amount, int(htlc["cltv_expiry"]),
-                                                       height)
+            fallback = self.recipient.fallback_invoice(payment_hash)
+            if fallback is None:
+                offer_id, v, note = b"", Verdict("fail", "no invoice of ours with this payment_hash"), None
+            else:
+                offer_id, note = fallback.offer_id, fallback.payer_note
+                v = check_terms(records, data, fallback.amount_msat, fallback.expires_at, amount, cltv, height,
+                                self.recipient.final_cltv, now)
+                v.preimage = fallback.preimage
         else:
             found = self._ours(data.path_id)
             if found is None:
                 return False
-            offer_id, offer = found
-            v = check_htlc(records, data, offer, payment_hash, amount, int(htlc["cltv_expiry"]),
-                           height, self.recipient.final_cltv, int(self._clock()))
+            offer_id, offer, invoice_expires_at = found
+            v = check_htlc(records, data, offer, payment_hash, amount, cltv, height, self.recipient.final_cltv,
+                           now, invoice_expires_at)
             note = v.invreq.payer_note if v.invreq is not None else None
         if v.action == "fail":
             self._log(f"refused async HTLC {payment_hash.hex()[:16]} for offer {offer_id.hex()[:16]}: {v.reason}",
                       "info")
             respond({"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})
             return True
-        part = Part(str(htlc.get("id")) + htlc.get("short_channel_id", ""), amount, int(htlc["cltv_expiry"]))
+        part = Part((htlc.get("short_channel_id", ""), str(htlc.get("id"))), amount, cltv)
+        digest = hashlib.sha256(enc).digest()
         with self._lock:
-            pset, waiters = self._sets.setdefault(payment_hash, (PartSet(v.total_msat, self._clock()), []))
+            pset, waiters, digests = self._sets.setdefault(payment_hash,
+                                                           (PartSet(v.total_msat, self._clock()), [], []))
             complete = pset.add(part)
             waiters.append(respond)
+            if digest not in digests:
+                digests.append(digest)
             if not complete:
                 if len(waiters) == 1:
                     threading.Timer(MPP_TIMEOUT, self._expire, args=(payment_hash,)).start()
@@ -148,32 +226,47 @@ class PaymentsService:
                 return True
             del self._sets[payment_hash]
         paid = sum(p.amount_msat for p in pset.parts)
-        self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, int(self._clock()),
-                                                                   v.preimage, note))
+        self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, now, v.preimage, note,
+                                                                   pset.total_msat, tuple(digests)))
         crashpoint("recipient-payment-recorded")
+        if fallback is not None:
+            self.recipient.forget_fallback(payment_hash)
         for r in waiters:
             r({"result": "resolve", "payment_key": v.preimage.hex()})
         self._log(f"received async payment {payment_hash.hex()[:16]}: {paid} msat for offer {offer_id.hex()[:16]}",
                   "info")
         self._notify({"payment_hash": payment_hash.hex(), "offer_id": offer_id.hex(), "amount_msat": paid,
-                      "parts": len(pset.parts), "payer_note": note})
+                      "parts": len(pset.parts), "payer_note": cap_note(note)})
         return True
 
-    def _fallback_verdict(self, records, payment_hash: bytes, amount: int, cltv: int, height: int):
-        """An HTLC paying an online-fallback invoice we issued (we hold its preimage and the payer's
-        note, from its invoice_request): (offer_id, verdict, payer_note)."""
-        got = self.node.ds_get(fallback_key(payment_hash))
-        if got is None:
-            return b"", Verdict("fail", "no invoice of ours with this payment_hash"), None
-        r = dict(decode_tlv(got[0], "fallback_invoice", known=lambda t: True).records)
-        note = r[8].decode("utf-8", "replace") if 8 in r else None
-        want = decode_tu(r[2], 8, "amount")
-        total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount
-        if total < want:
-            return r[4], Verdict("fail", f"total {total} msat below the invoice amount {want}"), note
-        if cltv < height + self.recipient.final_cltv:
-            return r[4], Verdict("fail", f"cltv_expiry {cltv} too soon"), note
-        return r[4], Verdict("claim", preimage=r[0], total_msat=total), note
+    def _path_data(self, records, htlc: dict, enc: bytes) -> Optional[EncryptedData]:
+        """Our hop's encrypted data, if it decrypts (None: not for us, no path key, or not running)."""
+        path_key = records.get(CURRENT_PATH_KEY) or _extra_path_key(htlc.get("extra_tlvs"))
+        if path_key is None or not self.t.running.is_set():
+            return None
+        try:
+            plain, _ = self.node.decrypt_encrypted_data(enc, path_key)
+            return EncryptedData.decode(plain)
+        except (NodeError, DecodeError):
+            return None
+
+    def _replay(self, payment_hash: bytes, stored: bytes, records, enc: bytes, data: Optional[EncryptedData],
+                amount: int) -> Optional[bytes]:
+        """The recorded preimage, if this HTLC is on a path the payment came over (or one of ours for the
+        same invoice) and pays what the onion and the recorded total ask; else None (not ours)."""
+        try:
+            rec = decode_payment(stored)
+            total, fwd, _ = onion_amounts(records, amount)
+        except DecodeError as e:
+            self._log(f"HTLC {payment_hash.hex()[:16]} not resolved from its record: {e}", "unusual")
+            return None
+        ours = {self.recipient.fallback_path_id(payment_hash), self._payment_path_id(bytes.fromhex(rec["offer_id"]))}
+        same_path = hashlib.sha256(enc).digest() in rec["paths"] or (data is not None and data.path_id in ours)
+        if not same_path or amount < fwd or total < rec["total_msat"]:
+            self._log(f"HTLC {payment_hash.hex()[:16]} has a recorded payment_hash but is not on its path "
+                      f"or pays too little: not ours", "info")
+            return None
+        return bytes.fromhex(rec["preimage"])
 
     def _expire(self, payment_hash: bytes) -> None:
         with self._lock:
@@ -188,7 +281,12 @@ class PaymentsService:
     def list_payments(self) -> List[dict]:
         out = []
         for key, val, _ in self.node.ds_list(PAYMENT_PREFIX):
-            p = decode_payment(val)
+            try:
+                p = decode_payment(val)
+            except DecodeError as e:
+                self._log(f"skipping unreadable payment record {'/'.join(key)}: {e}", "unusual")
+                continue
+            del p["paths"], p["total_msat"]
             p["payment_hash"] = key[-1]
             out.append(p)
         return sorted(out, key=lambda p: p["received_at"])

@@ -2,34 +2,56 @@
 
 Every state change is written to the datastore *before* its effect goes out (a message sent, an offer
 handed to a payer), so a restart at any step resumes from what was promised.
+
+Online-fallback invoices (answers to forwarded invoice_requests) are indexed in memory (loaded once at
+start) and kept within the bounds of :mod:`.fallback`: expired and excess records are deleted on every
+tick and before each new one is written; their preimages are sealed with a key derived from
+``makesecret``.
 """
 
 import hashlib
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
-from ..crypto.context import Kind, PathContext
+from ..crypto.context import ContextError, Kind, PathContext
 from ..errors import DecodeError
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
+from ..server.ratelimit import RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
-from ..wire.tlv import decode_fixed, decode_tu, encode_tlv, tu64, u16
+from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
-from .fallback import INVOICE_RELATIVE_EXPIRY, build_invoice
+from .fallback import (ANSWER_BURST, ANSWER_REFILL_SECONDS, INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued,
+                       build_invoice, cap_note, fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
                       relative_expiry, scid_int)
-from .store import SERVER_PATHS_KEY, decode_slot, encode_slot, fallback_key, slot_key
+from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
+                    encode_fallback, encode_slot, fallback_key, open_preimage, record_key, seal_preimage, slot_key)
 
 F_SLOT = 4
 F_OFFER_ID = 4
 F_CREATED_AT = 6
 HELD_HTLC_GRACE = 2 * 3600
 FORWARD_PATH_LIFETIME = 365 * 24 * 3600
+#: a connect from our server or a channel peer retries waiting requests at once, but not more often than
+#: this: a peer reconnecting in a loop must not make us send a round of requests each time
+PEER_RETRY_INTERVAL = 30
+#: [dev, regtest only] seconds an online-fallback invoice lasts (and, at most, its record after that),
+#: so that integration tests can watch records expire
+DEV_FALLBACK_EXPIRY_ENV = "ASYNCRECEIVE_DEV_FALLBACK_EXPIRY"
+
+
+def _fallback_lifetime(network: str) -> Tuple[int, int]:
+    """(invoice relative expiry, how long its record outlives it)."""
+    dev = os.environ.get(DEV_FALLBACK_EXPIRY_ENV, "")
+    if network == "regtest" and dev.isdigit() and int(dev) > 0:
+        return int(dev), min(KEEP_AFTER_EXPIRY, int(dev))
+    return INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY
 
 
 class RecipientError(Exception):
@@ -38,7 +60,8 @@ class RecipientError(Exception):
 
 class RecipientService:
     def __init__(self, transport: Transport, slots: int, log: Callable[[str, str], None], network: str,
-                 offer_key_base: bytes, final_cltv: int, clock: Callable[[], float] = time.time):
+                 offer_key_base: bytes, final_cltv: int, clock: Callable[[], float] = time.time,
+                 preimage_key: Optional[bytes] = None):
         self.t = transport
         self.node = transport.node
         self.n_slots = slots
@@ -53,6 +76,12 @@ class RecipientService:
         self.server_paths: List[BlindedPath] = []
         self._channels_fp: Optional[bytes] = None
         self.ignored: Dict[str, int] = {}
+        #: payment_hash -> the online-fallback invoice we issued (its record is in the datastore)
+        self._fallbacks: Dict[bytes, Issued] = {}
+        self._preimage_key = preimage_key or record_key(offer_key_base)
+        self._answers = RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS)
+        self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
+        self._last_peer_retry: Optional[int] = None
         transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
         transport.on_kind(Kind.PERSISTED_REPLY, self.on_persisted)
         transport.on_kind(Kind.FORWARD_INVREQ, self.on_forwarded_invoice_request)
@@ -64,7 +93,12 @@ class RecipientService:
     # ---- persistence ----------------------------------------------------------------------------
     def load(self, option_paths: List[BlindedPath]) -> None:
         stored = self.node.ds_get(SERVER_PATHS_KEY)
-        self.server_paths = decode_server_paths(stored[0], "server_paths") if stored else list(option_paths)
+        self.server_paths = list(option_paths)
+        if stored:
+            try:
+                self.server_paths = decode_server_paths(stored[0], "server_paths")
+            except DecodeError as e:
+                self._log(f"ignoring unreadable server paths record (using the option's): {e}", "unusual")
         slots = []
         for key, val, gen in self.node.ds_list(["asyncreceive", "v1", "recipient", "slot"]):
             try:
@@ -77,6 +111,24 @@ class RecipientService:
         by_index = {s.index: s for s in slots}
         base = tuple(by_index.get(i, c.Slot(i)) for i in range(max([self.n_slots] + [i + 1 for i in by_index])))
         self.cache = c.resize(base, self.n_slots)
+        self._load_fallbacks()
+
+    def _load_fallbacks(self) -> None:
+        """Index every online-fallback record once; damaged ones are deleted (they could never be paid)."""
+        index: Dict[bytes, Issued] = {}
+        for key, val, _ in self.node.ds_list(FALLBACK_PREFIX):
+            try:
+                h = bytes.fromhex(key[-1])
+                if len(h) != 32:
+                    raise DecodeError("fallback_invoice.key", "not a payment hash")
+                f = decode_fallback(h, val)
+            except (DecodeError, ValueError) as e:
+                self._log(f"deleting unreadable fallback invoice record {'/'.join(key)}: {e}", "unusual")
+                self.node.ds_delete(key)
+                continue
+            index[h] = Issued(f.offer_id, f.expires_at)
+        with self.lock:
+            self._fallbacks = index
 
     def _commit(self, new) -> None:
         """Write every slot that changed (compare-and-swap on its generation), then adopt ``new``."""
@@ -96,6 +148,7 @@ class RecipientService:
 
     # ---- the clock --------------------------------------------------------------------------------
     def tick(self, start: bool = False) -> None:
+        self.expire_fallbacks()
         if not self.server_paths:
             return
         with self.lock:
@@ -109,12 +162,31 @@ class RecipientService:
             self._commit(new)
         self._run(actions)
 
-    def on_peer_connected(self) -> None:
-        """Unanswered requests are retried at once: the peer we could not reach may be this one."""
+    def on_peer_connected(self, node_id: bytes) -> None:
+        """Our server's introduction node or a channel peer connected: unanswered requests are retried at
+        once (the peer we could not reach may be this one), at most every ``PEER_RETRY_INTERVAL``.  Any
+        other peer (anyone may connect to us) changes nothing."""
         with self.lock:
             waiting = any(s.status in (c.EMPTY, c.REQUESTED, c.PENDING) for s in self.cache)
-        if waiting:
-            self.tick(start=True)
+            recent = self._last_peer_retry is not None and self.now() < self._last_peer_retry + PEER_RETRY_INTERVAL
+        if not waiting or recent or not self._is_our_peer(node_id):
+            return
+        with self.lock:
+            self._last_peer_retry = self.now()
+        self.tick(start=True)
+
+    def _is_our_peer(self, node_id: bytes) -> bool:
+        for p in list(self.server_paths):
+            try:
+                if self.t.introduction_node(p) == node_id:
+                    return True
+            except NodeError:
+                continue
+        try:
+            return any(ch.get("peer_id") == node_id.hex() for ch in self.node.rpc.listpeerchannels()["channels"])
+        except Exception as e:  # lightningd's answer, not remote input: a failed call means "not known"
+            self._log(f"listpeerchannels failed: {e}", "debug")
+            return False
 
     def check_channels(self) -> None:
         """After a channel event: rebuild and re-serve every invoice if our incoming channels changed."""
@@ -275,10 +347,17 @@ class RecipientService:
     def on_forwarded_invoice_request(self, msg: Received) -> None:
         """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
         with a normal BOLT 12 invoice (payment hash, so the payer gets proof of payment).  The preimage is
-        stored before the invoice goes out; the payments service claims the HTLC against it."""
+        stored (sealed) before the invoice goes out; the payments service claims the HTLC against it.
+
+        Anyone holding our offer can send these, so answers are rate-limited per offer and the records
+        they leave are bounded (oldest out) and expire (see :mod:`.fallback`)."""
         msg.expect(m.INVOICE_REQUEST, "a forward path", needs_reply=False)
+        offer_id = msg.context.get(F_OFFER_ID) or b""
+        with self.lock:
+            allowed = self._answers.allow(offer_id, self._clock())
+        if not allowed:
+            raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]}")
         invreq = InvoiceRequest.decode(msg.body)
-        offer_id = msg.context.get(F_OFFER_ID)
         if invreq.offer_id != offer_id:
             raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")
         self.forwarded_invreqs += 1
@@ -293,15 +372,61 @@ class RecipientService:
         preimage = os.urandom(32)
         payment_hash = hashlib.sha256(preimage).digest()
         paths, infos = payment_paths(self.node.node_id, self._incoming(), self.fallback_path_id(payment_hash),
-                                     self.node.block_height(), INVOICE_RELATIVE_EXPIRY, self.final_cltv)
+                                     self.node.block_height(), self.fallback_expiry, self.final_cltv)
         invoice = build_invoice(invreq, offer_signing_key(self.offer_key_base, s.offer.key_nonce), payment_hash,
-                                amount, now, paths, infos)
-        recs = [(0, preimage), (2, tu64(amount)), (4, offer_id), (6, tu64(now + INVOICE_RELATIVE_EXPIRY))]
-        if invreq.payer_note:
-            recs.append((8, invreq.payer_note.encode()))  # for asyncreceive-listpayments, as on the static route
-        self.node.ds_put(fallback_key(payment_hash), encode_tlv(recs))
+                                amount, now, paths, infos, self.fallback_expiry)
+        sealed = seal_preimage(self._preimage_key, payment_hash, preimage, os.urandom(NONCE_LEN))
+        # the note is for asyncreceive-listpayments, as on the static route
+        rec = FallbackInvoice(payment_hash, offer_id, amount, now + self.fallback_expiry, sealed, True,
+                              cap_note(invreq.payer_note))
+        with self.lock:
+            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, now, admitting=offer_id,
+                                                       keep_after=self._fallback_keep))
+            self.node.ds_put(fallback_key(payment_hash), encode_fallback(rec))
+            self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at)
         self.t.send(msg.reply_path, m.INVOICE, invoice)
         self._log(f"answered with an invoice for {amount} msat (payment_hash {payment_hash.hex()[:16]})", "info")
+
+    # ---- online-fallback records ---------------------------------------------------------------------
+    def expire_fallbacks(self, now: Optional[int] = None) -> None:
+        """Delete the records of invoices past expiry (+ grace) and any over the bounds (the tick runs this)."""
+        with self.lock:
+            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, self.now() if now is None else now,
+                                                       keep_after=self._fallback_keep))
+
+    def _delete_fallbacks(self, hashes: List[bytes]) -> None:
+        for h in hashes:
+            self.node.ds_delete(fallback_key(h))
+            self._fallbacks.pop(h, None)
+        if hashes:
+            self._log(f"deleted {len(hashes)} online-fallback invoice record(s) (expired or over the bound)",
+                      "debug")
+
+    def fallback_count(self) -> int:
+        with self.lock:
+            return len(self._fallbacks)
+
+    def fallback_invoice(self, payment_hash: bytes) -> Optional[FallbackInvoice]:
+        """The online-fallback invoice we issued with this payment hash, its preimage opened; None if we
+        issued none (no datastore read) or its record is damaged (logged)."""
+        with self.lock:
+            if payment_hash not in self._fallbacks:
+                return None
+        got = self.node.ds_get(fallback_key(payment_hash))
+        if got is None:
+            return None
+        try:
+            f = decode_fallback(payment_hash, got[0])
+            pre = open_preimage(self._preimage_key, payment_hash, f.preimage) if f.sealed else f.preimage
+        except DecodeError as e:
+            self._log(f"unreadable fallback invoice record {payment_hash.hex()[:16]}: {e}", "unusual")
+            return None
+        return FallbackInvoice(f.payment_hash, f.offer_id, f.amount_msat, f.expires_at, pre, False, f.payer_note)
+
+    def forget_fallback(self, payment_hash: bytes) -> None:
+        """The invoice was paid (the payment record now answers for it): its record goes."""
+        with self.lock:
+            self._delete_fallbacks([payment_hash])
 
     def fallback_path_id(self, payment_hash: bytes) -> bytes:
         return self.t.ctx_key.path_id(b"invoice" + payment_hash)
@@ -333,4 +458,5 @@ class RecipientService:
         with self.lock:
             return {"server_paths": [p.encode().hex() for p in self.server_paths], "slots": len(self.cache),
                     "slot_status": c.counts(self.cache), "ignored": dict(self.ignored),
-                    "forwarded_invoice_requests": self.forwarded_invreqs}
+                    "forwarded_invoice_requests": self.forwarded_invreqs,
+                    "fallback_invoices": len(self._fallbacks)}

@@ -2,10 +2,19 @@
 
     asyncreceive/v1/recipient/slot/<index 05d>     one Slot
     asyncreceive/v1/recipient/server_paths         the server paths set at runtime (setserver)
-    asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (preimage, amount)
+    asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (sealed preimage, amount)
+
+Decoders raise only DecodeError on a damaged record; callers skip it with a log line.
 """
 
-from typing import List
+import hashlib
+from dataclasses import dataclass
+from typing import List, Optional
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import DecodeError
 from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
@@ -13,12 +22,87 @@ from . import cache as c
 
 PREFIX = ["asyncreceive", "v1", "recipient"]
 SERVER_PATHS_KEY = PREFIX + ["server_paths"]
+#: slot numbers travel as u16 (offer_paths_request)
+MAX_SLOT_INDEX = 0xFFFF
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
 
 
+FALLBACK_PREFIX = PREFIX + ["invoice"]
+NONCE_LEN = 12
+
+
 def fallback_key(payment_hash: bytes) -> List[str]:
-    """An online-fallback invoice we issued: preimage, amount, offer_id, expiry (TLV)."""
-    return PREFIX + ["invoice", payment_hash.hex()]
+    """An online-fallback invoice we issued: sealed preimage, amount, offer_id, expiry (TLV)."""
+    return FALLBACK_PREFIX + [payment_hash.hex()]
+
+
+def record_key(offer_key_base: bytes) -> bytes:
+    """The key that seals preimages in the datastore, derived from the makesecret-based offer key base
+    under its own label (so it is never the same key as any offer's)."""
+    return HKDF(hashes.SHA256(), 32, None, b"asyncreceive/v1/record-key").derive(offer_key_base)
+
+
+def _aad(payment_hash: bytes) -> bytes:
+    return b"asyncreceive/v1/preimage" + payment_hash  # a sealed preimage opens only under its own key
+
+
+def seal_preimage(key: bytes, payment_hash: bytes, preimage: bytes, nonce: bytes) -> bytes:
+    """nonce (12 bytes, random, from the caller) || ChaCha20-Poly1305(preimage)."""
+    return nonce + ChaCha20Poly1305(key).encrypt(nonce, preimage, _aad(payment_hash))
+
+
+def open_preimage(key: bytes, payment_hash: bytes, sealed: bytes) -> bytes:
+    try:
+        pre = ChaCha20Poly1305(key).decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], _aad(payment_hash))
+    except InvalidTag:
+        raise DecodeError("fallback_invoice.preimage", "does not open with our key")
+    if hashlib.sha256(pre).digest() != payment_hash:
+        raise DecodeError("fallback_invoice.preimage", "does not hash to the payment_hash")
+    return pre
+
+
+@dataclass(frozen=True)
+class FallbackInvoice:
+    """An online-fallback invoice we issued.  ``preimage`` is sealed (``sealed``) or, in records written
+    before sealing, clear."""
+
+    payment_hash: bytes
+    offer_id: bytes
+    amount_msat: int
+    expires_at: int
+    preimage: bytes
+    sealed: bool = True
+    payer_note: Optional[str] = None
+
+
+def encode_fallback(f: FallbackInvoice) -> bytes:
+    recs = [(0 if not f.sealed else 10, f.preimage), (2, tu64(f.amount_msat)), (4, f.offer_id),
+            (6, tu64(f.expires_at))]
+    if f.payer_note:
+        recs.append((8, f.payer_note.encode()))
+    return encode_tlv(sorted(recs))
+
+
+def decode_fallback(payment_hash: bytes, data: bytes) -> FallbackInvoice:
+    r = dict(decode_tlv(data, "fallback_invoice", known={0, 2, 4, 6, 8, 10}).records)
+    for t in (2, 4, 6):
+        if t not in r:
+            raise DecodeError(f"fallback_invoice[{t}]", "missing")
+    if 10 in r:
+        sealed, pre = True, r[10]
+        if len(pre) != NONCE_LEN + 32 + 16:
+            raise DecodeError("fallback_invoice.preimage", "sealed preimage of the wrong length")
+    elif 0 in r:
+        sealed, pre = False, r[0]
+        if len(pre) != 32:
+            raise DecodeError("fallback_invoice.preimage", "not 32 bytes")
+    else:
+        raise DecodeError("fallback_invoice.preimage", "missing")
+    if len(r[4]) != 32:
+        raise DecodeError("fallback_invoice.offer_id", "not 32 bytes")
+    note = r[8].decode("utf-8", "replace") if 8 in r else None
+    return FallbackInvoice(payment_hash, r[4], decode_tu(r[2], 8, "fallback_invoice.amount"),
+                           decode_tu(r[6], 8, "fallback_invoice.expires_at"), pre, sealed, note)
 
 
 def slot_key(index: int) -> List[str]:
@@ -56,6 +140,9 @@ def decode_slot(data: bytes) -> c.Slot:
     def tu(t, name):
         return decode_tu(r[t], 8, f"slot_record.{name}") if t in r else None
 
+    index = tu(1, "index")
+    if index > MAX_SLOT_INDEX:
+        raise DecodeError("slot_record.index", f"{index} is beyond any slot")
     offer = None
     if 8 in r:
         for t in (10, 12, 16, 18, 20, 24):
@@ -63,5 +150,5 @@ def decode_slot(data: bytes) -> c.Slot:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
         offer = c.Offer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
                         tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""))
-    return c.Slot(tu(1, "index"), _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),
+    return c.Slot(index, _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),
                   tu(6, "last_request_at"))
