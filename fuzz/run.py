@@ -8,7 +8,7 @@ Engines:
 - ``--smoke``: in-process random mutation of the seeds, no coverage feedback; what the unit test and,
   without atheris, ``make fuzz-smoke`` use.
 
-Every input is timed: one slower than the bound (``FUZZ_MAX_MS``, default 100 ms for byte-level
+Every input is timed in CPU seconds: one slower than the bound (``FUZZ_MAX_MS``, default 100 ms for byte-level
 targets, 1000 ms for the structured ones, which run real crypto and the services) is a failure.  The
 exit status is non-zero when any target failed.
 """
@@ -50,11 +50,12 @@ class Result:
         rate = self.runs / self.seconds if self.seconds else 0.0
         crash = f"{len(self.crashes)} {' '.join(self.crashes)}" if self.crashes else "0"
         return (f"{self.name:16} {self.runs:>9} {rate:>9.0f}/s {self.coverage:>18}  crashes {crash:3}  "
-                f"slowest {self.slowest * 1000:7.1f} ms {self.slowest_input}")
+                f"slowest {self.slowest * 1000:7.1f} ms CPU {self.slowest_input}")
 
 
 class Timer:
-    """Times one input (world setup excluded) and fails it past the bound."""
+    """Times one input in CPU seconds of this process (world setup excluded), so that other load on the
+    machine does not count; an input past the bound is run again and fails only if it is slow again."""
 
     def __init__(self, target):
         from . import structured
@@ -62,15 +63,20 @@ class Timer:
         self.bound = time_bound(target.structured)
         self.slowest, self.slowest_input = 0.0, ""
 
+    def _time(self, data: bytes) -> float:
+        setup = self.structured.setup_seconds
+        t0 = time.process_time()
+        self.target.run(data)
+        return time.process_time() - t0 - (self.structured.setup_seconds - setup)
+
     def __call__(self, data: bytes) -> bool:
         """Run one input; True if it is the slowest so far.  Raises what the target raised."""
         from .targets import Failure
-        setup = self.structured.setup_seconds
-        t0 = time.perf_counter()
-        self.target.run(data)
-        dt = time.perf_counter() - t0 - (self.structured.setup_seconds - setup)
+        dt = self._time(data)
         if dt > self.bound:
-            raise Failure(f"slow input: {dt * 1000:.0f} ms (bound {self.bound * 1000:.0f} ms)")
+            dt = min(dt, self._time(data))
+            if dt > self.bound:
+                raise Failure(f"slow input: {dt * 1000:.0f} ms CPU (bound {self.bound * 1000:.0f} ms)")
         if dt <= self.slowest:
             return False
         self.slowest, self.slowest_input = dt, f"len {len(data)} {data[:24].hex()}"
