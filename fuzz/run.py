@@ -170,7 +170,9 @@ def child(name: str, runs: int, extra: List[str]) -> None:
             print(f"FUZZ-SLOWEST {timer.slowest:.6f} {timer.slowest_input}", file=sys.stderr, flush=True)
 
     argv = [sys.argv[0], f"-runs={runs}", f"-max_len={target.max_len}", f"-artifact_prefix={CRASHES}/{name}-",
-            "-print_final_stats=1", "-timeout=20", "-rss_limit_mb=4096", *extra, str(corpus)]
+            "-print_final_stats=1", "-timeout=20", "-rss_limit_mb=4096", *extra]
+    if not any(os.path.isfile(a) for a in extra):  # given input files, libFuzzer runs just those
+        argv.append(str(corpus))
     atheris.Setup(argv, one)
     print(f"FUZZ-T0 {time.time():.3f}", file=sys.stderr, flush=True)
     atheris.Fuzz()
@@ -219,9 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="in-process mutation of the seeds (no atheris)")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", 1)), help="targets at once")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: libFuzzer flags")
-    args = ap.parse_args(argv)
-    extra = [a for a in args.extra if a != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []   # after --: libFuzzer flags and inputs
+    args = ap.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
     if args.child:
         child(args.child, args.runs, extra)
         return 0
