@@ -163,7 +163,7 @@ def structured_seeds(name: str) -> List[bytes]:
             before = bigsize(2) + bigsize(len(w.reply_path.encode())) + w.reply_path.encode()
             out.append(s.onion_phantom_raw(route, before, encode_tlv([(m.HELD_HTLC_AVAILABLE, b"\x00")])))
         return out
-    return [s.htlc_input(w, amount, flags) for amount in (50_000, 20_000) for flags in (1, 3, 0)]
+    return [s.htlc_input(w, flags) for flags in (1, 3, 0, 1 | 4, 1 | 0xF0)] + [s.htlc_input(w, 1 | 8, 30_000)]
 
 
 def seeds(name: str) -> List[bytes]:

@@ -18,8 +18,9 @@ payment waiting for a static invoice and one waiting for its release.  The fuzze
     before the phantom), exactly as the plugin's worker runs it.
 ``htlc_accepted``
     ``PaymentsService.on_htlc`` with the final hop of a real static invoice's payment path: byte 0 holds
-    flags (payment_hash from the preimage record or zeros; path key in the payload or in
-    update_add_htlc's TLVs), bytes 1-2 split the rest around the valid ``encrypted_recipient_data`` and
+    flags (bit 0: payment_hash from the preimage record, else zeros; bit 1: path key in
+    update_add_htlc's TLVs, else in the payload; bits 2-3: a smaller HTLC amount, an MPP part; bits 4-7:
+    an earlier cltv_expiry), bytes 1-2 split the rest around the valid ``encrypted_recipient_data`` and
     ``current_path_key`` records.
 
 Both fail on any exception the plugin would log as BROKEN and on any BROKEN log line.
@@ -242,8 +243,8 @@ def fuzz_htlc_accepted(data: bytes) -> None:
     preimage = _record(body, 5482373484)
     payment_hash = hashlib.sha256(preimage).digest() if flags & 1 and preimage else bytes(32)
     onion = {"payload": (bigsize(len(body)) + body).hex()}
-    htlc = {"payment_hash": payment_hash.hex(), "amount_msat": f"{50_000 + (flags >> 2) * 1000}msat",
-            "cltv_expiry": 100 + (flags >> 4) * 20, "id": w.inputs, "short_channel_id": "1x1x1"}
+    htlc = {"payment_hash": payment_hash.hex(), "amount_msat": f"{50_000 - ((flags >> 2) & 3) * 10_000}msat",
+            "cltv_expiry": w.w.rnode.height + 200 - (flags >> 4) * 20, "id": w.inputs, "short_channel_id": "1x1x1"}
     if flags & 2:
         htlc["extra_tlvs"] = encode_tlv([(0, key)]).hex()
     answers = []
@@ -261,10 +262,11 @@ def _record(body: bytes, t: int):
         return None
 
 
-def htlc_input(w: FuzzWorld, amount: int = 50_000, flags: int = 1) -> bytes:
-    """A valid final-hop payload for the world's static invoice (split around our two records)."""
-    invreq = build_invoice_request(w.offer, amount, os.urandom(32))
-    onion = build_payment_onion(w.invoice, invreq, os.urandom(32), amount, w.w.rnode.height)
+def htlc_input(w: FuzzWorld, flags: int = 1, part: int = 50_000) -> bytes:
+    """A valid final-hop payload paying 50 000 msat (``part`` of it in this HTLC) for the world's static
+    invoice, split around our two records."""
+    invreq = build_invoice_request(w.offer, 50_000, os.urandom(32))
+    onion = build_payment_onion(w.invoice, invreq, os.urandom(32), part, w.w.rnode.height, total_msat=50_000)
     recs = [r for r in _decode_all(onion.hops[-1][1]) if r[0] not in (ENCRYPTED_RECIPIENT_DATA, CURRENT_PATH_KEY)]
     before = encode_tlv([r for r in recs if r[0] < ENCRYPTED_RECIPIENT_DATA])
     after = encode_tlv([r for r in recs if r[0] > CURRENT_PATH_KEY])
