@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist worksteal
 
-.PHONY: install test unit integration interop bench clean
+.PHONY: install test unit integration interop bench fuzz fuzz-smoke clean
 
 install: $(VENV)/.installed
 
@@ -35,5 +35,22 @@ interop: install
 bench: install
 	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
 
+# coverage-guided fuzzing of every parser of network/lightningd input (fuzz/README.md); FUZZ_RUNS inputs
+# per target, one target after another (FUZZ_JOBS at once); crashing inputs go to fuzz/crashes/
+FUZZ_RUNS ?= 1000000
+FUZZ_JOBS ?= 1
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed requirements-fuzz.txt
+	$(VENV)/bin/pip install -q -r requirements-fuzz.txt
+	touch $@
+
+fuzz: $(VENV)/.fuzz-installed
+	$(VPY) -m fuzz.run --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS)
+
+# a few seconds per target, through libFuzzer when atheris is installed (the unit test runs the same
+# targets in-process: tests/unit/test_fuzz_smoke.py)
+fuzz-smoke: $(VENV)/.fuzz-installed
+	$(VPY) -m fuzz.run --runs 2000
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis fuzz/corpus fuzz/logs

@@ -73,6 +73,8 @@ class PathContext:
         except ValueError:
             raise DecodeError("path_context.kind", f"unknown kind {kind_n}")
         expiry = decode_tu(recs.pop(_EXPIRY), 8, "path_context.expiry") if _EXPIRY in recs else None
+        if any(t < 4 for t in recs):
+            raise DecodeError("path_context", "context field types start at 4")
         return PathContext(kind, expiry, recs)
 
     def get(self, t: int) -> Optional[bytes]:

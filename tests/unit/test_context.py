@@ -65,3 +65,16 @@ def test_compact_path_id():
     tampered[3] ^= 1
     with pytest.raises(ContextError):
         KEY.verify_compact(bytes(tampered), 5)
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_context_records_below_4_other_than_kind_and_expiry_are_refused(t):
+    """Found by fuzzing (fuzz/targets.py path_context): decode took odd types 1 and 3 as fields, which
+    encode() then refused (field types start at 4), so such a context did not re-encode."""
+    from asyncreceive.errors import DecodeError
+    from asyncreceive.wire.tlv import encode_tlv
+    b = encode_tlv([(0, bytes([Kind.OFFER])), (t, b"")])
+    with pytest.raises(DecodeError, match="start at 4"):
+        PathContext.decode(b)
+    with pytest.raises(ContextError, match="bad_context"):
+        KEY.verify(b, KEY.path_id(b), 0)
