@@ -70,6 +70,9 @@ class _NoTimer:
     def start(self):
         pass
 
+    def cancel(self):
+        pass
+
 
 class _Threading:
     Timer = _NoTimer
@@ -77,9 +80,9 @@ class _Threading:
     RLock = threading.RLock
 
 
-def _decode_like_lightningd(bolt12: str):
-    """lightningd's ``decode`` refuses a string it cannot parse with an RPC error."""
-    raise RpcError("decode", {"string": bolt12}, {"code": -32602, "message": "Unparsable invoice"})
+def _no_timer(delay, fn, args):
+    """PayService's retry timers: none in a fuzz loop."""
+    return _NoTimer()
 
 
 class FuzzWorld:
@@ -92,10 +95,9 @@ class FuzzWorld:
         log = lambda msg, level="info": self.log.append(("svc", level, msg))  # noqa: E731
         w.payments = PaymentsService(w.rt, w.recipient, log, lambda p: None, clock=lambda: w.now)
         w.pnode, w.pt = w.net.add("payer")
-        w.pnode.rpc.decode = _decode_like_lightningd
-        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now)
-        w.pay._later = lambda *a: None     # no retry timers
-        w.pay._start = lambda *a: None     # sending the HTLC is lightningd's sendonion: not modelled
+        # no retry timers; sending the HTLC is lightningd's sendonion: not modelled
+        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now, schedule=_no_timer,
+                           spawn=lambda fn: None)
         self.worker = Worker(lambda msg, level="info": self.log.append(("worker", level, msg)))
         w.server.load()
         enrolled = w.enrol()

@@ -35,7 +35,7 @@ def build_invoice_request(offer: Offer, amount_msat: int, payer_key: bytes, chai
         recs.append((89, payer_note.encode()))
     recs.sort()
     sig = schnorr_sign(payer_key, sighash("invoice_request", "signature", merkle_root(TlvStream(tuple(recs)))))
-    return InvoiceRequest.decode(encode_tlv(recs + [(240, sig)]))
+    return InvoiceRequest.decode(encode_tlv(sorted(recs + [(240, sig)])))  # offer records 1e9+ come after 240
 
 
 @dataclass(frozen=True)

@@ -366,3 +366,11 @@ def test_bech32_rejects_non_ascii_that_lower_cases_to_ascii():
         Offer.from_string(bad)
     assert Offer.from_string(bech32_encode(HRP_OFFER, w.offer.encode())) == w.offer
 
+
+
+def test_invoice_request_for_an_offer_with_high_odd_records_is_well_ordered():
+    """Found by fuzzing: offer records numbered 1e9 and up come after the signature (240)."""
+    w = World()
+    o = Offer.build(w.issuer_id, w.offer.paths, extra_records=[(1_000_000_001, b"odd")])
+    ir = build_invoice_request(o, 1000, os.urandom(32))
+    assert [t for t, _ in ir.stream.records][-1] == 1_000_000_001 and ir.offer_id == o.offer_id
