@@ -2,7 +2,8 @@
 
 Listing the graph is costly on a large network, so it is fetched at most every ``max_age`` seconds, in
 a background thread, and never for a single send: ``route`` only reads the cached shortest-path tree
-(from our connected peers at the time of the fetch) and, when it is due, starts a refresh.
+(from our connected peers at the time of the fetch) and, when it is due, starts a refresh, which a
+caller that may wait (the sender's thread, never the worker) can ``wait`` for.
 """
 
 import threading
@@ -53,29 +54,37 @@ class ChannelGraph:
         self._background = background
         self._tree: Dict[bytes, Optional[bytes]] = {}
         self._fetched_at: Optional[float] = None
-        self._refreshing = False
+        self._idle = threading.Event()
+        self._idle.set()
         self._lock = threading.Lock()
         self.fetches = 0
 
     def route(self, target: bytes) -> Optional[List[bytes]]:
         """Nodes to cross before ``target`` per the cached graph (the first one was a connected peer when
-        it was fetched), or None.  Starts a refresh if one is due; never waits for it."""
-        self.refresh_if_due()
+        it was fetched), or None.  Never waits."""
         with self._lock:
             tree = self._tree
         return route_in(tree, target)
 
-    def refresh_if_due(self) -> None:
+    def refresh_if_due(self) -> bool:
+        """Start a refresh if the last one is ``max_age`` old (or there was none); True if one is running."""
         with self._lock:
             now = self._clock()
-            if self._refreshing or (self._fetched_at is not None and now - self._fetched_at < self.max_age):
-                return
-            self._refreshing = True
+            if not self._idle.is_set():
+                return True
+            if self._fetched_at is not None and now - self._fetched_at < self.max_age:
+                return False
+            self._idle.clear()
             self._fetched_at = now   # a failed fetch is not retried before max_age either
         if self._background:
             threading.Thread(target=self._refresh, name="asyncreceive-graph", daemon=True).start()
         else:
             self._refresh()
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Wait (``timeout`` seconds at most) for a running refresh to finish."""
+        self._idle.wait(timeout)
 
     def _refresh(self) -> None:
         try:
@@ -84,8 +93,9 @@ class ChannelGraph:
             with self._lock:
                 self._tree = tree
             self.fetches += 1
+            self._log(f"channel graph fetched: {len(adj)} nodes, {len(tree)} reachable through "
+                      f"{len(peers)} connected peers", "debug")
         except Exception as e:  # lightningd refused or is gone: keep the old tree
             self._log(f"could not fetch the channel graph: {e}", "debug")
         finally:
-            with self._lock:
-                self._refreshing = False
+            self._idle.set()

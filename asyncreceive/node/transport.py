@@ -45,6 +45,8 @@ CONNECT_TIMEOUT = 10.0
 #: after a failed connect to a node, sends that would connect to it again fail at once for this long
 CONNECT_RETRY = 30.0
 MAX_CONNECT_FAILURES = 256
+#: how long the sender thread waits for a channel graph being fetched, to route a message
+GRAPH_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Stats:
 class _Attempt:
     """One onion to hand to lightningd, and the peer it goes to first (its queue and pacing)."""
     peer: bytes
-    onion: OutgoingOnion
+    onion: Optional[OutgoingOnion]                          # None: ``reroute`` makes it on the sender thread
     connect: bool = False                                   # connect to ``peer`` first
     reroute: Optional[Callable[[], "_Attempt"]] = None      # if that connect fails
 
@@ -241,9 +243,24 @@ class Transport:
             route = self._route(intro)
             return _Attempt(route[0], build(intro, route))
 
+        def routed_on_a_fresh_graph() -> _Attempt:   # on the sender's thread: may wait for the graph
+            try:
+                return routed()
+            except NodeError:
+                if not self.graph.refresh_if_due():
+                    raise
+                self.graph.wait(GRAPH_WAIT)
+                return routed()
+
         if may_connect and not self._connect_failed_lately(intro):
-            return [_Attempt(intro, build(intro), connect=True, reroute=routed)]
-        return [routed()]
+            return [_Attempt(intro, build(intro), connect=True, reroute=routed_on_a_fresh_graph)]
+        try:
+            return [routed()]
+        except NodeError:
+            if not self.graph.refresh_if_due():
+                raise
+            # a fresher graph is on its way: the sender's thread routes once it is here
+            return [_Attempt(intro, None, reroute=routed_on_a_fresh_graph)]
 
     def _route(self, intro: bytes) -> List[bytes]:
         """Nodes to cross before ``intro`` (not our peer): a shortest path through the cached public
@@ -262,7 +279,9 @@ class Transport:
         """On the sender thread: connect first if allowed (falling back to a route through the graph),
         then hand the onion to lightningd."""
         try:
-            if a.connect:
+            if a.onion is None:
+                a = a.reroute()
+            elif a.connect:
                 try:
                     self.node.connect(a.peer, CONNECT_TIMEOUT)
                 except NodeError as e:
