@@ -233,9 +233,12 @@ class Transport:
                       f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
             return ([_Attempt(p, build(p)) for p in peers]
                     + [_Attempt(p, build(p, [p], via_scid=scid)) for p in peers])
-        if intro == self.node.node_id:
+        if intro == self.node.node_id:   # the path's next node, named in our own hop, must be our peer
             peer = self.first_peer(dest, intro)
-            return [_Attempt(peer, build(intro), connect=may_connect and peer != intro)]
+            connect = peer != intro and not self.node.is_connected(peer)
+            if connect and (not may_connect or self._connect_failed_lately(peer)):
+                raise NodeError(f"the path goes from us to {peer.hex()}, which is not our peer")
+            return [_Attempt(peer, build(intro), connect=connect)]
         if self.node.is_connected(intro):
             return [_Attempt(intro, build(intro))]
 
