@@ -23,6 +23,7 @@ from asyncreceive.payments.pay import PayError, PayService  # noqa: E402
 from asyncreceive.payments.payer import PayLimits  # noqa: E402
 from asyncreceive.payments.service import PaymentsService  # noqa: E402
 from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
+from asyncreceive.server.ratelimit import RateLimiter  # noqa: E402
 from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
 from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES  # noqa: E402
 from asyncreceive.wire.paths import BlindedPath, decode_server_paths  # noqa: E402
@@ -30,6 +31,9 @@ from asyncreceive.wire.paths import BlindedPath, decode_server_paths  # noqa: E4
 PHANTOM_LABEL = "asyncreceive/phantom/v1"
 CONTEXT_LABEL = "asyncreceive/context/v1"
 OFFER_KEY_LABEL = "asyncreceive/offer-key/v1"
+#: onion messages handled per incoming peer: a burst of 20, then 4 a second (CLN lets 4/s per peer
+#: through connectd; this bounds what we spend on them, from peeling on)
+PEER_BURST, PEER_REFILL = 20, 0.25
 
 plugin = Plugin()
 plugin.add_option("asyncreceive-server-path", None,
@@ -178,7 +182,8 @@ def init(options, configuration, plugin, **kwargs):
             except Exception:
                 log(f"tick error: {traceback.format_exc()}", "broken")
 
-    worker = Worker(log, tick=on_tick, tick_seconds=tick)
+    worker = Worker(log, tick=on_tick, tick_seconds=tick, on_drop=transport.drop,
+                    rate=RateLimiter(PEER_BURST, PEER_REFILL))
     worker.start()
     state["worker"] = worker
     log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}; "
@@ -190,7 +195,9 @@ def on_forward_fail(plugin, **kwargs):
     try:
         payload = kwargs.get("onionmessage_forward_fail", kwargs)
         if "transport" in state:
-            state["worker"].submit(state["transport"].handle_forward_fail, payload)
+            source = payload.get("source") if isinstance(payload, dict) else None
+            state["worker"].submit_message(source if isinstance(source, str) else None,
+                                           state["transport"].handle_forward_fail, payload)
     except Exception:
         log(f"onionmessage_forward_fail handler error: {traceback.format_exc()}", "broken")
 
@@ -202,7 +209,7 @@ def on_recv_secret(onion_message, plugin, **kwargs):
         if "transport" in state:
             msg = state["transport"].check_recv_secret(onion_message)
             if msg is not None:
-                state["worker"].submit(state["transport"].dispatch, msg)
+                state["worker"].submit_message(None, state["transport"].dispatch, msg)
                 return {"result": "stop"}
     except Exception:
         log(f"onion_message_recv_secret handler error: {traceback.format_exc()}", "broken")
@@ -443,7 +450,8 @@ def dev_send(plugin, path, msgtype, body, reply=False, reply_via=None):
     data = _hex_arg("body", body)
     probe = _probe()
     try:
-        probe.transport.send(p, msgtype, data, probe.context() if reply else None, _via_arg(reply_via))
+        probe.transport.send(p, msgtype, data, probe.context() if reply else None, _via_arg(reply_via),
+                             may_connect=True)
     except TransportError as e:
         raise RpcException(f"send failed: {e}")
     return {"sent": True, "length": len(data)}

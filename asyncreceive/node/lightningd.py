@@ -1,6 +1,7 @@
 """The one adapter to lightningd: every RPC the package makes goes through here."""
 
-from typing import List, Optional, Tuple
+import threading
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from pyln.client import RpcError
 
@@ -12,10 +13,37 @@ class NodeError(Exception):
     """lightningd refused or failed something we asked for."""
 
 
+#: connections being made at once at most (each waits in its own thread for lightningd's answer)
+MAX_CONNECTING = 8
+
+
+class _Connect(threading.Thread):
+    """One ``connect`` RPC, in its own thread so that the caller can stop waiting for it."""
+
+    def __init__(self, rpc, node_id: bytes, on_done: Callable[[bytes], None]):
+        super().__init__(name="asyncreceive-connect", daemon=True)
+        self.rpc, self.node_id, self.on_done = rpc, node_id, on_done
+        self.done = threading.Event()
+        self.error: Optional[str] = None
+
+    def run(self) -> None:
+        try:
+            self.rpc.connect(self.node_id.hex())
+        except RpcError as e:
+            self.error = str(e.error.get("message", e.error))
+        except Exception as e:  # lightningd gone, or anything else: the caller sees a failed connect
+            self.error = str(e)
+        finally:
+            self.on_done(self.node_id)
+            self.done.set()
+
+
 class Lightningd:
     def __init__(self, rpc):
         self.rpc = rpc
         self._node_id: Optional[bytes] = None
+        self._connecting: Dict[bytes, _Connect] = {}
+        self._connect_lock = threading.Lock()
 
     @property
     def node_id(self) -> bytes:
@@ -31,43 +59,39 @@ class Lightningd:
         peers = self.rpc.listpeers(node_id.hex())["peers"]
         return bool(peers) and bool(peers[0].get("connected"))
 
-    def route_to(self, node_id: bytes, max_hops: int = 6) -> Optional[List[bytes]]:
-        """Nodes between us and ``node_id`` through the public channel graph, starting at a connected
-        peer (shortest path); None if there is none.  Onion messages need no channel liquidity."""
-        peers = {bytes.fromhex(p["id"]) for p in self.rpc.listpeers()["peers"] if p.get("connected")}
-        adj = {}
-        for c in self.rpc.listchannels()["channels"]:
-            a, b = bytes.fromhex(c["source"]), bytes.fromhex(c["destination"])
-            adj.setdefault(a, set()).add(b)
-        prev = {p: None for p in peers}
-        frontier = list(peers)
-        for _ in range(max_hops):
-            if node_id in prev:
-                break
-            nxt = []
-            for n in frontier:
-                for m in adj.get(n, ()):
-                    if m not in prev and m != self.node_id:
-                        prev[m] = n
-                        nxt.append(m)
-            frontier = nxt
-        if node_id not in prev:
-            return None
-        path = []
-        n = prev[node_id]
-        while n is not None:
-            path.append(n)
-            n = prev[n]
-        return list(reversed(path))
+    def connected_peers(self) -> Set[bytes]:
+        return {bytes.fromhex(p["id"]) for p in self.rpc.listpeers()["peers"] if p.get("connected")}
 
-    def ensure_connected(self, node_id: bytes) -> None:
-        """Onion messages only go to connected peers; connect by id (gossip addresses) if needed."""
+    def channel_adjacency(self) -> Dict[bytes, Set[bytes]]:
+        """The public channel graph (lightningd's gossip): node -> nodes it has a channel towards."""
+        adj: Dict[bytes, Set[bytes]] = {}
+        for c in self.rpc.listchannels()["channels"]:
+            adj.setdefault(bytes.fromhex(c["source"]), set()).add(bytes.fromhex(c["destination"]))
+        return adj
+
+    def connect(self, node_id: bytes, timeout: float) -> None:
+        """Connect to ``node_id`` (gossip addresses), waiting at most ``timeout`` seconds.
+
+        lightningd's own attempt may take a minute (a host that accepts TCP and never answers the
+        handshake); it goes on in the background, one at a time per node, and a later call waits for it.
+        """
         if node_id == self.node_id or self.is_connected(node_id):
             return
-        try:
-            self.rpc.connect(node_id.hex())
-        except RpcError as e:
-            raise NodeError(f"cannot connect to {node_id.hex()}: {e.error.get('message', e.error)}")
+        with self._connect_lock:
+            attempt = self._connecting.get(node_id)
+            if attempt is None:
+                if len(self._connecting) >= MAX_CONNECTING:
+                    raise NodeError(f"cannot connect to {node_id.hex()}: {MAX_CONNECTING} connections pending")
+                attempt = self._connecting[node_id] = _Connect(self.rpc, node_id, self._connect_done)
+                attempt.start()
+        if not attempt.done.wait(timeout):
+            raise NodeError(f"cannot connect to {node_id.hex()}: no answer within {timeout:g} s")
+        if attempt.error is not None:
+            raise NodeError(f"cannot connect to {node_id.hex()}: {attempt.error}")
+
+    def _connect_done(self, node_id: bytes) -> None:
+        with self._connect_lock:
+            self._connecting.pop(node_id, None)
 
     def resolve_sciddir(self, scid: str, direction: int) -> bytes:
         """The node at ``direction`` (0 = lesser node id) of channel ``scid``."""

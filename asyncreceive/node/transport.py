@@ -13,7 +13,9 @@ expiry.  Everything else is dropped, counted per reason, and logged (info the fi
 seen, debug after that).
 """
 
+import functools
 import hashlib
+import inspect
 import os
 import threading
 import time
@@ -24,17 +26,27 @@ from coincurve import PrivateKey
 
 from ..crypto.blinding import EncryptedData, build_blinded_path, pad_payloads
 from ..crypto.context import ContextError, ContextKey, Kind, PathContext
-from ..crypto.onion import build_outgoing, build_reply_path, peel_phantom
+from ..crypto.onion import OutgoingOnion, build_outgoing, build_reply_path, peel_phantom
 from ..errors import DecodeError
 from ..wire.messages import (HELD_ONION_MESSAGE, KNOWN_MESSAGE_TYPES, MailboxRegistration, canonical_type,
                              message_name)
 from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
+from ..server.ratelimit import RateLimiter
+from .graph import ChannelGraph
 from .lightningd import Lightningd, NodeError
+from .sender import Sender
 
-#: CLN accepts at most one onion message per 250 ms from a peer (burst 4); we pace ourselves to that.
-PEER_INTERVAL = 0.25
 #: a sciddir introduction we cannot resolve is tried through at most this many of our channel peers
 GUESS_PEERS = 2
+#: sends with such guesses: a burst of this many, then one per GUESS_REFILL seconds
+GUESS_BURST, GUESS_REFILL = 10, 1.0
+#: how long the sender thread waits for a ``connect`` (lightningd's own attempt may take a minute)
+CONNECT_TIMEOUT = 10.0
+#: after a failed connect to a node, sends that would connect to it again fail at once for this long
+CONNECT_RETRY = 30.0
+MAX_CONNECT_FAILURES = 256
+#: how long the sender thread waits for a channel graph being fetched, to route a message
+GRAPH_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,31 +84,30 @@ class Stats:
                 "relayed": dict(self.relayed), "last_error": self.last_error, "last_error_at": self.last_error_at}
 
 
-class Pacer:
-    """Spaces sends to one peer by ``interval`` seconds (thread-safe, blocking)."""
+@dataclass(frozen=True)
+class _Attempt:
+    """One onion to hand to lightningd, and the peer it goes to first (its queue and pacing)."""
+    peer: bytes
+    onion: Optional[OutgoingOnion]                          # None: ``reroute`` makes it on the sender thread
+    connect: bool = False                                   # connect to ``peer`` first
+    reroute: Optional[Callable[[], "_Attempt"]] = None      # if that connect fails
 
-    def __init__(self, interval: float = PEER_INTERVAL, clock=time.monotonic, sleep=time.sleep):
-        self.interval = interval
-        self._clock = clock
-        self._sleep = sleep
-        self._next: Dict[bytes, float] = {}
-        self._lock = threading.Lock()
 
-    def wait(self, peer: bytes) -> float:
-        with self._lock:
-            now = self._clock()
-            at = max(now, self._next.get(peer, now))
-            self._next[peer] = at + self.interval
-        delay = at - now
-        if delay > 0:
-            self._sleep(delay)
-        return delay
+@dataclass
+class _Outgoing:
+    """One ``send``: its attempts left, whether one got through, the first error."""
+    name: str
+    size: int
+    quiet: bool
+    left: int
+    sent: bool = False
+    error: Optional[str] = None
 
 
 class Transport:
     def __init__(self, node: Lightningd, phantom_secret: bytes, context_secret: bytes,
                  log: Callable[[str, str], None], clock: Callable[[], float] = time.time,
-                 pacer: Optional[Pacer] = None):
+                 sender: Optional[Sender] = None, graph: Optional[ChannelGraph] = None):
         self.node = node
         self._phantom = PrivateKey(phantom_secret)
         self.phantom_secret = phantom_secret
@@ -104,12 +115,16 @@ class Transport:
         self.ctx_key = ContextKey(context_secret)
         self._log = log
         self._clock = clock
-        self.pacer = pacer or Pacer()
+        self.sender = sender or Sender(log)
+        self.graph = graph or ChannelGraph(node, log)
+        self._guess_limit = RateLimiter(GUESS_BURST, GUESS_REFILL)
+        self._connect_failures: Dict[bytes, float] = {}
         self.stats = Stats()
         self._handlers: Dict[int, Callable[[Received], None]] = {}
         self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {Kind.MAILBOX: self._on_mailbox}
-        #: (next node id, wire onion_message) of onion messages lightningd could not forward
-        self.on_undeliverable: Optional[Callable[[bytes, bytes], None]] = None
+        #: (next node id, wire onion_message, the peer it came from or None) of onion messages lightningd
+        #: could not forward
+        self.on_undeliverable: Optional[Callable[[bytes, bytes, Optional[bytes]], None]] = None
         self._lock = threading.Lock()
         #: lightningd has finished starting.  Before that, RPCs that use the node key for ECDH
         #: (decryptencrypteddata) make lightningd abort, so they are not called until this is set.
@@ -153,79 +168,163 @@ class Transport:
     # ---- sending --------------------------------------------------------------------------------
     def send(self, dest: BlindedPath, msg_type: int, body: bytes,
              reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = (),
-             reply_path: Optional[BlindedPath] = None, quiet: bool = False) -> None:
-        """Send ``body`` as message ``msg_type`` over ``dest``; raise TransportError on failure (logged
-        at info, or at debug with ``quiet`` when the caller expects it, e.g. a client that is offline).
+             reply_path: Optional[BlindedPath] = None, quiet: bool = False, may_connect: bool = False) -> None:
+        """Send ``body`` as message ``msg_type`` over ``dest``: build the onion now and queue it for the
+        sender (see sender.py), which sends it after what is already queued for the same first peer.
+
+        Raises TransportError (logged at info, or at debug with ``quiet`` when the caller expects it,
+        e.g. a client that is offline) only for what is known at once: an introduction we cannot
+        resolve or reach, a full send queue.  A failure later (lightningd refusing the message, a
+        connect that fails) is logged and counted as the last error.
 
         The reply path is either one we build now for ``reply_context`` (through ``reply_via``), or a
         given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
+
+        Messages go to a connected peer: the introduction itself, or the first node of a route to it
+        through the (cached) channel graph.  Only with ``may_connect`` (sends our own state or the
+        operator starts, to a known party, never a reply to a stranger's message) do we connect to an
+        introduction that is not our peer, on the sender thread and for ``CONNECT_TIMEOUT`` at most.
 
         A compact (sciddir) introduction that our gossip does not know yet (e.g. LDK's reply paths name
         a channel of the payer's, announced only moments ago) is tried through each of our connected
         channel peers P (at most ``GUESS_PEERS``) in two ways: as P itself, and as the node at the other
         end of P's channel with that scid (P forwards by ``short_channel_id``).  The introduction is
         usually one of these (our server, or the payer behind it); a node that is not cannot open the
-        layer and drops it.
+        layer and drops it.  Such guesses are rate-limited (``GUESS_BURST``, ``GUESS_REFILL``).
         """
         name = message_name(msg_type)
         try:
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
-            try:
-                tries = [(self.introduction_node(dest), None)]
-            except NodeError as e:
-                peers = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
-                if not peers:
-                    raise
-                scid = dest.introduction.scid
-                tries = [(p, None) for p in peers] + [(p, scid) for p in peers]
-                self._log(f"{e}: trying the path's introduction among our peers and their channel "
-                          f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
-            errors = []
-            for intro, via_scid in tries:
-                try:
-                    self._send_to(dest, intro, msg_type, body, reply, via_scid)
-                except (NodeError, ValueError) as e:
-                    errors.append(e)
-            if len(errors) == len(tries):
-                raise errors[0]
+            attempts = self._attempts(dest, msg_type, body, reply, may_connect)
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}", "debug" if quiet else "info")
             raise TransportError(str(e)) from e
-        self._count(self.stats.sent, name)
-        self._log(f"sent {name} ({len(body)} bytes) via {', '.join(i.hex() for i, _ in tries)}", "debug")
+        outgoing = _Outgoing(name, len(body), quiet, len(attempts))
+        queued = 0
+        for a in attempts:
+            if self.sender.submit(a.peer, functools.partial(self._deliver, outgoing, a)):
+                queued += 1
+            else:
+                self._finish(outgoing, None, f"send queue for {a.peer.hex()} full")
+        if not queued:
+            self.drop("send_queue_full", f"{name} to {attempts[0].peer.hex()} not sent: the send queue is full")
+            raise TransportError("send queue full")
 
-    def _send_to(self, dest: BlindedPath, intro: bytes, msg_type: int, body: bytes,
-                 reply: Optional[BlindedPath], via_scid: Optional[int] = None) -> None:
-        """One send; with ``via_scid``, ``intro`` is the peer that forwards over its channel ``via_scid``."""
-        if via_scid is not None:
-            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, route=[intro], via_scid=via_scid)
-            peer = intro
-        else:
+    def _attempts(self, dest: BlindedPath, msg_type: int, body: bytes, reply: Optional[BlindedPath],
+                  may_connect: bool) -> List["_Attempt"]:
+        """The onions to send for one message and the peer each goes to first (no RPC that waits on the
+        network); raises NodeError or ValueError if there is none."""
+        def build(intro: bytes, route: Sequence[bytes] = (), via_scid: Optional[int] = None) -> OutgoingOnion:
+            return build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro,
+                                  route=list(route), via_scid=via_scid)
+
+        try:
+            intro = self.introduction_node(dest)
+        except NodeError as e:
+            peers = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
+            if not peers:
+                raise
+            with self._lock:
+                guess = self._guess_limit.allow(b"", self._clock())
+            if not guess:
+                raise NodeError(f"{e}; too many sends to unknown channels just now, not guessing")
+            scid = dest.introduction.scid
+            self._log(f"{e}: trying the path's introduction among our peers and their channel "
+                      f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
+            return ([_Attempt(p, build(p)) for p in peers]
+                    + [_Attempt(p, build(p, [p], via_scid=scid)) for p in peers])
+        if intro == self.node.node_id:   # the path's next node, named in our own hop, must be our peer
+            peer = self.first_peer(dest, intro)
+            connect = peer != intro and not self.node.is_connected(peer)
+            if connect and (not may_connect or self._connect_failed_lately(peer)):
+                raise NodeError(f"the path goes from us to {peer.hex()}, which is not our peer")
+            return [_Attempt(peer, build(intro), connect=connect)]
+        if self.node.is_connected(intro):
+            return [_Attempt(intro, build(intro))]
+
+        def routed() -> _Attempt:
             route = self._route(intro)
-            out = build_outgoing(self.node.node_id, dest, msg_type, body, reply, intro_node_id=intro, route=route)
-            peer = route[0] if route else self.first_peer(dest, intro)
-        self.node.ensure_connected(peer)
-        self.pacer.wait(peer)
-        self.node.send_onion(out)
+            return _Attempt(route[0], build(intro, route))
+
+        def routed_on_a_fresh_graph() -> _Attempt:   # on the sender's thread: may wait for the graph
+            try:
+                return routed()
+            except NodeError:
+                if not self.graph.refresh_if_due():
+                    raise
+                self.graph.wait(GRAPH_WAIT)
+                return routed()
+
+        if may_connect and not self._connect_failed_lately(intro):
+            return [_Attempt(intro, build(intro), connect=True, reroute=routed_on_a_fresh_graph)]
+        try:
+            return [routed()]
+        except NodeError:
+            if not self.graph.refresh_if_due():
+                raise
+            # a fresher graph is on its way: the sender's thread routes once it is here
+            return [_Attempt(intro, None, reroute=routed_on_a_fresh_graph)]
+
+    def _route(self, intro: bytes) -> List[bytes]:
+        """Nodes to cross before ``intro`` (not our peer): a shortest path through the cached public
+        channel graph from a connected peer, as CLN's offers plugin does."""
+        route = self.graph.route(intro)
+        if not route or not self.node.is_connected(route[0]):
+            raise NodeError(f"{intro.hex()} is not our peer and we know no route to it through our peers")
+        return route
+
+    def _connect_failed_lately(self, node_id: bytes) -> bool:
+        with self._lock:
+            at = self._connect_failures.get(node_id)
+            return at is not None and self._clock() - at < CONNECT_RETRY
+
+    def _deliver(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
+        """On the sender thread: connect first if allowed (falling back to a route through the graph),
+        then hand the onion to lightningd."""
+        try:
+            if a.onion is None:
+                a = a.reroute()
+            elif a.connect:
+                try:
+                    self.node.connect(a.peer, CONNECT_TIMEOUT)
+                except NodeError as e:
+                    with self._lock:
+                        self._connect_failures[a.peer] = self._clock()
+                        if len(self._connect_failures) > MAX_CONNECT_FAILURES:
+                            self._connect_failures.pop(next(iter(self._connect_failures)))
+                    if a.reroute is None:
+                        raise
+                    try:
+                        a = a.reroute()
+                    except NodeError as no_route:
+                        raise NodeError(f"{e}; {no_route}") from e
+                    self._log(f"{e}: sending through our peer {a.peer.hex()} instead", "debug")
+            self.node.send_onion(a.onion)
+        except (NodeError, ValueError) as e:
+            self._finish(outgoing, None, str(e))
+        else:
+            self._finish(outgoing, a.peer, None)
+
+    def _finish(self, outgoing: "_Outgoing", sent_to: Optional[bytes], error: Optional[str]) -> None:
+        """One attempt of a send is over: the first success counts the message as sent; if every attempt
+        failed, the first error is the send's error."""
+        with self._lock:
+            outgoing.left -= 1
+            first_success = sent_to is not None and not outgoing.sent
+            outgoing.sent = outgoing.sent or sent_to is not None
+            if error is not None and outgoing.error is None:
+                outgoing.error = error
+            failed = outgoing.left == 0 and not outgoing.sent
+        if first_success:
+            self._count(self.stats.sent, outgoing.name)
+            self._log(f"sent {outgoing.name} ({outgoing.size} bytes) via {sent_to.hex()}", "debug")
+        if failed:
+            self._error(f"send {outgoing.name} failed: {outgoing.error}", "debug" if outgoing.quiet else "info")
 
     def introduction_node(self, path: BlindedPath) -> bytes:
         if path.first_node_id is not None:
             return path.first_node_id
         return self.node.resolve_sciddir(path.introduction.scid_str(), path.introduction.direction)
-
-    def _route(self, intro: bytes) -> List[bytes]:
-        """Nodes to cross before ``intro``: none if it is us or a peer (or we can connect to it), else a
-        shortest path through the public channel graph, as CLN's offers plugin does."""
-        if intro == self.node.node_id or self.node.is_connected(intro):
-            return []
-        try:
-            self.node.ensure_connected(intro)
-            return []
-        except NodeError:
-            route = self.node.route_to(intro)
-            if route is None:
-                raise
-            return route
 
     def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
         """The peer the message first goes to: the introduction node, or, when the path starts at us,
@@ -248,23 +347,39 @@ class Transport:
     def handle_forward_fail(self, notification: dict) -> None:
         """``onionmessage_forward_fail``: if it was heading to our phantom, peel and dispatch it; if it
         was heading to another node id, offer it to the ``on_undeliverable`` handler (the server's
-        mailbox, which holds messages for its clients' phantoms)."""
+        mailbox, which holds messages for its clients' phantoms) with the peer it came from."""
         self.running.set()  # onion messages flow: connectd is up, so lightningd has started
+        if not isinstance(notification, dict):
+            return self.drop("malformed", f"onionmessage_forward_fail is not an object: {notification!r:.80}")
         next_id = notification.get("next_node_id")
         outgoing = notification.get("outgoing")
         if next_id is None or outgoing is None:
             return  # a genuine forwarding failure (e.g. to an unknown scid), not ours
         try:
             next_id_b, outgoing_b = bytes.fromhex(next_id), bytes.fromhex(outgoing)
-        except ValueError:
-            return
+            source = notification.get("source")
+            source_b = bytes.fromhex(source) if source is not None else None
+        except (TypeError, ValueError) as e:
+            return self.drop("malformed", f"onionmessage_forward_fail with a field that is not hex: {e}")
         if next_id_b != self.phantom_id:
             if self.on_undeliverable is not None:
-                self.on_undeliverable(next_id_b, outgoing_b)
+                self._undeliverable(next_id_b, outgoing_b, source_b)
             return
         msg = self._open(outgoing_b)
         if msg is not None:
             self._dispatch(msg)
+
+    def _undeliverable(self, next_node_id: bytes, onion_message: bytes, source: Optional[bytes]) -> None:
+        # TODO(merge): the server's on_undeliverable takes ``source`` on the server branch; until then
+        # a handler taking two arguments is called with two.
+        try:
+            takes_source = len(inspect.signature(self.on_undeliverable).parameters) >= 3
+        except (TypeError, ValueError):
+            takes_source = True
+        if takes_source:
+            self.on_undeliverable(next_node_id, onion_message, source)
+        else:
+            self.on_undeliverable(next_node_id, onion_message)
 
     def _open(self, onion_message: bytes, relayed: bool = False) -> Optional[Received]:
         """Peel the phantom layer of a wire ``onion_message`` and authenticate its context; None (the
@@ -272,16 +387,16 @@ class Transport:
         try:
             peeled = peel_phantom(self.phantom_secret, onion_message)
         except (DecodeError, ValueError) as e:
-            return self._drop("malformed", f"undecodable onion message to phantom: {e}")
+            return self.drop("malformed", f"undecodable onion message to phantom: {e}")
         p = peeled.payload
         if p.message_type is None:
-            return self._drop("no_message", "onion message to phantom carries no message")
+            return self.drop("no_message", "onion message to phantom carries no message")
         try:
             ctx = self.ctx_key.verify(peeled.context_bytes, peeled.hop_data.path_id, int(self._clock()))
         except ContextError as e:
-            return self._drop(e.reason, f"{message_name(p.message_type)} dropped: {e}")
+            return self.drop(e.reason, f"{message_name(p.message_type)} dropped: {e}")
         if relayed and ctx.kind == Kind.MAILBOX:
-            return self._drop("malformed", "a held onion message inside a held onion message")
+            return self.drop("malformed", "a held onion message inside a held onion message")
         return Received(canonical_type(p.message_type), p.message_type, p.message, p.reply_path,
                         ctx, peeled.hop_data.path_id)
 
@@ -297,26 +412,27 @@ class Transport:
     def check_recv_secret(self, onion_message: dict) -> Optional[Received]:
         """``onion_message_recv_secret`` (a path ending at our real node): authenticate its compact
         path_id.  Returns the message if it is ours (the caller dispatches it and stops the hook chain),
-        None if it belongs to someone else (e.g. CLN's offers plugin)."""
+        None if it belongs to someone else (e.g. CLN's offers plugin), or if it is ours but malformed
+        (dropped with a log line)."""
         try:
             pid = bytes.fromhex(onion_message.get("pathsecret", ""))
             ctx = self.ctx_key.verify_compact(pid, int(self._clock()))
-        except (ContextError, ValueError):
-            return None
-        msg_type, body = None, b""
-        for name, t in (("invoice_request", 64), ("invoice", 66), ("invoice_error", 68)):
-            if name in onion_message:
-                msg_type, body = t, bytes.fromhex(onion_message[name])
-        for f in onion_message.get("unknown_fields", []):
-            if f.get("number") in KNOWN_MESSAGE_TYPES and msg_type is None:
-                msg_type, body = f["number"], bytes.fromhex(f["value"])
-        if msg_type is None:
-            self._drop("no_message", "onion message on our path carries no message")
+        except (ContextError, ValueError, TypeError, AttributeError):
             return None
         try:
+            msg_type, body = None, b""
+            for name, t in (("invoice_request", 64), ("invoice", 66), ("invoice_error", 68)):
+                if name in onion_message:
+                    msg_type, body = t, bytes.fromhex(onion_message[name])
+            for f in onion_message.get("unknown_fields", []):
+                if f.get("number") in KNOWN_MESSAGE_TYPES and msg_type is None:
+                    msg_type, body = f["number"], bytes.fromhex(f["value"])
+            if msg_type is None:
+                self.drop("no_message", "onion message on our path carries no message")
+                return None
             reply = blinded_path_from_json(onion_message.get("reply_blindedpath"))
-        except (KeyError, ValueError, DecodeError) as e:
-            self._drop("malformed", f"bad reply path: {e}")
+        except (KeyError, ValueError, TypeError, AttributeError, DecodeError) as e:
+            self.drop("malformed", f"onion message on our path with a bad field: {type(e).__name__} {e}")
             return None
         return Received(canonical_type(msg_type), msg_type, body, reply, ctx, pid)
 
@@ -327,16 +443,16 @@ class Transport:
         name = message_name(msg.raw_type)
         handler = self._kind_handlers.get(msg.context.kind) or self._handlers.get(msg.msg_type)
         if handler is None:
-            return self._drop("no_handler", f"no handler for {name} on a {msg.context.kind.name} path")
+            return self.drop("no_handler", f"no handler for {name} on a {msg.context.kind.name} path")
         self._count(self.stats.received, name)
         self._log(f"received {name} ({len(msg.body)} bytes, sha256 {hashlib.sha256(msg.body).hexdigest()[:16]}) "
                   f"on a {msg.context.kind.name} path", "debug")
         try:
             handler(msg)
         except ContextError as e:
-            self._drop(e.reason, f"{name} not acted on: {e}")
+            self.drop(e.reason, f"{name} not acted on: {e}")
         except (DecodeError, TransportError) as e:
-            self._drop("rejected", f"{name} rejected: {e}")
+            self.drop("rejected", f"{name} rejected: {e}")
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def _count(self, d: Dict[str, int], key: str) -> None:
@@ -348,7 +464,7 @@ class Transport:
         self.stats.last_error_at = int(self._clock())
         self._log(text, level)
 
-    def _drop(self, reason: str, text: str) -> None:
+    def drop(self, reason: str, text: str) -> None:
         first = reason not in self.stats.dropped
         self._count(self.stats.dropped, reason)
         self._log(f"dropped onion message ({reason}): {text}", "info" if first else "debug")

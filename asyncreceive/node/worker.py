@@ -3,36 +3,110 @@
 pyln-client dispatches hooks and notifications one at a time on its main thread, so handlers only
 enqueue work here and return at once.  Exceptions are logged, never propagated: they must not reach
 pyln (a hook error can crash lightningd) nor kill the thread.
+
+Two kinds of work, and local work first:
+
+- ``submit(fn, ...)``: our own work (RPC methods, peer and channel events); bounded by ``max_local``.
+- ``submit_message(peer, fn, ...)``: handling an onion message that ``peer`` sent us.  Each peer's
+  messages wait in their own queue (at most ``per_sender``, and ``max_messages`` in all), the thread
+  takes one from each peer in turn, and a peer's messages are admitted at most at ``rate`` (a token
+  bucket, checked before any work, so before the costly peeling).  One peer flooding us thus only
+  delays itself.  What does not fit is dropped, counted through ``on_drop(reason, text)``.
 """
 
-import queue
 import threading
 import time
 import traceback
-from typing import Callable, Optional
+from collections import deque
+from typing import Callable, Deque, Dict, Optional
 
 from pyln.client import RpcError
+
+#: the key for onion messages whose sending peer we are not told (onion_message_recv_secret)
+UNKNOWN_PEER = ""
+PER_SENDER = 64
+MAX_MESSAGES = 4096
+MAX_LOCAL = 1024
 
 
 class Worker:
     def __init__(self, log: Callable[[str, str], None], tick: Optional[Callable[[], None]] = None,
-                 tick_seconds: float = 60.0, name: str = "asyncreceive-worker"):
-        self._q: "queue.Queue" = queue.Queue()
+                 tick_seconds: float = 60.0, name: str = "asyncreceive-worker",
+                 on_drop: Optional[Callable[[str, str], None]] = None, rate=None,
+                 per_sender: int = PER_SENDER, max_messages: int = MAX_MESSAGES, max_local: int = MAX_LOCAL,
+                 clock: Callable[[], float] = time.monotonic):
         self._log = log
         self._tick = tick
         self.tick_seconds = tick_seconds
-        self._stop = threading.Event()
+        self._on_drop = on_drop or (lambda reason, text: log(f"dropped: {text}", "debug"))
+        self._rate = rate            # RateLimiter-like: allow(key, now) -> bool, for messages per peer
+        self.per_sender = per_sender
+        self.max_messages = max_messages
+        self.max_local = max_local
+        self._clock = clock
+        self._local: Deque = deque()
+        self._messages: Dict[str, Deque] = {}   # insertion order = whose turn is next
+        self._queued_messages = 0
+        self._cond = threading.Condition()
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._q.put(None)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
 
-    def submit(self, fn: Callable, *args) -> None:
-        self._q.put((fn, args))
+    def submit(self, fn: Callable, *args) -> bool:
+        with self._cond:
+            if len(self._local) >= self.max_local:
+                full = True
+            else:
+                full = False
+                self._local.append((fn, args))
+                self._cond.notify()
+        if full:
+            self._on_drop("queue_full", f"{getattr(fn, '__name__', fn)} not run: {self.max_local} tasks waiting")
+        return not full
+
+    def submit_message(self, peer: Optional[str], fn: Callable, *args) -> bool:
+        """Queue ``fn(*args)`` to handle an onion message from ``peer`` (a node id, or None when unknown:
+        those share one queue and are not rate-limited).  False if it was dropped."""
+        key = UNKNOWN_PEER if peer is None else peer
+        with self._cond:
+            if key != UNKNOWN_PEER and self._rate is not None and not self._rate.allow(key, self._clock()):
+                reason = "peer_rate_limited"
+            elif self._queued_messages >= self.max_messages or len(self._messages.get(key, ())) >= self.per_sender:
+                reason = "queue_full"
+            else:
+                reason = None
+                self._messages.setdefault(key, deque()).append((fn, args))
+                self._queued_messages += 1
+                self._cond.notify()
+        if reason is not None:
+            self._on_drop(reason, f"onion message from {key[:16] or 'an unknown peer'} not handled ({reason})")
+        return reason is None
+
+    def _take(self, timeout: Optional[float]):
+        """The next work: local first, then one message of the peer whose turn it is; None on timeout
+        or stop."""
+        with self._cond:
+            if not self._local and not self._messages and not self._stop:
+                self._cond.wait(timeout)
+            if self._stop:
+                return None
+            if self._local:
+                return self._local.popleft()
+            for key, q in self._messages.items():
+                item = q.popleft()
+                self._queued_messages -= 1
+                del self._messages[key]
+                if q:
+                    self._messages[key] = q   # to the back of the round
+                return item
+            return None
 
     def _call(self, fn, args) -> None:
         name = getattr(fn, "__name__", fn)
@@ -47,15 +121,14 @@ class Worker:
 
     def _run(self) -> None:
         next_tick = time.monotonic()
-        while not self._stop.is_set():
+        while True:
             if self._tick is not None and time.monotonic() >= next_tick:
                 self._call(self._tick, ())
                 next_tick = time.monotonic() + self.tick_seconds
             timeout = max(0.0, next_tick - time.monotonic()) if self._tick is not None else None
-            try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            if item is None:
-                break
-            self._call(*item)
+            item = self._take(timeout)
+            with self._cond:
+                if self._stop:
+                    return
+            if item is not None:
+                self._call(*item)

@@ -17,7 +17,9 @@ from asyncreceive.crypto.blinding import EncryptedData, blinded_privkey, decrypt
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message, peel_packet
 from asyncreceive.errors import DecodeError
 from asyncreceive.node.lightningd import NodeError
-from asyncreceive.node.transport import Pacer, Transport
+from asyncreceive.node.graph import ChannelGraph
+from asyncreceive.node.sender import Sender
+from asyncreceive.node.transport import Transport
 from asyncreceive.wire.messages import OnionMessagePayload
 
 
@@ -44,6 +46,7 @@ class FakeNode:
         self.network = network
         self.height = 100
         self.online = True
+        self.connects: List[bytes] = []   # node ids we were asked to connect to
 
     # adapter surface used by the services
     def makesecret(self, label: str) -> bytes:
@@ -53,10 +56,18 @@ class FakeNode:
     def is_connected(self, node_id: bytes) -> bool:
         return self.network.reachable(node_id)
 
-    def route_to(self, node_id: bytes):
-        return None  # everyone is a direct peer in the fake network
+    def connected_peers(self):
+        return {n for n in self.network.nodes if n != self.node_id and self.network.reachable(n)}
 
-    def ensure_connected(self, node_id: bytes) -> None:
+    def channel_adjacency(self):
+        adj = {}
+        for a, b in self.network.channels.values():
+            adj.setdefault(a, set()).add(b)
+            adj.setdefault(b, set()).add(a)
+        return adj
+
+    def connect(self, node_id: bytes, timeout: float) -> None:
+        self.connects.append(node_id)
         if not self.network.reachable(node_id):
             raise NodeError(f"cannot connect to {node_id.hex()}")
 
@@ -119,9 +130,9 @@ class FakeNetwork:
 
     def add(self, name: str) -> Tuple[FakeNode, Transport]:
         node = FakeNode(self, name)
-        t = Transport(node, node.makesecret("phantom"), node.makesecret("context"),
-                      lambda msg, level="info", n=name: self.log.append((n, level, msg)),
-                      clock=self.clock, pacer=Pacer(0))
+        log = lambda msg, level="info", n=name: self.log.append((n, level, msg))  # noqa: E731
+        t = Transport(node, node.makesecret("phantom"), node.makesecret("context"), log, clock=self.clock,
+                      sender=Sender(log, threads=0), graph=ChannelGraph(node, log, background=False))
         self.nodes[node.node_id] = node
         self.transports[t.phantom_id] = t
         self.by_node[node.node_id] = t
@@ -137,6 +148,7 @@ class FakeNetwork:
         path_key = out.path_key
         owners = list(self.nodes.values())
         expected = None  # after the first hop, only the node named by the previous hop may peel
+        source = None    # the node the current one got it from (none for the first: it was injected)
         for _ in range(len(out.hops)):
             candidates = owners if expected is None else [self.nodes[expected]]
             node = self._owner(candidates, path_key, packet)
@@ -156,11 +168,13 @@ class FakeNetwork:
                 return  # final at a real node: only the compact-path hook would see it (not modelled)
             if not self.reachable(data.next_node_id):
                 self.delivered += data.next_node_id in self.transports
-                self.by_node[node.node_id].handle_forward_fail({
-                    "next_node_id": data.next_node_id.hex(),
-                    "outgoing": encode_onion_message(next_key, next_packet).hex()})
+                notification = {"next_node_id": data.next_node_id.hex(),
+                                "outgoing": encode_onion_message(next_key, next_packet).hex()}
+                if source is not None:
+                    notification["source"] = source.hex()
+                self.by_node[node.node_id].handle_forward_fail(notification)
                 return
-            path_key, packet, expected = next_key, next_packet, data.next_node_id
+            path_key, packet, expected, source = next_key, next_packet, data.next_node_id, node.node_id
 
     @staticmethod
     def _owner(nodes, path_key, packet) -> Optional[FakeNode]:

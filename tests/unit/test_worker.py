@@ -1,0 +1,87 @@
+"""The worker: onion-message work is bounded and fair per sending peer, local work comes first."""
+
+import time
+
+from asyncreceive.node.worker import Worker
+from asyncreceive.server.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(**kw):
+    drops = []
+    w = Worker(lambda msg, level="info": None, on_drop=lambda reason, text: drops.append(reason), **kw)
+    return w, drops
+
+
+def run_until(w, done):
+    """Start the worker and wait (10 s at most) until ``done()``."""
+    w.start()
+    deadline = time.monotonic() + 10
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    w.stop()
+    assert done()
+
+
+def test_a_flooding_peer_does_not_starve_another_peer():
+    w, drops = make()
+    order = []
+    for i in range(64):
+        w.submit_message("aa", order.append, ("aa", i))
+    w.submit_message("bb", order.append, ("bb", 0))
+    run_until(w, lambda: len(order) == 65)
+    # one message of each peer in turn: bb's message is second, not 65th as in one FIFO queue
+    assert order[:3] == [("aa", 0), ("bb", 0), ("aa", 1)]
+    assert drops == []
+
+
+def test_queues_stay_bounded_and_drops_are_counted():
+    w, drops = make(per_sender=64, max_messages=100)
+    accepted = sum(w.submit_message("aa", lambda: None) for _ in range(10_000))
+    assert accepted == 64
+    accepted += sum(w.submit_message(f"peer{i}", lambda: None) for i in range(200))
+    assert accepted == 100                      # the total bound
+    assert drops == ["queue_full"] * (10_000 + 200 - 100)
+
+
+def test_messages_from_a_peer_are_rate_limited_before_any_work():
+    clock = Clock()
+    w, drops = make(rate=RateLimiter(20, 0.25), clock=clock)
+    assert sum(w.submit_message("aa", lambda: None) for _ in range(100)) == 20   # the burst
+    assert sum(w.submit_message("bb", lambda: None) for _ in range(3)) == 3      # another peer is not affected
+    clock.now += 1.0
+    assert sum(w.submit_message("aa", lambda: None) for _ in range(100)) == 4    # then 4 a second
+    # messages whose peer we are not told share a queue and are not rate-limited (only bounded)
+    assert sum(w.submit_message(None, lambda: None) for _ in range(50)) == 50
+    assert drops == ["peer_rate_limited"] * (80 + 96)
+
+
+def test_local_work_runs_before_queued_messages():
+    w, _ = make()
+    order = []
+    for i in range(50):
+        w.submit_message(f"peer{i % 5}", order.append, "message")
+    w.submit(order.append, "local")
+    run_until(w, lambda: len(order) == 51)
+    assert order[0] == "local" and order.count("message") == 50
+
+
+def test_local_queue_is_bounded():
+    w, drops = make(max_local=10)
+    assert sum(w.submit(lambda: None) for _ in range(15)) == 10
+    assert drops == ["queue_full"] * 5
+
+
+def test_exceptions_are_logged_and_the_worker_goes_on():
+    logs = []
+    w = Worker(lambda msg, level="info": logs.append(level))
+    w.submit_message("aa", lambda: 1 / 0)
+    run_until(w, lambda: logs)
+    assert logs == ["broken"]
