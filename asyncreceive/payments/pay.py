@@ -282,10 +282,7 @@ class PayService:
         if intro in peers:
             return [intro]
         if intro is not None and peers:
-            try:
-                route = self.node.route_to(intro)
-            except NodeError:
-                route = None
+            route = self.t.graph.route(intro)   # the cached graph: never waits on lightningd
             if route and route[0] in peers:
                 return [route[0]]
         if peers:
@@ -486,7 +483,7 @@ class PayService:
         for path in Offer.decode(p.offer).paths:
             try:
                 self.t.send(path, m.INVOICE_REQUEST, p.invreq, reply_context=self._ctx(p, STEP_INVOICE),
-                            reply_via=self._reply_via(path))
+                            reply_via=self._reply_via(path), may_connect=True)  # the user asked for it
                 sent = True
                 break
             except TransportError as e:
@@ -509,7 +506,8 @@ class PayService:
         for path in paths:
             try:
                 self.t.send(path, m.HELD_HTLC_AVAILABLE, m.HeldHtlcAvailable().encode(),
-                            reply_context=self._ctx(p, STEP_RELEASE), reply_via=self._reply_via(path))
+                            reply_context=self._ctx(p, STEP_RELEASE), reply_via=self._reply_via(path),
+                            may_connect=True)
             except TransportError as e:
                 errors.append(str(e))
         if len(errors) == len(paths):
