@@ -29,7 +29,7 @@ from .test_protocol import NOW, World, mailbox_world, send_held_htlc_available, 
 def from_peer(w, peer):
     """Onion messages the server's lightningd cannot forward now come from ``peer`` (the ``source`` of
     onionmessage_forward_fail)."""
-    w.st.on_undeliverable = lambda nid, onion: w.server.on_undeliverable(nid, onion, peer.node_id)
+    w.st.on_undeliverable = lambda nid, onion, source=None: w.server.on_undeliverable(nid, onion, peer.node_id)
 
 
 def flood(w, peer, n, start=0):
