@@ -46,9 +46,11 @@ plugin.add_option("asyncserver-max-slots", 10, "Static invoice server: most invo
                   opt_type="int")
 plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.",
                   opt_type="int")
-plugin.add_option("asyncserver-max-held", 20,
+plugin.add_option("asyncserver-max-held", 64,
                   "Static invoice server: most onion messages held per offline client until it reconnects "
-                  "(0 turns holding off).", opt_type="int")
+                  "(a count; 0 turns holding off).", opt_type="int")
+plugin.add_option("asyncserver-max-held-bytes", 96000,
+                  "Static invoice server: most bytes of onion messages held per offline client.", opt_type="int")
 plugin.add_option("asyncserver-hold-seconds", 86400,
                   "Static invoice server: seconds an onion message is held for an offline client.", opt_type="int")
 plugin.add_option("asyncreceive-pay-timeout", 86400,
@@ -136,7 +138,7 @@ def init(options, configuration, plugin, **kwargs):
         server_cfg = ServerConfig(_positive("asyncserver-max-clients"), _positive("asyncserver-max-slots"),
                                   _positive("asyncserver-max-invoice-bytes"),
                                   _positive("asyncserver-max-held", zero_ok=True),
-                                  _positive("asyncserver-hold-seconds"))
+                                  _positive("asyncserver-hold-seconds"), _positive("asyncserver-max-held-bytes"))
         crashpoint.set_crash_at(plugin.get_option("asyncreceive-dev-crash-at"), log,
                                 bool(plugin.get_option("asyncreceive-dev")))
     except ValueError as e:
@@ -399,13 +401,17 @@ def _client_id(client_id) -> bytes:
 
 
 @plugin.method("asyncserver-addclient")
-def addclient(plugin, client_id, expiry=None):
+def addclient(plugin, client_id, expiry=None, rotate=False):
     """Enrol {client_id} with this static invoice server; returns the blinded paths it configures to reach
-    us (paths_hex is LDK's list encoding). {expiry}: seconds until the paths stop working."""
+    us (paths_hex is LDK's list encoding). {expiry}: seconds until the paths stop working. Adding an
+    enrolled client again returns paths of the same enrolment; {rotate}=true starts a new enrolment (for a
+    new device): the old device's paths stop working and its invoices are deleted."""
     if expiry is not None and (not isinstance(expiry, int) or expiry <= 0):
         raise RpcException("expiry: a positive number of seconds")
+    if not isinstance(rotate, bool):
+        raise RpcException("rotate: true or false")
     try:
-        return _server().add_client(_client_id(client_id), expiry)
+        return _server().add_client(_client_id(client_id), expiry, rotate)
     except ServerError as e:
         raise RpcException(str(e))
 

@@ -15,7 +15,6 @@ seen, debug after that).
 
 import functools
 import hashlib
-import inspect
 import os
 import threading
 import time
@@ -363,23 +362,11 @@ class Transport:
             return self.drop("malformed", f"onionmessage_forward_fail with a field that is not hex: {e}")
         if next_id_b != self.phantom_id:
             if self.on_undeliverable is not None:
-                self._undeliverable(next_id_b, outgoing_b, source_b)
+                self.on_undeliverable(next_id_b, outgoing_b, source_b)
             return
         msg = self._open(outgoing_b)
         if msg is not None:
             self._dispatch(msg)
-
-    def _undeliverable(self, next_node_id: bytes, onion_message: bytes, source: Optional[bytes]) -> None:
-        # TODO(merge): the server's on_undeliverable takes ``source`` on the server branch; until then
-        # a handler taking two arguments is called with two.
-        try:
-            takes_source = len(inspect.signature(self.on_undeliverable).parameters) >= 3
-        except (TypeError, ValueError):
-            takes_source = True
-        if takes_source:
-            self.on_undeliverable(next_node_id, onion_message, source)
-        else:
-            self.on_undeliverable(next_node_id, onion_message)
 
     def _open(self, onion_message: bytes, relayed: bool = False) -> Optional[Received]:
         """Peel the phantom layer of a wire ``onion_message`` and authenticate its context; None (the

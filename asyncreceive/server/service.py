@@ -1,17 +1,27 @@
 """The static invoice server (bLIP-66 server side, compatible with LDK clients).
 
-- ``add_client`` hands out blinded paths (ending at our phantom hop) whose context names the client and
-  an expiry: no per-path state, valid across restarts.
+- ``add_client`` hands out blinded paths (ending at our phantom hop) whose context names the client, its
+  enrolment and an expiry: no per-path state, valid across restarts.  Every context the server issues
+  carries the enrolment id; ``remove_client`` then ``add_client`` makes a new one, so the old device's
+  paths stop working.  ``add_client`` on an enrolled id keeps its enrolment (idempotent) unless asked to
+  ``rotate`` it.
 - ``offer_paths_request`` on such a path gets ``offer_paths``: fresh offer paths (context: client, slot,
   now + 365 d) and a reply path (same context) that the client reuses for every invoice refresh.
 - ``serve_static_invoice`` on that reply path is validated (parses, signature, not expired, size, its
-  offer paths are ours for that client and slot), persisted, and only then acknowledged.
+  offer paths are ours for that client and slot), persisted, and only then acknowledged.  An invoice
+  older than the stored one for that slot (a replayed serve: lightningd keeps no replay cache for onion
+  messages) is acknowledged but not stored; so is another invoice with the same ``created_at``.
+  Checking the client and writing are done under one lock that ``remove_client`` takes too, and removal
+  deletes the client record first: a serve racing a removal stores nothing.
 - ``invoice_request`` on an offer path is forwarded to the client's ``forward_invoice_request_path``
   (with the payer's reply path), then answered with the stored ``static_invoice``.
 - the mailbox (``mailbox.py``): onion messages for a registered client phantom are held while the
   client is offline and relayed when it connects.
+
+A damaged datastore record (decoders raise DecodeError) is skipped with an "unusual" log line.
 """
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -29,10 +39,11 @@ from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_fixed, u16
 from . import mailbox as mb
 from .ratelimit import RateLimiter
-from .store import ClientRecord, InvoiceRecord, client_key, invoice_key, invoices_prefix, PREFIX
+from .store import ENROLMENT_BYTES, ClientRecord, InvoiceRecord, client_key, invoice_key, invoices_prefix, PREFIX
 
 F_CLIENT = 4
 F_SLOT = 6
+F_ENROLMENT = 8
 OFFER_LIFETIME = 365 * 24 * 3600
 
 
@@ -41,8 +52,9 @@ class ServerConfig:
     max_clients: int = 1000
     max_slots: int = 10
     max_invoice_bytes: int = 5120
-    max_held: int = mb.MAX_HELD          # per client; 0 turns the mailbox off
+    max_held: int = mb.MAX_HELD          # messages per client; 0 turns the mailbox off
     hold_seconds: int = mb.HOLD_SECONDS
+    max_held_bytes: int = mb.MAX_HELD_BYTES   # bytes per client
 
 
 class ServerError(Exception):
@@ -60,11 +72,14 @@ class ServerService:
         self.persist_limit = RateLimiter()
         self.lookup_limit = RateLimiter()
         self.hold_limit = RateLimiter(capacity=mb.HOLD_BURST, refill_seconds=mb.HOLD_REFILL_SECONDS)
+        self.peer_hold_limit = RateLimiter(capacity=mb.PEER_HOLD_BURST, refill_seconds=mb.PEER_HOLD_REFILL_SECONDS)
         transport.on_kind(Kind.CLIENT, self.on_offer_paths_request)
         transport.on_kind(Kind.SERVE_REPLY, self.on_serve_static_invoice)
         transport.on_kind(Kind.OFFER, self.on_invoice_request)
-        self._mailbox_lock = threading.RLock()
+        #: held around every check-the-client-then-write (serves, registrations, holds, removal)
+        self._lock = threading.RLock()
         self._mailboxes: Dict[bytes, Tuple[bytes, mb.MailboxRecord]] = {}   # phantom id -> (client, record)
+        self._box_of: Dict[bytes, mb.MailboxRecord] = {}                     # client -> record
         if config.max_held > 0:
             transport.on_undeliverable = self.on_undeliverable
 
@@ -72,22 +87,39 @@ class ServerService:
         return int(self._clock())
 
     # ---- operator RPCs ---------------------------------------------------------------------------
-    def add_client(self, client_id: bytes, expiry: Optional[int] = None) -> dict:
+    def add_client(self, client_id: bytes, expiry: Optional[int] = None, rotate: bool = False) -> dict:
+        """Enrol ``client_id``.  On an enrolled id this keeps its enrolment (its paths keep working) and
+        sets the new expiry; with ``rotate`` it is a removal then a new enrolment."""
         if not client_id or len(client_id) > 256:
             raise ServerError("client_id must be 1 to 256 bytes")
         now = self.now()
         expires_at = now + expiry if expiry else None
-        if self.node.ds_get(client_key(client_id)) is None:
-            if len(self.list_clients()) >= self.config.max_clients:
+        key = client_key(client_id)
+        with self._lock:
+            got = self.node.ds_get(key)
+            old = self._decode_client(got[0], key) if got is not None else None
+            if got is None and len(self.node.ds_list(PREFIX + ["clients"])) >= self.config.max_clients:
                 raise ServerError(f"client limit reached ({self.config.max_clients}, option asyncserver-max-clients)")
-            self.node.ds_set(client_key(client_id), ClientRecord(client_id, now, expires_at).encode())
-        else:
-            self.node.ds_set(client_key(client_id), ClientRecord(client_id, now, expires_at).encode())
-        ctx = PathContext(Kind.CLIENT, expires_at, {F_CLIENT: client_id})
+            if got is not None and (rotate or old is None):
+                self._remove(client_id)
+                old = None
+            rec = (ClientRecord(client_id, old.created_at, expires_at, old.enrolment) if old is not None
+                   else ClientRecord(client_id, now, expires_at, os.urandom(ENROLMENT_BYTES)))
+            self.node.ds_set(key, rec.encode())
+        ctx = PathContext(Kind.CLIENT, expires_at, self._fields(client_id, rec.enrolment))
         paths = self.client_paths(ctx)
         return {"client_id": client_id.decode("utf-8", "replace"), "expires_at": expires_at,
                 "paths": [p.encode().hex() for p in paths],
                 "paths_hex": (u16(len(paths)) + b"".join(p.encode() for p in paths)).hex()}
+
+    @staticmethod
+    def _fields(client_id: bytes, enrolment: Optional[bytes], slot: Optional[int] = None) -> Dict[int, bytes]:
+        fields = {F_CLIENT: client_id}
+        if enrolment is not None:
+            fields[F_ENROLMENT] = enrolment
+        if slot is not None:
+            fields[F_SLOT] = u16(slot)
+        return fields
 
     def client_paths(self, ctx: PathContext) -> List[BlindedPath]:
         """Up to 3 paths: through us, then through up to two connected channel peers."""
@@ -100,19 +132,30 @@ class ServerService:
             paths.append(self.t.make_path(ctx, via=[p]))
         return paths
 
+    def _damaged(self, key: List[str], e: Exception) -> None:
+        self._log(f"skipping damaged datastore record {'/'.join(key)}: {e}", "unusual")
+
+    def _decode_client(self, data: bytes, key: List[str]) -> Optional[ClientRecord]:
+        try:
+            return ClientRecord.decode(data)
+        except DecodeError as e:
+            return self._damaged(key, e)
+
     def _client(self, client_id: bytes) -> Optional[ClientRecord]:
-        got = self.node.ds_get(client_key(client_id))
-        if got is None:
-            return None
-        rec = ClientRecord.decode(got[0])
-        if rec.expires_at is not None and self.now() > rec.expires_at:
+        """The enrolled client, if it has not expired (None if damaged)."""
+        key = client_key(client_id)
+        got = self.node.ds_get(key)
+        rec = self._decode_client(got[0], key) if got is not None else None
+        if rec is None or (rec.expires_at is not None and self.now() > rec.expires_at):
             return None
         return rec
 
     def list_clients(self) -> List[dict]:
         out = []
         for key, val, _ in self.node.ds_list(PREFIX + ["clients"]):
-            rec = ClientRecord.decode(val)
+            rec = self._decode_client(val, key)
+            if rec is None:
+                continue
             box = self._mailbox_of(rec.client_id)
             out.append({"client_id": rec.client_id.decode("utf-8", "replace"), "created_at": rec.created_at,
                         "expires_at": rec.expires_at,
@@ -123,25 +166,36 @@ class ServerService:
         return out
 
     def remove_client(self, client_id: bytes) -> dict:
-        if self.node.ds_get(client_key(client_id)) is None:
-            raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
-        removed = 0
-        for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
-            self.node.ds_delete(key)
-            removed += 1
-        with self._mailbox_lock:  # the client goes first: nothing registers or holds for it after this
+        with self._lock:
+            if self.node.ds_get(client_key(client_id)) is None:
+                raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+            removed = self._remove(client_id)
+        return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
+
+    def _remove(self, client_id: bytes) -> int:
+        """Delete a client, then what it left (under ``_lock``): a serve or hold waiting for the lock
+        finds no client, so nothing is stored for it after this.  Returns the invoices deleted."""
+        with self._lock:
             self.node.ds_delete(client_key(client_id))
+            removed = 0
+            for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
+                self.node.ds_delete(key)
+                removed += 1
             for key, _, _ in self.node.ds_list(mb.held_prefix(client_id)):
                 self.node.ds_delete(key)
             self.node.ds_delete(mb.mailbox_key(client_id))
-            self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != client_id}
-        return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
+            self._set_box(client_id, None)
+        return removed
 
     def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
         out = []
         for key, val, _ in self.node.ds_list(invoices_prefix(client_id)):
-            rec = InvoiceRecord.decode(val)
-            inv = StaticInvoice.decode(rec.invoice)
+            try:
+                rec = InvoiceRecord.decode(val)
+                inv = StaticInvoice.decode(rec.invoice)
+            except DecodeError as e:
+                self._damaged(key, e)
+                continue
             out.append({"client_id": bytes.fromhex(key[-2]).decode("utf-8", "replace"), "slot": int(key[-1]),
                         "offer_id": inv.offer_id.hex(), "offer": inv.offer.to_string(),
                         "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
@@ -150,31 +204,37 @@ class ServerService:
         return out
 
     # ---- protocol ---------------------------------------------------------------------------------
-    def _ids(self, msg: Received):
+    def _ids(self, msg: Received) -> Tuple[bytes, Optional[int], ClientRecord]:
+        """(client, slot, its record) named by an authenticated context, if that client is enrolled and
+        the context is of its current enrolment."""
         cid = msg.context.get(F_CLIENT)
         slot_b = msg.context.get(F_SLOT)
         slot = decode_fixed(slot_b, 2, "context.slot") if slot_b is not None else None
-        if cid is None or self._client(cid) is None:
+        rec = self._client(cid) if cid is not None else None
+        if rec is None:
             raise ContextError("unknown_client", f"no enrolled client {cid!r}")
-        return cid, slot
+        if rec.enrolment != msg.context.get(F_ENROLMENT):
+            raise ContextError("old_enrolment", f"a path of an earlier enrolment of client {cid!r}")
+        return cid, slot, rec
 
     def on_offer_paths_request(self, msg: Received) -> None:
         msg.expect(m.OFFER_PATHS_REQUEST, "a client path")
-        cid, _ = self._ids(msg)
+        cid, _, rec = self._ids(msg)
         req = m.OfferPathsRequest.decode(msg.body)
         if req.invoice_slot >= self.config.max_slots:
             raise DecodeError("offer_paths_request.invoice_slot",
                               f"slot {req.invoice_slot} over the limit {self.config.max_slots}")
         exp = self.now() + OFFER_LIFETIME
-        fields = {F_CLIENT: cid, F_SLOT: u16(req.invoice_slot)}
+        fields = self._fields(cid, rec.enrolment, req.invoice_slot)
         offer_path = self.t.make_path(PathContext(Kind.OFFER, exp, fields))  # fresh blinding every time
         mailbox = self.node.node_id if self.config.max_held > 0 else None
         self.t.send(msg.reply_path, m.OFFER_PATHS, m.OfferPaths([offer_path], exp, mailbox).encode(),
                     reply_context=PathContext(Kind.SERVE_REPLY, exp, fields))
         self._log(f"offer_paths for client {cid!r} slot {req.invoice_slot}", "debug")
 
-    def issued_offer_path(self, path: BlindedPath, cid: bytes, slot: int) -> bool:
-        """Is ``path`` an offer path we made for (client, slot)?  Checked statelessly by decrypting it."""
+    def issued_offer_path(self, path: BlindedPath, rec: ClientRecord, slot: int) -> bool:
+        """Is ``path`` an offer path we made for (client enrolment, slot)?  Checked statelessly by
+        decrypting it."""
         if path.first_node_id != self.node.node_id or len(path.hops) != 2:
             return False
         try:
@@ -184,11 +244,11 @@ class ServerService:
             ctx = self.t.ctx_key.verify(ctx_bytes, data.path_id, self.now(), Kind.OFFER)
         except (NodeError, DecodeError, ContextError):
             return False
-        return ctx.get(F_CLIENT) == cid and ctx.get(F_SLOT) == u16(slot)
+        return ctx.fields == self._fields(rec.client_id, rec.enrolment, slot)
 
     def on_serve_static_invoice(self, msg: Received) -> None:
         msg.expect(m.SERVE_STATIC_INVOICE, "a serve reply path")
-        cid, slot = self._ids(msg)
+        cid, slot, rec = self._ids(msg)
         if slot is None or slot >= self.config.max_slots:
             raise DecodeError("context.slot", f"slot {slot} over the limit {self.config.max_slots}")
         if not self.persist_limit.allow(cid, self._clock()):
@@ -201,26 +261,42 @@ class ServerService:
         now = self.now()
         if inv.is_expired(now):
             raise DecodeError("serve_static_invoice.invoice", "expired")
-        if not all(self.issued_offer_path(p, cid, slot) for p in inv.offer_paths):
+        if not all(self.issued_offer_path(p, rec, slot) for p in inv.offer_paths):
             raise DecodeError("serve_static_invoice.invoice.offer_paths",
                               f"not the offer paths we issued for this client and slot {slot}")
-        if serve.mailbox is not None and self.config.max_held > 0:
-            self._register(cid, serve.mailbox, now)
         key = invoice_key(cid, slot)
-        old = self.node.ds_get(key)
-        served, last = 0, None
-        if old is not None:
-            prev = InvoiceRecord.decode(old[0])
-            served, last = prev.times_served, prev.last_served_at
-        rec = InvoiceRecord(serve.invoice, serve.forward_invoice_request_path, now, served, last)
-        self.node.ds_put(key, rec.encode(), None if old is None else old[1])  # persist, then acknowledge
-        crashpoint("server-invoice-stored")
+        with self._lock:  # remove_client cannot run between this check and the write
+            self._ids(msg)
+            old = self.node.ds_get(key)
+            prev, prev_inv = self._stored(old[0], key) if old is not None else (None, None)
+            stale = prev_inv is not None and (inv.created_at < prev_inv.created_at or
+                                              (inv.created_at == prev_inv.created_at and prev.invoice != serve.invoice))
+            if not stale:
+                if serve.mailbox is not None and self.config.max_held > 0:
+                    self._register(cid, serve.mailbox, now)
+                served, last = (prev.times_served, prev.last_served_at) if prev is not None else (0, None)
+                new = InvoiceRecord(serve.invoice, serve.forward_invoice_request_path, now, served, last)
+                self.node.ds_put(key, new.encode(), None if old is None else old[1])  # persist, then acknowledge
+                crashpoint("server-invoice-stored")
         self.t.send(msg.reply_path, m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode())
-        self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
+        if stale:
+            self._log(f"client {cid!r} slot {slot}: kept the stored static invoice (created at "
+                      f"{prev_inv.created_at}) over one created at {inv.created_at} (a replay?); acknowledged", "info")
+        else:
+            self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
+
+    def _stored(self, data: bytes, key: List[str]) -> Tuple[Optional[InvoiceRecord], Optional[StaticInvoice]]:
+        """A stored invoice record and its invoice; (None, None) if damaged (logged)."""
+        try:
+            rec = InvoiceRecord.decode(data)
+            return rec, StaticInvoice.decode(rec.invoice)
+        except DecodeError as e:
+            self._damaged(key, e)
+            return None, None
 
     def on_invoice_request(self, msg: Received) -> None:
         msg.expect(m.INVOICE_REQUEST, "an offer path")
-        cid, slot = self._ids(msg)
+        cid, slot, _ = self._ids(msg)
         if not self.lookup_limit.allow(cid, self._clock()):
             raise ContextError("rate_limited", f"invoice requests for client {cid!r} too fast")
         InvoiceRequest.decode(msg.body)
@@ -228,8 +304,9 @@ class ServerService:
         got = self.node.ds_get(key)
         if got is None:
             raise ContextError("no_invoice", f"no static invoice for client {cid!r} slot {slot}")
-        rec = InvoiceRecord.decode(got[0])
-        inv = StaticInvoice.decode(rec.invoice)
+        rec, inv = self._stored(got[0], key)
+        if rec is None:
+            return
         now = self.now()
         if inv.is_expired(now) or inv.offer_is_expired(now):
             raise ContextError("invoice_expired", f"static invoice for client {cid!r} slot {slot} expired")
@@ -241,7 +318,7 @@ class ServerService:
         try:
             self.node.ds_put(key, rec.served(now).encode(), got[1])
         except NodeError:
-            pass  # the invoice was replaced meanwhile; the count of the old one is lost, nothing else
+            pass  # the invoice was replaced or removed meanwhile; the count of the old one is lost, nothing else
         self._log(f"served static invoice of client {cid!r} slot {slot}", "info")
 
     # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
@@ -252,15 +329,25 @@ class ServerService:
             try:
                 rec = mb.MailboxRecord.decode(val)
             except DecodeError as e:
-                self._log(f"ignoring unreadable mailbox record {'/'.join(key)}: {e}", "unusual")
+                self._damaged(key, e)
                 continue
             boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
-        with self._mailbox_lock:
+        with self._lock:
             self._mailboxes = boxes
+            self._box_of = {cid: rec for cid, rec in boxes.values()}
 
     def _mailbox_of(self, cid: bytes) -> Optional[mb.MailboxRecord]:
-        with self._mailbox_lock:
-            return next((rec for c, rec in self._mailboxes.values() if c == cid), None)
+        with self._lock:
+            return self._box_of.get(cid)
+
+    def _set_box(self, cid: bytes, rec: Optional[mb.MailboxRecord]) -> None:
+        """Replace ``cid``'s registration in both indexes (under ``_lock``)."""
+        old = self._box_of.pop(cid, None)
+        if old is not None:
+            self._mailboxes.pop(old.registration.phantom_id, None)
+        if rec is not None:
+            self._box_of[cid] = rec
+            self._mailboxes[rec.registration.phantom_id] = (cid, rec)
 
     def _register(self, cid: bytes, reg: m.MailboxRegistration, now: int) -> None:
         """A client asks us to hold messages for its phantom.  The registration must be signed by that
@@ -272,7 +359,7 @@ class ServerService:
         if reg.phantom_id in (self.node.node_id, self.t.phantom_id):
             self._log(f"client {cid!r}: mailbox registration names this node: ignored", "unusual")
             return
-        with self._mailbox_lock:
+        with self._lock:
             if self._client(cid) is None:
                 return  # removed meanwhile
             owner = self._mailboxes.get(reg.phantom_id)
@@ -289,47 +376,60 @@ class ServerService:
             except NodeError as e:
                 self._log(f"client {cid!r}: mailbox registration not stored: {e}", "unusual")
                 return
-            self._mailboxes = {k: v for k, v in self._mailboxes.items() if v[0] != cid}
-            self._mailboxes[reg.phantom_id] = (cid, rec)
+            self._set_box(cid, rec)
         if old is None or old.registration.phantom_id != reg.phantom_id:
             self._log(f"client {cid!r}: holding onion messages for it while it is offline "
                       f"(node {rec.client_node_id.hex()})", "info")
 
-    def _held(self, cid: bytes) -> List[Tuple[List[str], int]]:
+    def _held(self, cid: bytes) -> List[mb.Entry]:
+        """What is held for ``cid``, oldest first; a damaged record is logged and expires at once."""
         out = []
         for key, val, _ in self.node.ds_list(mb.held_prefix(cid)):
             try:
-                out.append((key, mb.HeldMessage.decode(val).received_at))
-            except DecodeError:
-                out.append((key, 0))  # unreadable: expires at once
+                h = mb.HeldMessage.decode(val)
+                out.append(mb.Entry(key, h.source, len(h.onion_message), h.received_at))
+            except DecodeError as e:
+                self._damaged(key, e)
+                out.append(mb.Entry(key, None, 0, 0))
         return out
 
-    def on_undeliverable(self, next_node_id: bytes, onion_message: bytes) -> None:
-        """lightningd could not forward an onion message to ``next_node_id``: if that is a client's
-        phantom, store the message, then relay it at once if the client is connected.
+    def on_undeliverable(self, next_node_id: bytes, onion_message: bytes, source: Optional[bytes] = None) -> None:
+        """lightningd could not forward an onion message to ``next_node_id`` (it came from peer
+        ``source``, if known): if that is a client's phantom, store the message, then relay it at once if
+        the client is connected.
 
-        Only small (1300-byte) onions are held: a larger one could not be wrapped in a relay.  Each
-        client's admissions are rate-limited, so a payer flooding its mailbox path cannot churn it fast.
+        Only small (1300-byte) onions are held: a larger one could not be wrapped in a relay.  Admissions
+        are rate-limited per incoming peer and per (client, peer), and a full mailbox makes room only at
+        the expense of the source holding the most (``mailbox.admit``).
         """
-        with self._mailbox_lock:
+        with self._lock:
             entry = self._mailboxes.get(next_node_id)
         if entry is None:
             return
         cid, rec = entry
+        peer = source.hex()[:16] if source is not None else "unknown peer"
         if len(onion_message) > mb.MAX_ONION_MESSAGE:
             return self._log(f"client {cid!r}: not holding a {len(onion_message)}-byte onion message "
                              f"(at most {mb.MAX_ONION_MESSAGE})", "debug")
-        if not self.hold_limit.allow(cid, self._clock()):
-            return self._log(f"client {cid!r}: onion messages for it arrive too fast: not held", "debug")
+        clock = self._clock()
+        if source is not None and not self.peer_hold_limit.allow(source, clock):
+            return self._log(f"onion messages to hold from {peer} arrive too fast: not held", "debug")
+        if not self.hold_limit.allow((cid, source), clock):
+            return self._log(f"client {cid!r}: onion messages for it from {peer} arrive too fast: not held", "debug")
         now = self.now()
-        key = mb.held_key(cid, now, onion_message)
-        with self._mailbox_lock:
-            if self._client(cid) is None or self.node.ds_get(key) is not None:
+        new = mb.Entry(mb.held_key(cid, now, onion_message), source, len(onion_message), now)
+        limits = mb.Limits(self.config.max_held, self.config.max_held_bytes, self.config.hold_seconds)
+        with self._lock:
+            if self._client(cid) is None or self.node.ds_get(new.key) is not None:
                 return  # removed or expired client; or the very same message is already held
-            for old in mb.admit(self._held(cid), now, self.config.max_held, self.config.hold_seconds):
-                self.node.ds_delete(old)
-            self.node.ds_put(key, mb.HeldMessage(now, onion_message).encode())
-        self._log(f"holding an onion message for client {cid!r} ({len(onion_message)} bytes)", "debug")
+            ok, delete = mb.admit(self._held(cid), new, now, limits)
+            for key in delete:
+                self.node.ds_delete(key)
+            if ok:
+                self.node.ds_put(new.key, mb.HeldMessage(now, onion_message, source).encode())
+        if not ok:
+            return self._log(f"client {cid!r}: mailbox full, {peer} holds its share: not held", "debug")
+        self._log(f"holding an onion message for client {cid!r} from {peer} ({len(onion_message)} bytes)", "debug")
         if self.node.is_connected(rec.client_node_id):
             self.deliver(cid)
 
@@ -337,7 +437,7 @@ class ServerService:
         """Relay what we hold for ``cid`` over its delivery path, oldest first; each message is deleted
         once lightningd took it.  Stops when the client is gone again; a message that cannot be sent
         while the client is connected is dropped (it would block the others)."""
-        with self._mailbox_lock:
+        with self._lock:
             rec = self._mailbox_of(cid)
             if rec is None or self._client(cid) is None:
                 return 0
@@ -367,21 +467,21 @@ class ServerService:
         return sent
 
     def on_peer_connected(self, node_id: bytes) -> None:
-        with self._mailbox_lock:
-            clients = [c for c, rec in self._mailboxes.values() if rec.client_node_id == node_id]
+        with self._lock:
+            clients = [c for c, rec in self._box_of.items() if rec.client_node_id == node_id]
         for cid in clients:
             self.deliver(cid)  # lists what is held once; nothing held, nothing sent
 
     def tick(self) -> None:
         """Relay to connected clients what is still held (a missed connect), expire the rest."""
         waiting = {bytes.fromhex(k[-2]) for k, _, _ in self.node.ds_list(mb.held_prefix())}
-        with self._mailbox_lock:
-            boxes = [(c, rec) for c, rec in self._mailboxes.values() if c in waiting]
+        with self._lock:
+            boxes = [(c, self._box_of[c]) for c in waiting if c in self._box_of]
         for cid, rec in boxes:
             if self.node.is_connected(rec.client_node_id):
                 self.deliver(cid)
             else:
-                with self._mailbox_lock:
+                with self._lock:
                     for key in mb.expired(self._held(cid), self.now(), self.config.hold_seconds):
                         self.node.ds_delete(key)
 

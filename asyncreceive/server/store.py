@@ -4,6 +4,11 @@ Datastore layout (values are TLV streams, so fields can be added later)::
 
     asyncreceive/v1/server/clients/<hex client_id>              ClientRecord
     asyncreceive/v1/server/invoices/<hex client_id>/<slot 05d>  InvoiceRecord
+
+A client's *enrolment* id (random, made by ``addclient``) is in every path context the server issues
+for it: removing a client and adding it again makes a new enrolment, and the old device's paths stop
+working.  Records written before enrolments existed have none, and keep working with contexts that
+have none.  Decoders raise only DecodeError on a damaged record.
 """
 
 from dataclasses import dataclass, replace
@@ -28,25 +33,33 @@ def invoices_prefix(client_id: Optional[bytes] = None) -> List[str]:
     return PREFIX + ["invoices"] + ([client_id.hex()] if client_id is not None else [])
 
 
+ENROLMENT_BYTES = 8
+
+
 @dataclass(frozen=True)
 class ClientRecord:
     client_id: bytes
     created_at: int
     expires_at: Optional[int] = None
+    enrolment: Optional[bytes] = None   # None: enrolled by a version without enrolment ids
 
     def encode(self) -> bytes:
         recs = [(0, self.client_id), (2, tu64(self.created_at))]
         if self.expires_at is not None:
             recs.append((4, tu64(self.expires_at)))
+        if self.enrolment is not None:
+            recs.append((5, self.enrolment))   # odd: older versions still read the record
         return encode_tlv(recs)
 
     @staticmethod
     def decode(data: bytes) -> "ClientRecord":
-        r = dict(decode_tlv(data, "client_record", known={0, 2, 4}).records)
+        r = dict(decode_tlv(data, "client_record", known={0, 2, 4, 5}).records)
         if 0 not in r or 2 not in r:
             raise DecodeError("client_record", "missing client_id or created_at")
+        if 5 in r and len(r[5]) != ENROLMENT_BYTES:
+            raise DecodeError("client_record.enrolment", f"{len(r[5])} bytes, not {ENROLMENT_BYTES}")
         exp = decode_tu(r[4], 8, "client_record.expires_at") if 4 in r else None
-        return ClientRecord(r[0], decode_tu(r[2], 8, "client_record.created_at"), exp)
+        return ClientRecord(r[0], decode_tu(r[2], 8, "client_record.created_at"), exp, r.get(5))
 
 
 @dataclass(frozen=True)

@@ -152,10 +152,10 @@ def test_server_validation_rules():
     # the server's serve handler, fed directly: each rule refuses something
     from asyncreceive.crypto.context import Kind, PathContext
     from asyncreceive.node.transport import Received
-    from asyncreceive.wire.tlv import u16
 
     def serve(slot, invoice_bytes, client=b"phone"):
-        ctx = PathContext(Kind.SERVE_REPLY, w.now + 100, {4: client, 6: u16(slot)})
+        rec = w.server._client(client)  # the context names the client's enrolment, as the server issues it
+        ctx = PathContext(Kind.SERVE_REPLY, w.now + 100, w.server._fields(client, rec and rec.enrolment, slot))
         fwd = w.rt.make_path(PathContext(Kind.FORWARD_INVREQ, None, {4: b"x" * 32}))
         body = m.ServeStaticInvoice(invoice_bytes, fwd).encode()
         w.server.on_serve_static_invoice(Received(m.SERVE_STATIC_INVOICE, m.SERVE_STATIC_INVOICE, body,
@@ -373,7 +373,7 @@ def test_relayed_messages_are_authenticated_like_direct_ones():
     assert w.drops(w.rt).get("malformed") == 1
     inner_path = w.rt.make_mailbox_path(PathContext(Kind.MAILBOX), w.snode.node_id)
     captured = []
-    w.st.on_undeliverable = lambda nid, onion: captured.append(onion)
+    w.st.on_undeliverable = lambda nid, onion, source=None: captured.append(onion)
     w.pt.send(inner_path, m.HELD_ONION_MESSAGE, b"\x00")       # a relay inside a relay, captured
     w.st.send(delivery, m.HELD_ONION_MESSAGE, captured[0])
     assert w.drops(w.rt).get("malformed") == 2 and w.rt.stats.relayed == {}
