@@ -56,6 +56,9 @@ class Received:
     reply_path: Optional[BlindedPath]
     context: PathContext
     path_id: bytes
+    #: the peer the onion came from (None when lightningd does not say, e.g. paths ending at our node);
+    #: for a message our server's mailbox relayed, the peer it first came from is not known either
+    source: Optional[bytes] = None
 
     def expect(self, msg_type: int, where: str, needs_reply: bool = True) -> None:
         """Refuse (DecodeError) a message of another type on this path, or one missing its reply path."""
@@ -364,11 +367,11 @@ class Transport:
             if self.on_undeliverable is not None:
                 self.on_undeliverable(next_id_b, outgoing_b, source_b)
             return
-        msg = self._open(outgoing_b)
+        msg = self._open(outgoing_b, source=source_b)
         if msg is not None:
             self._dispatch(msg)
 
-    def _open(self, onion_message: bytes, relayed: bool = False) -> Optional[Received]:
+    def _open(self, onion_message: bytes, relayed: bool = False, source: Optional[bytes] = None) -> Optional[Received]:
         """Peel the phantom layer of a wire ``onion_message`` and authenticate its context; None (the
         drop counted and logged) if it is malformed or not ours."""
         try:
@@ -385,7 +388,7 @@ class Transport:
         if relayed and ctx.kind == Kind.MAILBOX:
             return self.drop("malformed", "a held onion message inside a held onion message")
         return Received(canonical_type(p.message_type), p.message_type, p.message, p.reply_path,
-                        ctx, peeled.hop_data.path_id)
+                        ctx, peeled.hop_data.path_id, source)
 
     def _on_mailbox(self, msg: Received) -> None:
         """A message our server held for us while we were offline, relayed whole: open it as if it had

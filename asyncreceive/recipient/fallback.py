@@ -88,4 +88,4 @@ def build_invoice(invreq: InvoiceRequest, signing_key: bytes, payment_hash: byte
              (174, BASIC_MPP_OPTIONAL), (176, PrivateKey(signing_key).public_key.format())]
     recs.sort()
     sig = schnorr_sign(signing_key, sighash("invoice", "signature", merkle_root(TlvStream(tuple(recs)))))
-    return encode_tlv(recs + [(SIGNATURE, sig)])
+    return encode_tlv(sorted(recs + [(SIGNATURE, sig)]))  # invreq records 1e9+ come after 240
