@@ -63,6 +63,12 @@ PAY_IN_PROGRESS = 200
 #: a normal-invoice payment in sending that lightningd has no record of after this long was never
 #: handed to lightningd's pay (we stopped in between): it is paid then
 PAY_RESTART_AFTER = 30
+#: a normal-invoice payment whose attempts all failed is failed only once that has stood this long
+#: (lightningd's pay may start another attempt; its retry_for is 60 s)
+FAILURE_STANDS = 90
+#: held_htlc_available goes over at most this many of a static invoice's message paths (an offer's
+#: author could list many paths to nodes that hang our connects)
+MAX_MESSAGE_PATHS = 4
 #: the longest error text kept in a record
 MAX_ERROR = 300
 
@@ -87,7 +93,7 @@ def _is_static(invoice: bytes) -> bool:
 # TLV types of the record (odd ones may be absent); values are tu64 unless said otherwise.
 R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_INVOICE = 0, 2, 4, 6, 8, 10
 R_CREATED, R_DEADLINE, R_ERROR, R_MAX_FEE, R_MAX_DELAY = 12, 14, 16, 18, 20
-R_ATTEMPTS, R_ERROR_AT, R_NEXT_TRY, R_HELD_AT, R_ROUTE, R_SENDING_AT = 21, 23, 25, 27, 29, 31
+R_ATTEMPTS, R_ERROR_AT, R_NEXT_TRY, R_HELD_AT, R_ROUTE, R_SENDING_AT, R_HANDED_OVER = 21, 23, 25, 27, 29, 31, 33
 ROUTES = ["static", "normal"]
 
 
@@ -96,13 +102,15 @@ class Payment:
 
     def __init__(self, payment_id, offer, amount_msat, invreq, preimage, status="requested", invoice=b"",
                  created_at=0, deadline=0, error="", max_fee_msat=0, max_delay=2016, attempts=0,
-                 error_at=None, next_try_at=None, held_at=None, route=None, sending_at=None):
+                 error_at=None, next_try_at=None, held_at=None, route=None, sending_at=None, handed_over=False):
         self.payment_id, self.offer, self.amount_msat = payment_id, offer, amount_msat
         self.invreq, self.preimage, self.status, self.invoice = invreq, preimage, status, invoice
         self.created_at, self.deadline, self.error = created_at, deadline, error
         self.max_fee_msat, self.max_delay, self.attempts = max_fee_msat, max_delay, attempts
         self.error_at, self.next_try_at, self.held_at, self.route = error_at, next_try_at, held_at, route
         self.sending_at = sending_at
+        #: set before the HTLC (or lightningd's pay) may have gone out: never sent again from a restart
+        self.handed_over = handed_over
 
     def encode(self) -> bytes:
         recs = [(R_OFFER, self.offer), (R_AMOUNT, tu64(self.amount_msat)), (R_INVREQ, self.invreq),
@@ -120,12 +128,14 @@ class Payment:
                 recs.append((t, tu64(v)))
         if self.route is not None:
             recs.append((R_ROUTE, bytes([ROUTES.index(self.route)])))
+        if self.handed_over:
+            recs.append((R_HANDED_OVER, b""))
         return encode_tlv(sorted(recs))
 
     @staticmethod
     def decode(payment_id: bytes, data: bytes) -> "Payment":
         """Raises only DecodeError, naming the field, on a damaged record."""
-        r = dict(decode_tlv(data, "payment", known=lambda t: t <= R_SENDING_AT).records)
+        r = dict(decode_tlv(data, "payment", known=lambda t: t <= R_HANDED_OVER).records)
         for t in (R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_CREATED, R_DEADLINE):
             if t not in r:
                 raise DecodeError(f"payment[{t}]", "missing")
@@ -148,7 +158,8 @@ class Payment:
                        r.get(R_ERROR, b"").decode("utf-8", "replace"), tu(R_MAX_FEE, "max_fee_msat", 0),
                        tu(R_MAX_DELAY, "max_delay", 2016), tu(R_ATTEMPTS, "attempts", 0),
                        tu(R_ERROR_AT, "error_at"), tu(R_NEXT_TRY, "next_try_at"), tu(R_HELD_AT, "held_at"),
-                       ROUTES[route] if route is not None else None, tu(R_SENDING_AT, "sending_at"))
+                       ROUTES[route] if route is not None else None, tu(R_SENDING_AT, "sending_at"),
+                       R_HANDED_OVER in r)
 
     @property
     def normal_invoice(self) -> bool:
@@ -223,6 +234,8 @@ class PayService:
         self._spawn = spawn or (lambda fn: threading.Thread(target=fn, daemon=True).start())
         self._timers: Dict[bytes, object] = {}
         self._active: set = set()   # payments whose result a thread of ours is waiting for
+        self._failure_seen: Dict[bytes, int] = {}   # when _settle first saw every attempt failed
+        self._timers_lock = threading.Lock()
         transport.on_kind(Kind.PAYER_REPLY, self.on_reply)
 
     def now(self) -> int:
@@ -366,9 +379,10 @@ class PayService:
                 self._expire(p.payment_id)
 
     def _settle(self, p: Payment) -> None:
-        """Take the result lightningd has for the payment's hash; still in flight or never sent: leave
-        it, never send again.  A normal invoice is judged by ``listpays`` (lightningd's ``pay`` may still
-        retry after failed attempts); our own async HTLCs by ``listsendpays``."""
+        """Take the result lightningd has for the payment's hash; still in flight: leave it.  A normal
+        invoice is judged by ``listpays`` (lightningd's ``pay`` may still retry after failed attempts: a
+        failure counts once it has stood ``FAILURE_STANDS`` seconds); our own async HTLCs by
+        ``listsendpays``.  Nothing at lightningd: see :meth:`_nothing_at_lightningd`."""
         h = p.payment_hash.hex()
         preimage = None
         if p.normal_invoice:
@@ -377,31 +391,52 @@ class PayService:
             if done is not None:
                 status, preimage = "complete", done.get("preimage")
             elif pays and all(x["status"] == "failed" for x in pays):
+                first = self._failure_seen.setdefault(p.payment_id, self.now())
+                if self.now() - first < FAILURE_STANDS:
+                    return
                 status = "failed"
             else:
-                if not pays and self.now() - (p.sending_at or 0) > PAY_RESTART_AFTER:
-                    # stopped between the step to sending and lightningd's pay: pay it now (lightningd
-                    # refuses a second payment group for a hash while one is pending, and returns the
-                    # result of one that completed)
-                    self._log(f"pay {p.payment_id.hex()[:8]}: sending, but lightningd has no payment for it: "
-                              "paying the invoice now", "info")
-                    self._start(p.payment_id, self._pay_invoice, p)
+                self._failure_seen.pop(p.payment_id, None)
+                if not pays:
+                    self._nothing_at_lightningd(p, self._pay_invoice)
                 return
         else:
             parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
-            if not parts:  # stopped between the step to sending and sendonion: nothing went out, send it now
-                if self.node.connected_channel_peers():  # (lightningd refuses a second HTLC for a hash+partid)
-                    self._log(f"pay {p.payment_id.hex()[:8]}: sending, but no HTLC went out: sending it now", "info")
-                    self._start(p.payment_id, self._send_htlc, p)
+            if not parts:
+                self._nothing_at_lightningd(p, self._send_htlc)
                 return
             if any(x["status"] == "complete" for x in parts):
                 status = "complete"
-            elif parts and all(x["status"] == "failed" for x in parts):
+            elif all(x["status"] == "failed" for x in parts):
                 status = "failed"
             else:
                 return
+        self._failure_seen.pop(p.payment_id, None)
         self._finish(p.payment_id, status, "" if status == "complete" else "failed (from lightningd's records)",
                      bytes.fromhex(preimage) if preimage else None, "from lightningd's records")
+
+    def _nothing_at_lightningd(self, p: Payment, send) -> None:
+        """A payment in *sending* that lightningd has no record of.  Not handed over yet (we stopped
+        between the step to sending and giving it to lightningd): send it now; lightningd refuses a
+        second HTLC for a hash and part, and a second payment group while one is pending.  Handed over
+        (lightningd's records deleted since, by autoclean or delpay): never again, whatever happened."""
+        if p.handed_over:
+            note = "lightningd has no record of this payment, which was handed to it: not sent again"
+            if p.error != note:
+                def mark(x: Payment) -> bool:
+                    if x.status != "sending":
+                        return False
+                    x.error, x.error_at = note, self.now()
+                    return True
+                self._update(p.payment_id, mark)
+                self._log(f"pay {p.payment_id.hex()[:8]}: {note}", "unusual")
+            return
+        if p.normal_invoice and self.now() - (p.sending_at or 0) <= PAY_RESTART_AFTER:
+            return
+        if not p.normal_invoice and not self.node.connected_channel_peers():
+            return
+        self._log(f"pay {p.payment_id.hex()[:8]}: sending, but nothing went to lightningd yet: sending it now", "info")
+        self._start(p.payment_id, send, p)
 
     def _finish(self, payment_id: bytes, status: str, error: str, preimage: Optional[bytes], how: str) -> None:
         """A payment in *sending* ends (complete or failed); emits the notification once."""
@@ -421,6 +456,10 @@ class PayService:
             self._finished(done)
 
     def _finished(self, p: Payment) -> None:
+        """A payment ended (complete, failed or cancelled): no timer of it is left; notify."""
+        with self._timers_lock:
+            self._cancel_timer(p.payment_id)
+        self._failure_seen.pop(p.payment_id, None)
         if self._notify is None:
             return
         out = {"payment_id": p.payment_id.hex(), "status": p.status, "payment_hash": p.payment_hash.hex(),
@@ -448,15 +487,19 @@ class PayService:
         if delay is None:
             delay = min(RETRY_CAP, RETRY_BASE * 2 ** attempt)
         p, _ = self._load(payment_id)
-        if p is None:
+        if p is None or p.status not in OPEN:
             return
-        old = self._timers.pop(payment_id, None)
-        if old is not None:
-            old.cancel()
-        if self.now() + delay > p.deadline:
-            self._timers[payment_id] = self._schedule(max(0, p.deadline - self.now()), self._expire, (payment_id,))
-        else:
-            self._timers[payment_id] = self._schedule(delay, fn, (payment_id, attempt + 1))
+        with self._timers_lock:
+            self._cancel_timer(payment_id)
+            if self.now() + delay > p.deadline:
+                self._timers[payment_id] = self._schedule(max(0, p.deadline - self.now()), self._expire, (payment_id,))
+            else:
+                self._timers[payment_id] = self._schedule(delay, fn, (payment_id, attempt + 1))
+
+    def _cancel_timer(self, payment_id: bytes) -> None:
+        timer = self._timers.pop(payment_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def _tried(self, payment_id: bytes, status: str, attempt: int, held: bool = False) -> Optional[Payment]:
         """Count one try (and when the next one is due) on the record; None if the payment moved on."""
@@ -502,7 +545,7 @@ class PayService:
         if p is None:
             return
         errors = []
-        paths = StaticInvoice.decode(p.invoice).message_paths
+        paths = StaticInvoice.decode(p.invoice).message_paths[:MAX_MESSAGE_PATHS]
         for path in paths:
             try:
                 self.t.send(path, m.HELD_HTLC_AVAILABLE, m.HeldHtlcAvailable().encode(),
@@ -538,7 +581,7 @@ class PayService:
     def on_reply(self, msg: Received) -> None:
         payment_id = msg.context.get(F_PAYMENT_ID)
         step = msg.context.get(F_STEP)
-        p, gen = self._load(payment_id) if payment_id is not None else (None, None)
+        p, _ = self._load(payment_id) if payment_id is not None else (None, None)
         if p is None:
             raise DecodeError("payer_reply", "unknown payment")
         want = STEP_RELEASE if msg.msg_type == m.RELEASE_HELD_HTLC else STEP_INVOICE
@@ -546,18 +589,12 @@ class PayService:
             raise DecodeError(m.message_name(msg.raw_type), "not on the reply path made for it")
         try:
             if msg.msg_type == m.STATIC_INVOICE and p.status == "requested":
-                self._on_static_invoice(p, gen, msg.body)
+                self._on_static_invoice(p, msg.body)
             elif msg.msg_type == m.INVOICE and p.status in OPEN:
-                self._on_invoice(p, gen, msg.body)
+                self._on_invoice(p, msg.body)
             elif msg.msg_type == m.RELEASE_HELD_HTLC and p.status == "waiting_release" and p.held_at is not None:
                 m.ReleaseHeldHtlc.decode(msg.body)
-                p.status, p.route, p.next_try_at, p.sending_at = "sending", "static", None, self.now()
-                try:
-                    self._save(p, gen)  # compare-and-swap: only one release (or invoice, or cancel) gets past
-                except NodeError:
-                    return
-                crashpoint("payer-sending")
-                self._start(p.payment_id, self._send_htlc, p)
+                self._on_release(p)
             else:
                 self._log(f"pay {payment_id.hex()[:8]}: ignored {m.message_name(msg.raw_type)} in state "
                           f"{p.status}", "debug")
@@ -565,37 +602,74 @@ class PayService:
             self._note_error(payment_id, f"{m.message_name(msg.raw_type)} refused: {e}")
             raise
 
-    def _on_static_invoice(self, p: Payment, gen: int, body: bytes) -> None:
-        check_static_invoice(body, Offer.decode(p.offer), self.now())
-        p.status, p.invoice, p.attempts, p.held_at = "waiting_release", body, 0, None
-        p.next_try_at = self.now() + int(self.invoice_grace + 0.999)
-        try:
-            self._save(p, gen)
-        except NodeError:
+    # Each step below is a compare-and-swap that re-reads the record (``_update``): a concurrent write of
+    # ours (a retry counting its try) never makes us drop an answer, and only one answer gets past.
+
+    def _on_static_invoice(self, p: Payment, body: bytes) -> None:
+        inv = check_static_invoice(body, Offer.decode(p.offer), self.now())
+        if not inv.message_paths:
+            raise DecodeError("static_invoice.held_htlc_available_paths", "none: the recipient cannot be asked")
+
+        def take(x: Payment) -> bool:
+            if x.status != "requested":
+                return False
+            x.status, x.invoice, x.attempts, x.held_at = "waiting_release", body, 0, None
+            x.next_try_at = self.now() + int(self.invoice_grace + 0.999)
+            return True
+
+        if self._update(p.payment_id, take) is None:
             return
         self._log(f"pay {p.payment_id.hex()[:8]}: static invoice received; waiting {self.invoice_grace:g} s for the "
                   "payee's own invoice, then asking the recipient to release", "info")
         self._later(p.payment_id, -1, self._after_grace, delay=self.invoice_grace)
 
-    def _on_invoice(self, p: Payment, gen: int, body: bytes) -> None:
+    def _on_invoice(self, p: Payment, body: bytes) -> None:
         """The payee answered itself (it is online): pay its invoice with lightningd's ``pay``, which
         checks it against the payment hash and gives proof of payment."""
         check_invoice(body, Offer.decode(p.offer), InvoiceRequest.decode(p.invreq), p.amount_msat, self.now())
-        p.status, p.invoice, p.route, p.next_try_at, p.sending_at = "sending", body, "normal", None, self.now()
-        try:
-            self._save(p, gen)  # compare-and-swap: the static route can no longer start
-        except NodeError:
+
+        def take(x: Payment) -> bool:
+            if x.status not in OPEN:
+                return False  # the static route (or a cancel) got there first
+            x.status, x.invoice, x.route, x.next_try_at, x.sending_at = "sending", body, "normal", None, self.now()
+            return True
+
+        done = self._update(p.payment_id, take)
+        if done is None:
             return
         crashpoint("payer-sending")
         self._log(f"pay {p.payment_id.hex()[:8]}: the payee answered with an invoice; paying it", "info")
-        self._start(p.payment_id, self._pay_invoice, p)
+        self._start(p.payment_id, self._pay_invoice, done)
+
+    def _on_release(self, p: Payment) -> None:
+        def take(x: Payment) -> bool:
+            if x.status != "waiting_release" or x.held_at is None:
+                return False  # a normal invoice, a cancel or another release got there first
+            x.status, x.route, x.next_try_at, x.sending_at = "sending", "static", None, self.now()
+            return True
+
+        done = self._update(p.payment_id, take)
+        if done is None:
+            return
+        crashpoint("payer-sending")
+        self._start(p.payment_id, self._send_htlc, done)
+
+    def _mark_sent(self, payment_id: bytes) -> bool:
+        """Record, before anything goes to lightningd, that it may: a payment marked so is never sent again
+        from a restart, even if lightningd's records of it are gone (autoclean, delpay).  False if the
+        payment is no longer ours to send."""
+        def mark(x: Payment) -> bool:
+            if x.status != "sending":
+                return False
+            x.handed_over = True
+            return True
+        return self._update(payment_id, mark) is not None
 
     def _start(self, payment_id: bytes, fn, *args) -> None:
         """Run ``fn`` in its own thread; while it runs, ticks leave the payment to it."""
         self._active.add(payment_id)
-        timer = self._timers.pop(payment_id, None)
-        if timer is not None:
-            timer.cancel()
+        with self._timers_lock:
+            self._cancel_timer(payment_id)
 
         def run():
             try:
@@ -608,6 +682,8 @@ class PayService:
         self._spawn(run)
 
     def _pay_invoice(self, p: Payment) -> None:
+        if not self._mark_sent(p.payment_id):
+            return
         params = {"bolt11": Invoice.decode(p.invoice, check_signature=False).to_string(),
                   "maxfee": p.max_fee_msat, "maxdelay": p.max_delay}
         try:
@@ -629,6 +705,8 @@ class PayService:
         if not order:
             return self._finish(p.payment_id, "failed", f"no payment path within the limits: {refused}", None,
                                 "static invoice")
+        if not self._mark_sent(p.payment_id):
+            return
         rpc = self.node.rpc
         error = ""
         for i in order:

@@ -226,8 +226,17 @@ class PaymentsService:
                 return True
             del self._sets[payment_hash]
         paid = sum(p.amount_msat for p in pset.parts)
-        self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, now, v.preimage, note,
-                                                                   pset.total_msat, tuple(digests)))
+        try:
+            self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, now, v.preimage, note,
+                                                                       pset.total_msat, tuple(digests)))
+        except Exception as e:  # never leave a part of ours unanswered in the hook
+            recorded = self._recorded(payment_hash)
+            self._log(f"async payment {payment_hash.hex()[:16]}: recording it failed ({e}); "
+                      + ("another thread recorded it: claiming" if recorded else "failing its parts"), "unusual")
+            for r in waiters:
+                r({"result": "resolve", "payment_key": v.preimage.hex()} if recorded else
+                  {"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})
+            return True
         crashpoint("recipient-payment-recorded")
         if fallback is not None:
             self.recipient.forget_fallback(payment_hash)
@@ -238,6 +247,12 @@ class PaymentsService:
         self._notify({"payment_hash": payment_hash.hex(), "offer_id": offer_id.hex(), "amount_msat": paid,
                       "parts": len(pset.parts), "payer_note": cap_note(note)})
         return True
+
+    def _recorded(self, payment_hash: bytes) -> bool:
+        try:
+            return self.node.ds_get(payment_key(payment_hash)) is not None
+        except Exception:
+            return False
 
     def _path_data(self, records, htlc: dict, enc: bytes) -> Optional[EncryptedData]:
         """Our hop's encrypted data, if it decrypts (None: not for us, no path key, or not running)."""

@@ -104,7 +104,13 @@ class RecipientService:
             try:
                 s = decode_slot(val)
             except DecodeError as e:
+                # the slot starts empty; its next write replaces the damaged record (compare-and-swap on
+                # its generation), else every write of that slot would fail as a must-create
                 self._log(f"ignoring unreadable slot record {'/'.join(key)}: {e}", "unusual")
+                if key[-1].isdigit() and int(key[-1]) < 0x10000:
+                    self._gens[int(key[-1])] = gen
+                else:
+                    self.node.ds_delete(key)
                 continue
             self._gens[s.index] = gen
             slots.append(s)

@@ -3,7 +3,7 @@
 import hashlib
 import os
 
-from asyncreceive.payments.pay import Payment, PayService, key
+from asyncreceive.payments.pay import FAILURE_STANDS, Payment, PayService, key
 from asyncreceive.wire.tlv import encode_tlv
 
 from .fakes import FakeNetwork
@@ -60,13 +60,56 @@ def test_restart_leaves_an_in_flight_payment_alone():
     node.ds_put(key(p.payment_id), p.encode())
     answer = {"pays": [{"status": "pending"}]}
     node.rpc.listpays = lambda payment_hash: answer
-    svc = PayService(t, "regtest", lambda *a: None, 3600)
+    now = [1_800_000_000]
+    svc = PayService(t, "regtest", lambda *a: None, 3600, clock=lambda: now[0])
     svc.resume()
     svc.check_sending()
     assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "sending"
-    answer["pays"] = [{"status": "failed"}]      # lightningd's pay gave up later: a tick sees it
+    answer["pays"] = [{"status": "failed"}]      # every attempt so far failed: pay may still try again
+    svc.check_sending()
+    now[0] += FAILURE_STANDS - 1
+    svc.check_sending()
+    assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "sending"
+    answer["pays"] = [{"status": "failed"}, {"status": "complete", "preimage": "22" * 32}]   # and it did
+    now[0] += 5
+    svc.check_sending()
+    got = Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0])
+    assert got.status == "complete" and got.preimage == bytes.fromhex("22" * 32)
+
+
+def test_a_failure_that_stands_fails_the_payment():
+    net = FakeNetwork(lambda: 1_800_000_000)
+    node, t = net.add("payer")
+    p = payment(encode_tlv([(168, os.urandom(32))]))
+    node.ds_put(key(p.payment_id), p.encode())
+    node.rpc.listpays = lambda payment_hash: {"pays": [{"status": "failed"}]}
+    now = [1_800_000_000]
+    svc = PayService(t, "regtest", lambda *a: None, 3600, clock=lambda: now[0])
+    svc.check_sending()
+    now[0] += FAILURE_STANDS
     svc.check_sending()
     assert Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0]).status == "failed"
+
+
+def test_a_payment_handed_to_lightningd_is_never_sent_again_when_its_records_are_gone():
+    net = FakeNetwork(lambda: 1_800_000_000)
+    node, t = net.add("payer")
+    p = payment()                                   # static route, handed over, then autoclean ran
+    p.handed_over, p.route = True, "static"
+    node.ds_put(key(p.payment_id), p.encode())
+    node.rpc.listsendpays = lambda payment_hash: {"payments": []}
+    node.rpc.peer_channels = [{"peer_id": "02" + "11" * 32, "peer_connected": True, "state": "CHANNELD_NORMAL"}]
+    node.connected_channel_peers = lambda: [b"\x02" + b"\x11" * 32]
+    started = []
+    svc = PayService(t, "regtest", lambda *a: None, 3600, spawn=started.append)
+    svc.check_sending()
+    got = Payment.decode(p.payment_id, node.ds_get(key(p.payment_id))[0])
+    assert started == [] and got.status == "sending" and "not sent again" in got.error
+    p2 = payment()                                  # not handed over yet (stopped before sendonion): sent
+    p2.route = "static"
+    node.ds_put(key(p2.payment_id), p2.encode())
+    svc.check_sending()
+    assert len(started) == 1
 
 
 def test_static_route_payment_settles_from_sendpays_and_is_never_resent():

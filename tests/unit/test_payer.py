@@ -374,3 +374,43 @@ def test_invoice_request_for_an_offer_with_high_odd_records_is_well_ordered():
     o = Offer.build(w.issuer_id, w.offer.paths, extra_records=[(1_000_000_001, b"odd")])
     ir = build_invoice_request(o, 1000, os.urandom(32))
     assert [t for t, _ in ir.stream.records][-1] == 1_000_000_001 and ir.offer_id == o.offer_id
+
+
+def test_a_concurrent_write_of_ours_does_not_drop_a_release():
+    """Review finding: a retry counting its try between our read and write made the release be dropped."""
+    w = World(grace=0)
+    pid = w.pay()
+    w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
+    w.sched.run("_after_grace")
+    real, raced = w.pnode.ds_put, []
+
+    def racing(key, value, generation=None):
+        if not raced and generation is not None and key == pay_mod.key(pid):
+            raced.append(True)
+            cur = w.pnode.ds_get(key)
+            real(key, cur[0], cur[1])            # a timer of ours wrote the record meanwhile
+        return real(key, value, generation)
+
+    w.pnode.ds_put = racing
+    w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
+    assert raced and w.record(pid).status == "complete" and "sendonion" in w.rpc.methods()
+
+
+def test_static_invoice_without_message_paths_is_refused():
+    w = World(grace=0)
+    pid = w.pay()
+    inv = StaticInvoice.build(w.offer, [w.st.make_path(PathContext(Kind.PROBE))], [BlindedPayInfo(1, 1, 40, 1, 10 ** 9)],
+                              NOW, 3600, [], b"", w.issuer_key).encode()
+    with pytest.raises(DecodeError, match="held_htlc_available_paths"):
+        w.reply(pid, m.STATIC_INVOICE, inv)
+    assert w.record(pid).status == "requested"
+
+
+def test_fallback_invoice_for_an_invoice_request_with_experimental_records():
+    """Review finding: invoice_request records numbered 1e9 and up made build_invoice raise."""
+    w = World()
+    o = Offer.build(w.issuer_id, w.offer.paths, extra_records=[(1_000_000_001, b"odd")])
+    ir = build_invoice_request(o, 1000, os.urandom(32))
+    raw = build_invoice(ir, w.issuer_key, os.urandom(32), 1000, NOW, [w.st.make_path(PathContext(Kind.PROBE))],
+                        [BlindedPayInfo(1, 1, 40, 1, 10 ** 9)])
+    assert check_invoice(raw, o, ir, 1000, NOW).invoice_amount == 1000
