@@ -12,7 +12,7 @@ from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.recipient.service import F_OFFER_ID, HELD_HTLC_GRACE
 from asyncreceive.wire import messages as m
 
-from .test_protocol import mailbox_world
+from .test_protocol import NOW, mailbox_world
 
 
 def held_path_via(w, peer):
@@ -52,3 +52,55 @@ def test_releases_per_offer_are_capped_over_all_peers():
             send_held(w, t, held_path_via(w, node))
     assert w.payments.released == ps.RELEASE_OFFER_BURST
     assert w.drops(w.rt)["rate_limited"] == ps.RELEASE_BURST
+
+
+# ---- 2: online-fallback answers per (offer, incoming peer); young records are never pushed out ---------
+def fallback_world():
+    w = mailbox_world()
+    w.rt.running.set()
+    w.invoices = []
+    w.pt.on_kind(Kind.PAYER_REPLY, lambda msg: (w.invoices if msg.msg_type == m.INVOICE else w.released).append(msg))
+    return w
+
+
+def forward_invreq(w, source):
+    """A forwarded invoice_request for the recipient's offer that arrived from peer ``source``."""
+    from asyncreceive.wire.bolt12 import Offer
+    offer = Offer.decode(w.recipient.cache[0].offer.offer)
+    invreq = build_invoice_request(offer, 50_000, os.urandom(32), chain=CHAINS["regtest"])
+    reply = w.pt.make_path(PathContext(Kind.PAYER_REPLY, None, {4: b"payment-1"}))
+    w.rt.dispatch(Received(m.INVOICE_REQUEST, m.INVOICE_REQUEST, invreq.encode(), reply,
+                           PathContext(Kind.FORWARD_INVREQ, None, {4: offer.offer_id}), b"", source))
+
+
+PEER_X, PEER_Y, PEER_Z = b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32, b"\x02" + b"\x33" * 32
+
+
+def test_invoice_requests_from_one_peer_do_not_use_up_another_peers_answers():
+    w = fallback_world()
+    for _ in range(fb.ANSWER_BURST + 3):
+        forward_invreq(w, PEER_X)
+    assert len(w.invoices) == fb.ANSWER_BURST and w.drops(w.rt)["rate_limited"] == 3
+    forward_invreq(w, PEER_Y)
+    assert len(w.invoices) == fb.ANSWER_BURST + 1
+
+
+def test_a_flood_of_invoice_requests_does_not_push_out_an_invoice_being_paid():
+    from .test_receive_hardening import decide, htlc_for
+    from asyncreceive.wire.paths import decode_paths
+    from asyncreceive.wire.tlv import decode_tlv
+    w = fallback_world()
+    forward_invreq(w, PEER_Y)                              # a genuine payer gets its invoice ...
+    recs = dict(decode_tlv(w.invoices[-1].body, "invoice", known=lambda t: True).records)
+    ph, path = recs[168], decode_paths(recs[160])[0]
+    for i in range(140):                                   # ... then junk from two peers, within the rates
+        forward_invreq(w, (PEER_X, PEER_Z)[i % 2])
+        w.now += 4
+    assert w.now - NOW < 600                               # fb.MIN_AGE: every record is young
+    assert w.recipient.fallback_count() == fb.MAX_PER_OFFER
+    assert decide(w, *htlc_for(w, ph, path)) == "resolve"  # the payer's HTLC, nine minutes later
+    assert len(w.invoices) == fb.MAX_PER_OFFER and w.drops(w.rt)["rate_limited"] == 140 - 99
+    # once the records are old enough, new requests push out the oldest again
+    w.now += fb.MIN_AGE
+    forward_invreq(w, PEER_Y)
+    assert len(w.invoices) == fb.MAX_PER_OFFER + 1 and w.recipient.fallback_count() == fb.MAX_PER_OFFER
