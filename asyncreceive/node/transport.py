@@ -104,6 +104,7 @@ class _Outgoing:
     left: int
     sent: bool = False
     error: Optional[str] = None
+    on_sent: Optional[Callable[[bool], None]] = None
 
 
 class Transport:
@@ -170,7 +171,8 @@ class Transport:
     # ---- sending --------------------------------------------------------------------------------
     def send(self, dest: BlindedPath, msg_type: int, body: bytes,
              reply_context: Optional[PathContext] = None, reply_via: Sequence[bytes] = (),
-             reply_path: Optional[BlindedPath] = None, quiet: bool = False, may_connect: bool = False) -> None:
+             reply_path: Optional[BlindedPath] = None, quiet: bool = False, may_connect: bool = False,
+             on_sent: Optional[Callable[[bool], None]] = None) -> None:
         """Send ``body`` as message ``msg_type`` over ``dest``: build the onion now and queue it for the
         sender (see sender.py), which sends it after what is already queued for the same first peer.
 
@@ -187,6 +189,9 @@ class Transport:
         operator starts, to a known party, never a reply to a stranger's message) do we connect to an
         introduction that is not our peer, on the sender thread and for ``CONNECT_TIMEOUT`` at most.
 
+        ``on_sent(ok)``, if given, is called once (on the sender thread) when a send that did not raise is
+        over: True once lightningd took the message, False if every attempt failed.
+
         A compact (sciddir) introduction that our gossip does not know yet (e.g. LDK's reply paths name
         a channel of the payer's, announced only moments ago) is tried through each of our connected
         channel peers P (at most ``GUESS_PEERS``) in two ways: as P itself, and as the node at the other
@@ -201,14 +206,13 @@ class Transport:
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}", "debug" if quiet else "info")
             raise TransportError(str(e)) from e
-        outgoing = _Outgoing(name, len(body), quiet, len(attempts))
-        queued = 0
-        for a in attempts:
-            if self.sender.submit(a.peer, functools.partial(self._deliver, outgoing, a)):
-                queued += 1
-            else:
-                self._finish(outgoing, None, f"send queue for {a.peer.hex()} full")
-        if not queued:
+        outgoing = _Outgoing(name, len(body), quiet, len(attempts), on_sent=on_sent)
+        full = [a for a in attempts if not self.sender.submit(a.peer, functools.partial(self._deliver, outgoing, a))]
+        if len(full) == len(attempts):
+            outgoing.on_sent = None   # the caller learns it from the exception
+        for a in full:
+            self._finish(outgoing, None, f"send queue for {a.peer.hex()} full")
+        if len(full) == len(attempts):
             self.drop("send_queue_full", f"{name} to {attempts[0].peer.hex()} not sent: the send queue is full")
             raise TransportError("send queue full")
 
@@ -322,6 +326,8 @@ class Transport:
             self._log(f"sent {outgoing.name} ({outgoing.size} bytes) via {sent_to.hex()}", "debug")
         if failed:
             self._error(f"send {outgoing.name} failed: {outgoing.error}", "debug" if outgoing.quiet else "info")
+        if outgoing.on_sent is not None and (first_success or failed):
+            outgoing.on_sent(first_success)
 
     def introduction_node(self, path: BlindedPath) -> bytes:
         if path.first_node_id is not None:

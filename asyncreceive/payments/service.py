@@ -2,8 +2,12 @@
 
 - ``held_htlc_available`` on a static invoice's TLV-236 path (context: one of our offers, not past the
   invoice's expiry + 2 h) is answered with ``release_held_htlc`` over its reply path, at most
-  ``RELEASE_BURST`` at once per offer, then one per ``RELEASE_REFILL_SECONDS`` (anyone holding the
-  invoice can send them).  Duplicates within that are harmless: each gets the same answer.
+  ``RELEASE_BURST`` at once per (offer, incoming peer), then one per ``RELEASE_REFILL_SECONDS``, and
+  ``RELEASE_OFFER_BURST`` / one per ``RELEASE_OFFER_REFILL_SECONDS`` per offer over all peers (anyone
+  holding the invoice can send them).  So junk from one peer does not use up a payer's answers from
+  another; messages whose peer is not known (relayed by our server's mailbox, or on a path that ends
+  at our node) share one bucket per offer.  An attacker with many peers can still use up the per-offer
+  cap.  Duplicates within that are harmless: each gets the same answer.
 - ``htlc_accepted`` (registered before CLN's keysend plugin): an HTLC whose final blinded hop carries a
   path_id from one of our static invoices, or from an online-fallback invoice, is checked
   (:mod:`.receive`, the same checks for both) and resolved with the preimage, or failed; parts of a
@@ -37,10 +41,13 @@ from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_
 
 PAYMENT_PREFIX = ["asyncreceive", "v1", "recipient", "payment"]
 MPP_TIMEOUT = 60
-#: held_htlc_available answered per offer: a burst of 10 (an LDK payer sends one on every message path),
-#: then one every 6 s
+#: held_htlc_available answered per (offer, incoming peer): a burst of 10 (an LDK payer sends one on
+#: every message path), then one every 6 s
 RELEASE_BURST = 10
 RELEASE_REFILL_SECONDS = 6.0
+#: and per offer over all peers: a burst of 60, then one a second
+RELEASE_OFFER_BURST = 60
+RELEASE_OFFER_REFILL_SECONDS = 1.0
 #: lightningd replays stored HTLCs at start, before it may be asked to decrypt (see on_htlc)
 STARTUP_WAIT = 30
 #: a payment record names at most this many paths (encrypted data digests) its parts came over
@@ -99,6 +106,7 @@ class PaymentsService:
         #: payment_hash -> (its parts, their responders, digests of the paths they came over)
         self._sets: Dict[bytes, Tuple[PartSet, List, List[bytes]]] = {}
         self._releases = RateLimiter(RELEASE_BURST, RELEASE_REFILL_SECONDS)
+        self._offer_releases = RateLimiter(RELEASE_OFFER_BURST, RELEASE_OFFER_REFILL_SECONDS)
         self.released = 0
         transport.on_kind(Kind.HELD_HTLC, self.on_held_htlc_available)
 
@@ -117,9 +125,11 @@ class PaymentsService:
         if self._offer(offer_id) is None:
             raise DecodeError("held_htlc_available", f"offer {offer_id.hex()[:16]} is no longer ours")
         with self._lock:
-            allowed = self._releases.allow(offer_id, self._clock())
+            now = self._clock()
+            allowed = self._releases.allow((offer_id, msg.source), now) and self._offer_releases.allow(offer_id, now)
         if not allowed:
-            raise ContextError("rate_limited", f"held_htlc_available for offer {offer_id.hex()[:16]}")
+            peer = msg.source.hex()[:16] if msg.source is not None else "an unknown peer"
+            raise ContextError("rate_limited", f"held_htlc_available for offer {offer_id.hex()[:16]} from {peer}")
         self.t.send(msg.reply_path, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode())
         self.released += 1
         self._log(f"released held HTLC for offer {offer_id.hex()[:16]}", "info")

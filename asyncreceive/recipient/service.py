@@ -26,8 +26,9 @@ from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
-from .fallback import (ANSWER_BURST, ANSWER_REFILL_SECONDS, INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued,
-                       build_invoice, cap_note, fallbacks_to_delete)
+from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
+                       INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
+                       fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
                       relative_expiry, scid_int)
 from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
@@ -80,6 +81,7 @@ class RecipientService:
         self._fallbacks: Dict[bytes, Issued] = {}
         self._preimage_key = preimage_key or record_key(offer_key_base)
         self._answers = RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS)
+        self._offer_answers = RateLimiter(ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS)
         self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
         self._last_peer_retry: Optional[int] = None
         transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
@@ -132,7 +134,8 @@ class RecipientService:
                 self._log(f"deleting unreadable fallback invoice record {'/'.join(key)}: {e}", "unusual")
                 self.node.ds_delete(key)
                 continue
-            index[h] = Issued(f.offer_id, f.expires_at)
+            # records do not say when they were written: as if with the lifetime we give invoices now
+            index[h] = Issued(f.offer_id, f.expires_at, f.expires_at - self.fallback_expiry)
         with self.lock:
             self._fallbacks = index
 
@@ -355,14 +358,25 @@ class RecipientService:
         with a normal BOLT 12 invoice (payment hash, so the payer gets proof of payment).  The preimage is
         stored (sealed) before the invoice goes out; the payments service claims the HTLC against it.
 
-        Anyone holding our offer can send these, so answers are rate-limited per offer and the records
-        they leave are bounded (oldest out) and expire (see :mod:`.fallback`)."""
+        Anyone holding our offer can send these, so answers are rate-limited per (offer, incoming peer)
+        within a per-offer cap over all peers, and the records they leave are bounded and expire (see
+        :mod:`.fallback`): when the bounds are full of records younger than ``MIN_AGE`` (invoices a payer
+        may be paying right now) the request is dropped rather than one of them deleted.
+
+        What remains: the forward path is known only to our server, so these normally all arrive from
+        it (``source`` is the server, or unknown): every payer going through our server shares one
+        bucket, and a stranger who sends invoice_requests to the server for our offer faster than
+        ``ANSWER_REFILL_SECONDS`` (or fills ``MAX_PER_OFFER`` young records in ``MIN_AGE``) keeps other
+        payers from getting an online-fallback invoice; they still get our static invoice from the
+        server.  The per-peer key only separates requests that reach us through other peers."""
         msg.expect(m.INVOICE_REQUEST, "a forward path", needs_reply=False)
         offer_id = msg.context.get(F_OFFER_ID) or b""
         with self.lock:
-            allowed = self._answers.allow(offer_id, self._clock())
+            now_f = self._clock()
+            allowed = self._answers.allow((offer_id, msg.source), now_f) and self._offer_answers.allow(offer_id, now_f)
         if not allowed:
-            raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]}")
+            peer = msg.source.hex()[:16] if msg.source is not None else "an unknown peer"
+            raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]} from {peer}")
         invreq = InvoiceRequest.decode(msg.body)
         if invreq.offer_id != offer_id:
             raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")
@@ -386,10 +400,14 @@ class RecipientService:
         rec = FallbackInvoice(payment_hash, offer_id, amount, now + self.fallback_expiry, sealed, True,
                               cap_note(invreq.payer_note))
         with self.lock:
-            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, now, admitting=offer_id,
-                                                       keep_after=self._fallback_keep))
+            admit, doomed = fallbacks_to_delete(self._fallbacks, now, admitting=offer_id,
+                                                keep_after=self._fallback_keep)
+            self._delete_fallbacks(doomed)
+            if not admit:
+                raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]}: every "
+                                   "online-fallback record is of an invoice issued in the last minutes")
             self.node.ds_put(fallback_key(payment_hash), encode_fallback(rec))
-            self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at)
+            self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at, now)
         self.t.send(msg.reply_path, m.INVOICE, invoice)
         self._log(f"answered with an invoice for {amount} msat (payment_hash {payment_hash.hex()[:16]})", "info")
 
@@ -397,8 +415,9 @@ class RecipientService:
     def expire_fallbacks(self, now: Optional[int] = None) -> None:
         """Delete the records of invoices past expiry (+ grace) and any over the bounds (the tick runs this)."""
         with self.lock:
-            self._delete_fallbacks(fallbacks_to_delete(self._fallbacks, self.now() if now is None else now,
-                                                       keep_after=self._fallback_keep))
+            _, doomed = fallbacks_to_delete(self._fallbacks, self.now() if now is None else now,
+                                            keep_after=self._fallback_keep)
+            self._delete_fallbacks(doomed)
 
     def _delete_fallbacks(self, hashes: List[bytes]) -> None:
         for h in hashes:

@@ -15,8 +15,10 @@ that.  So a client of ours routes those paths ``server -> client phantom`` (no h
    ``onionmessage_forward_fail`` with the whole outgoing ``onion_message`` and the peer it came from
    (``source``): we store it here (only 1300-byte onions, for ``hold_seconds``, within the limits below);
 4. when the client is connected (now, on its ``connect``, or on a tick) each held message is sent whole
-   inside a ``held_onion_message`` over the delivery path.  The client's plugin peels both layers with
-   its phantom key (``Transport._on_mailbox``), so nothing here can read or alter what it relays.
+   inside a ``held_onion_message`` over the delivery path, ``DELIVER_BATCH`` in flight at a time, and
+   deleted only once lightningd took it (a failed send keeps it for the next connect or tick).  The
+   client's plugin peels both layers with its phantom key (``Transport._on_mailbox``), so nothing here
+   can read or alter what it relays.
 
 Who can fill a mailbox.  The ``server -> phantom`` path is in the client's static invoice, which is
 public: anyone can send junk on it, and we cannot tell junk from a payer's ``held_htlc_available``.
@@ -62,6 +64,10 @@ MAX_HELD_BYTES = 96_000
 #: a held onion_message is relayed inside another one (32768-byte onion at most): hold only the
 #: standard 1300-byte ones (1403 bytes on the wire), which leave room for the wrapper
 MAX_ONION_MESSAGE = 1500
+#: held messages handed to the sender for one client at a time (its queue per peer holds 64)
+DELIVER_BATCH = 16
+#: a held message handed to the sender that it has not reported on after this long may go again
+IN_FLIGHT_SECONDS = 120
 #: messages held per (client, incoming peer): a burst of 20, then one per second
 HOLD_BURST = 20
 HOLD_REFILL_SECONDS = 1.0
@@ -81,6 +87,12 @@ def held_prefix(client_id: bytes = None) -> List[str]:
 def held_key(client_id: bytes, received_at: int, onion_message: bytes) -> List[str]:
     """Keys sort by arrival; the same message held twice gets the same key (stored once)."""
     return held_prefix(client_id) + [f"{received_at:010d}-{hashlib.sha256(onion_message).hexdigest()[:16]}"]
+
+
+def received_at_of(key: Sequence[str]) -> int:
+    """The arrival time a held message's key starts with (0, so expired at once, if it has none)."""
+    head = key[-1].split("-", 1)[0] if key else ""
+    return int(head) if head.isdigit() else 0
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@
 A damaged datastore record (decoders raise DecodeError) is skipped with an "unusual" log line.
 """
 
+import functools
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
@@ -80,6 +81,12 @@ class ServerService:
         self._lock = threading.RLock()
         self._mailboxes: Dict[bytes, Tuple[bytes, mb.MailboxRecord]] = {}   # phantom id -> (client, record)
         self._box_of: Dict[bytes, mb.MailboxRecord] = {}                     # client -> record
+        #: client -> {held message key: received_at}: who has messages waiting, without reading them
+        self._held_keys: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
+        #: client -> {held message key: when it was handed to the sender}, until lightningd took it
+        self._in_flight: Dict[bytes, Dict[Tuple[str, ...], float]] = {}
+        self._delivering: Set[bytes] = set()
+        self._deliver_again: Set[bytes] = set()
         if config.max_held > 0:
             transport.on_undeliverable = self.on_undeliverable
 
@@ -185,6 +192,8 @@ class ServerService:
                 self.node.ds_delete(key)
             self.node.ds_delete(mb.mailbox_key(client_id))
             self._set_box(client_id, None)
+            self._held_keys.pop(client_id, None)
+            self._in_flight.pop(client_id, None)
         return removed
 
     def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
@@ -332,9 +341,18 @@ class ServerService:
                 self._damaged(key, e)
                 continue
             boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
+        held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
+        for key, _, _ in self.node.ds_list(mb.held_prefix()):   # once: afterwards the index is kept in step
+            try:
+                cid = bytes.fromhex(key[-2])
+            except ValueError as e:
+                self._damaged(key, e)
+                continue
+            held.setdefault(cid, {})[tuple(key)] = mb.received_at_of(key)
         with self._lock:
             self._mailboxes = boxes
             self._box_of = {cid: rec for cid, rec in boxes.values()}
+            self._held_keys = held
 
     def _mailbox_of(self, cid: bytes) -> Optional[mb.MailboxRecord]:
         with self._lock:
@@ -391,7 +409,23 @@ class ServerService:
             except DecodeError as e:
                 self._damaged(key, e)
                 out.append(mb.Entry(key, None, 0, 0))
+        with self._lock:
+            self._set_held(cid, {tuple(e.key): e.received_at for e in out})
         return out
+
+    def _set_held(self, cid: bytes, keys: Dict[Tuple[str, ...], int]) -> None:
+        if keys:
+            self._held_keys[cid] = keys
+        else:
+            self._held_keys.pop(cid, None)
+
+    def _delete_held(self, cid: bytes, keys) -> None:
+        """Delete held messages of ``cid`` (under ``_lock``), in the datastore and the index."""
+        left = self._held_keys.get(cid, {})
+        for key in keys:
+            self.node.ds_delete(list(key))
+            left.pop(tuple(key), None)
+        self._set_held(cid, left)
 
     def on_undeliverable(self, next_node_id: bytes, onion_message: bytes, source: Optional[bytes] = None) -> None:
         """lightningd could not forward an onion message to ``next_node_id`` (it came from peer
@@ -423,10 +457,10 @@ class ServerService:
             if self._client(cid) is None or self.node.ds_get(new.key) is not None:
                 return  # removed or expired client; or the very same message is already held
             ok, delete = mb.admit(self._held(cid), new, now, limits)
-            for key in delete:
-                self.node.ds_delete(key)
+            self._delete_held(cid, delete)
             if ok:
                 self.node.ds_put(new.key, mb.HeldMessage(now, onion_message, source).encode())
+                self._held_keys.setdefault(cid, {})[tuple(new.key)] = now
         if not ok:
             return self._log(f"client {cid!r}: mailbox full, {peer} holds its share: not held", "debug")
         self._log(f"holding an onion message for client {cid!r} from {peer} ({len(onion_message)} bytes)", "debug")
@@ -434,37 +468,88 @@ class ServerService:
             self.deliver(cid)
 
     def deliver(self, cid: bytes) -> int:
-        """Relay what we hold for ``cid`` over its delivery path, oldest first; each message is deleted
-        once lightningd took it.  Stops when the client is gone again; a message that cannot be sent
-        while the client is connected is dropped (it would block the others)."""
+        """Relay what we hold for ``cid`` over its delivery path, oldest first, at most
+        ``mb.DELIVER_BATCH`` in flight at a time (well within the sender's queue for one peer); each
+        message is deleted once lightningd took it (``_relayed``), and when a batch is through the next
+        one goes.  On a send that fails (the client gone again, a full queue) the rest is kept for the
+        next connect or tick.  A record that can never be relayed (damaged, too big) is dropped.
+        Returns how many were handed to the sender."""
+        with self._lock:
+            if cid in self._delivering:      # a call is running (e.g. we are in its send): it goes on
+                self._deliver_again.add(cid)
+                return 0
+            self._delivering.add(cid)
+        sent = 0
+        try:
+            while True:
+                sent += self._deliver_batch(cid)
+                with self._lock:
+                    if cid not in self._deliver_again:
+                        self._delivering.discard(cid)
+                        return sent
+                    self._deliver_again.discard(cid)
+        except BaseException:
+            with self._lock:
+                self._delivering.discard(cid)
+                self._deliver_again.discard(cid)
+            raise
+
+    def _deliver_batch(self, cid: bytes) -> int:
+        clock = self._clock()
         with self._lock:
             rec = self._mailbox_of(cid)
             if rec is None or self._client(cid) is None:
                 return 0
             keys, gone = mb.due(self._held(cid), self.now(), self.config.hold_seconds)
-            for key in gone:
-                self.node.ds_delete(key)
+            self._delete_held(cid, gone)
+            flying = self._in_flight.setdefault(cid, {})
+            for k in [k for k, at in flying.items() if clock - at > mb.IN_FLIGHT_SECONDS]:
+                del flying[k]            # the sender lost it (lightningd gone?): it may go again
+            todo = [k for k in keys if tuple(k) not in flying][:max(0, mb.DELIVER_BATCH - len(flying))]
         sent = dropped = 0
-        for key in keys:
-            got = self.node.ds_get(key)
-            if got is None:
-                continue  # delivered by another call, or removed
-            try:
-                held = mb.HeldMessage.decode(got[0])
-                self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message, quiet=True)
-            except (DecodeError, TransportError) as e:
-                if not self.node.is_connected(rec.client_node_id):
-                    self._log(f"relaying held onion messages to client {cid!r} stopped: {e}", "debug")
+        if todo and self.node.is_connected(rec.client_node_id):
+            for key in todo:
+                got = self.node.ds_get(key)
+                if got is None:
+                    continue  # removed meanwhile
+                try:
+                    held = mb.HeldMessage.decode(got[0])
+                    if len(held.onion_message) > mb.MAX_ONION_MESSAGE:
+                        raise DecodeError("held_message.onion_message", f"{len(held.onion_message)} bytes: too big "
+                                          "to relay")
+                except DecodeError as e:
+                    self._log(f"client {cid!r}: dropping a held onion message that cannot be relayed: {e}", "unusual")
+                    with self._lock:
+                        self._delete_held(cid, [key])
+                    dropped += 1
+                    continue
+                with self._lock:
+                    flying[tuple(key)] = clock
+                try:
+                    self.t.send(rec.registration.delivery_path, m.HELD_ONION_MESSAGE, held.onion_message, quiet=True,
+                                on_sent=functools.partial(self._relayed, cid, tuple(key)))
+                except TransportError as e:
+                    with self._lock:
+                        flying.pop(tuple(key), None)
+                    self._log(f"relaying held onion messages to client {cid!r} stopped (kept for later): {e}", "debug")
                     break
-                self._log(f"client {cid!r}: dropping a held onion message that cannot be relayed: {e}", "unusual")
-                dropped += 1
-            else:
                 sent += 1
-            self.node.ds_delete(key)
         if sent or gone or dropped:
             self._log(f"client {cid!r}: relayed {sent} held onion message(s), {len(gone)} expired"
                       + (f", {dropped} dropped" if dropped else ""), "info")
         return sent
+
+    def _relayed(self, cid: bytes, key: Tuple[str, ...], ok: bool) -> None:
+        """The sender is done with a held message: delete it if lightningd took it; when a batch is
+        through, send the next one."""
+        with self._lock:
+            flying = self._in_flight.get(cid, {})
+            flying.pop(key, None)
+            if ok:
+                self._delete_held(cid, [key])
+            more = ok and not flying and bool(self._held_keys.get(cid))
+        if more:
+            self.deliver(cid)
 
     def on_peer_connected(self, node_id: bytes) -> None:
         with self._lock:
@@ -473,17 +558,18 @@ class ServerService:
             self.deliver(cid)  # lists what is held once; nothing held, nothing sent
 
     def tick(self) -> None:
-        """Relay to connected clients what is still held (a missed connect), expire the rest."""
-        waiting = {bytes.fromhex(k[-2]) for k, _, _ in self.node.ds_list(mb.held_prefix())}
+        """Relay to connected clients what is still held (a missed connect), expire the rest.  Who has
+        messages waiting, and since when, comes from the in-memory index: nothing held for a client that
+        is not connected is read."""
         with self._lock:
-            boxes = [(c, self._box_of[c]) for c in waiting if c in self._box_of]
-        for cid, rec in boxes:
-            if self.node.is_connected(rec.client_node_id):
+            waiting = [(cid, self._box_of.get(cid)) for cid in self._held_keys]
+        for cid, rec in waiting:
+            if rec is not None and self.node.is_connected(rec.client_node_id):
                 self.deliver(cid)
-            else:
-                with self._lock:
-                    for key in mb.expired(self._held(cid), self.now(), self.config.hold_seconds):
-                        self.node.ds_delete(key)
+                continue
+            with self._lock:
+                held = [mb.Entry(k, None, 0, at) for k, at in self._held_keys.get(cid, {}).items()]
+                self._delete_held(cid, mb.expired(held, self.now(), self.config.hold_seconds))
 
     def held_count(self) -> int:
         return len(self.node.ds_list(PREFIX + ["held"]))

@@ -32,43 +32,71 @@ OID_A, OID_B = b"\xaa" * 32, b"\xbb" * 32
 
 
 # ---- the pure policy ------------------------------------------------------------------------------
+def doomed(*a, **kw):
+    return fb.fallbacks_to_delete(*a, **kw)[1]
+
+
 def test_expired_records_go_after_the_grace():
     issued = {b"old": fb.Issued(OID_A, 1000), b"new": fb.Issued(OID_A, 5000)}
-    assert fb.fallbacks_to_delete(issued, 1000 + fb.KEEP_AFTER_EXPIRY) == []
-    assert fb.fallbacks_to_delete(issued, 1001 + fb.KEEP_AFTER_EXPIRY) == [b"old"]
+    assert fb.fallbacks_to_delete(issued, 1000 + fb.KEEP_AFTER_EXPIRY) == (True, [])
+    assert fb.fallbacks_to_delete(issued, 1001 + fb.KEEP_AFTER_EXPIRY) == (True, [b"old"])
 
 
 def test_bounds_drop_the_oldest_and_make_room_for_the_new_one():
-    issued = {bytes([i]): fb.Issued(OID_A if i < 5 else OID_B, 100 + i) for i in range(8)}
+    issued = {bytes([i]): fb.Issued(OID_A if i < 5 else OID_B, 100 + i, i) for i in range(8)}
+    now = fb.MIN_AGE + 10     # every record is old enough to go
     # per offer: A has 5, bound 3 -> its two oldest go (B has 3: none); admitting one more of A -> three
-    assert fb.fallbacks_to_delete(issued, 0, per_offer=3, total=100) == [b"\x00", b"\x01"]
-    assert fb.fallbacks_to_delete(issued, 0, admitting=OID_A, per_offer=3, total=100) == \
-        [b"\x00", b"\x01", b"\x02"]
-    assert fb.fallbacks_to_delete(issued, 0, admitting=OID_B, per_offer=3, total=100) == \
-        [b"\x00", b"\x01", b"\x05"]
+    assert doomed(issued, now, per_offer=3, total=100) == [b"\x00", b"\x01"]
+    assert doomed(issued, now, admitting=OID_A, per_offer=3, total=100) == [b"\x00", b"\x01", b"\x02"]
+    assert doomed(issued, now, admitting=OID_B, per_offer=3, total=100) == [b"\x00", b"\x01", b"\x05"]
     # in total: 8 kept under a bound of 6 (room for one new one) -> the three oldest go, whatever the offer
-    assert fb.fallbacks_to_delete(issued, 0, admitting=OID_B, per_offer=100, total=6) == \
-        [b"\x00", b"\x01", b"\x02"]
+    assert doomed(issued, now, admitting=OID_B, per_offer=100, total=6) == [b"\x00", b"\x01", b"\x02"]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.binary(min_size=1, max_size=2), st.tuples(st.sampled_from([OID_A, OID_B]),
-                                                                    st.integers(0, 3000)), max_size=40),
-       st.integers(0, 4000), st.sampled_from([None, OID_A, OID_B]), st.integers(1, 10), st.integers(1, 20))
-def test_policy_properties(raw, now, admitting, per_offer, total):
-    issued = {h: fb.Issued(o, e) for h, (o, e) in raw.items()}
-    doomed = fb.fallbacks_to_delete(issued, now, admitting, per_offer, total)
-    assert len(set(doomed)) == len(doomed) and set(doomed) <= set(issued)
-    kept = {h: i for h, i in issued.items() if h not in doomed}
-    room = 1 if admitting is not None else 0
-    assert len(kept) + room <= max(total, room)
+def test_young_records_are_never_pushed_out_and_the_new_one_is_refused():
+    issued = {bytes([i]): fb.Issued(OID_A, 10_000 + i, 100 + i) for i in range(3)}
+    young = 100 + fb.MIN_AGE - 1            # record 0 is one second short of MIN_AGE
+    assert fb.fallbacks_to_delete(issued, young, admitting=OID_A, per_offer=3, total=100) == (False, [])
+    assert fb.fallbacks_to_delete(issued, young, admitting=OID_B, per_offer=3, total=3) == (False, [])
+    assert fb.fallbacks_to_delete(issued, young, admitting=OID_B, per_offer=3, total=4) == (True, [])
+    assert fb.fallbacks_to_delete(issued, young + 1, admitting=OID_A, per_offer=3, total=100) == (True, [b"\x00"])
+    # over a bound (e.g. lowered) without a newcomer: only the old enough go
+    assert fb.fallbacks_to_delete(issued, young + 1, per_offer=1, total=100) == (True, [b"\x00"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=2),
+                       st.tuples(st.sampled_from([OID_A, OID_B]), st.integers(0, 3000), st.integers(0, 3000)),
+                       max_size=40),
+       st.integers(0, 4000), st.sampled_from([None, OID_A, OID_B]), st.integers(1, 10), st.integers(1, 20),
+       st.integers(0, 2000))
+def test_policy_properties(raw, now, admitting, per_offer, total, min_age):
+    issued = {h: fb.Issued(o, e, at) for h, (o, e, at) in raw.items()}
+    admit, gone = fb.fallbacks_to_delete(issued, now, admitting, per_offer, total, min_age=min_age)
+    assert len(set(gone)) == len(gone) and set(gone) <= set(issued)
+    expired = {h for h, i in issued.items() if now > i.expires_at + fb.KEEP_AFTER_EXPIRY}
+    young = {h for h, i in issued.items() if h not in expired and now - i.issued_at < min_age}
+    assert expired <= set(gone) and not young & set(gone)       # young live records never go
+    kept = {h: i for h, i in issued.items() if h not in gone}
+    room = 1 if admitting is not None and admit else 0
+
+    def n(o):
+        return sum(1 for i in kept.values() if i.offer_id == o) + (room if o == admitting else 0)
+    # a bound is over only where every record left is young
+    assert len(kept) + room <= total or set(kept) <= young
     for o in (OID_A, OID_B):
-        n = sum(1 for i in kept.values() if i.offer_id == o) + (room if o == admitting else 0)
-        assert n <= max(per_offer, room if o == admitting else 0)
-    assert all(now <= i.expires_at + fb.KEEP_AFTER_EXPIRY for i in kept.values())
+        assert n(o) <= per_offer or {h for h, i in kept.items() if i.offer_id == o} <= young
+    if admitting is None:
+        assert admit
+    else:   # refused exactly when the young records alone leave no room
+        young_a = sum(1 for h in young if issued[h].offer_id == admitting)
+        assert admit == (young_a + 1 <= per_offer and len(young) + 1 <= total)
+        if admit:
+            assert n(admitting) <= per_offer and len(kept) + 1 <= total
     # nothing unexpired goes while the bounds hold without deleting it
-    if len([i for i in issued.values() if now <= i.expires_at + fb.KEEP_AFTER_EXPIRY]) + room <= min(per_offer, total):
-        assert all(now > issued[h].expires_at + fb.KEEP_AFTER_EXPIRY for h in doomed)
+    live = len(issued) - len(expired)
+    if live + (admitting is not None) <= min(per_offer, total):
+        assert set(gone) == expired
 
 
 def test_payer_note_is_cut_at_a_character_boundary():
