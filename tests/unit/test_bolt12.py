@@ -5,7 +5,7 @@ import string
 
 import pytest
 from coincurve import PrivateKey
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
 from asyncreceive.wire.bolt12 import (BASIC_MPP_OPTIONAL, DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY, InvoiceRequest,
@@ -227,8 +227,13 @@ def test_truncation_and_extension_are_rejected(data):
     n = data.draw(st.integers(0, len(INVOICE_BYTES) - 1))
     with pytest.raises(DecodeError):
         StaticInvoice.decode(INVOICE_BYTES[:n])
+    ext = data.draw(st.binary(min_size=1, max_size=10))
+    try:  # an odd record in the signature range is outside the merkle tree: BOLT 12 readers accept it
+        assume(not all(t % 2 and 240 < t <= 1000 for t, _ in decode_tlv(ext, "x", known=lambda t: True).records))
+    except DecodeError:
+        pass
     with pytest.raises(DecodeError):
-        StaticInvoice.decode(INVOICE_BYTES + data.draw(st.binary(min_size=1, max_size=10)))
+        StaticInvoice.decode(INVOICE_BYTES + ext)
 
 
 def test_tampering_every_byte_exhaustively():
