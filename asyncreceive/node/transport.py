@@ -306,13 +306,11 @@ class Transport:
             try:
                 self.node.connect_then(a.peer, CONNECT_TIMEOUT, functools.partial(self._connected, outgoing, a))
                 return
-            except NodeError as e:   # too many connects pending: a route through our peers may do
-                if a.reroute is None:
+            except NodeError as e:   # too many connects pending: a route we know through our peers may do
+                routed = a.reroute() if a.reroute is not None else None
+                if routed is None or routed.onion is None:
                     raise
-                try:
-                    a = a.reroute()
-                except NodeError as no_route:
-                    raise NodeError(f"{e}; {no_route}") from e
+                a = routed
         if a.onion is None:
             if not self.graph.refresh_if_due(functools.partial(self._graph_fetched, outgoing, a)):
                 raise NodeError(f"{a.peer.hex()} is not our peer and we know no route to it through our peers")
