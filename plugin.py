@@ -174,7 +174,9 @@ def init(options, configuration, plugin, **kwargs):
         if start:
             state["pay"].resume()
         # each part on its own: one failing must not stop the others
-        for part in (lambda: recipient.tick(start=start), state["server"].tick, state["pay"].check_sending):
+        # the channel graph first: replies route only over the cached graph, which nothing else refreshes
+        for part in (transport.graph.refresh_if_due, lambda: recipient.tick(start=start), state["server"].tick,
+                     state["pay"].check_sending):
             try:
                 part()
             except OSError as e:  # lightningd's RPC socket is gone: it is shutting down

@@ -1,9 +1,11 @@
 """A cached view of the public channel graph, to route onion messages to a node that is not our peer.
 
-Listing the graph is costly on a large network, so it is fetched at most every ``max_age`` seconds, in
-a background thread, and never for a single send: ``route`` only reads the cached shortest-path tree
-(from our connected peers at the time of the fetch) and, when it is due, starts a refresh, which a
-caller that may wait (the sender's thread, never the worker) can ``wait`` for.
+Listing the graph is costly on a large network (tens of MB on mainnet), so it is fetched at most every
+``max_age`` seconds, in a background thread: ``route`` only reads the cached shortest-path tree (from
+our connected peers at the time of the fetch).  ``refresh_if_due`` starts a refresh when it is due: the
+plugin's tick calls it, and so does one of our own sends that finds no route (its ``on_done`` then
+routes it once the refresh is over).  Nobody waits for a refresh, and replies to others' messages never
+start one (a stranger could otherwise make us fetch the graph every ``max_age``).
 """
 
 import threading
@@ -14,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Set
 MAX_AGE = 60.0
 #: longest route (nodes before the introduction) we look for, as CLN's offers plugin bounds its search
 MAX_HOPS = 6
+#: callbacks waiting for a refresh at most (one per own send that found no route)
+MAX_WAITING = 256
 
 
 def shortest_tree(adj: Dict[bytes, Set[bytes]], peers: Set[bytes], us: bytes,
@@ -57,6 +61,7 @@ class ChannelGraph:
         self._idle = threading.Event()
         self._idle.set()
         self._lock = threading.Lock()
+        self._waiting: List[Callable[[], None]] = []
         self.fetches = 0
 
     def route(self, target: bytes) -> Optional[List[bytes]]:
@@ -66,25 +71,25 @@ class ChannelGraph:
             tree = self._tree
         return route_in(tree, target)
 
-    def refresh_if_due(self) -> bool:
-        """Start a refresh if the last one is ``max_age`` old (or there was none); True if one is running."""
+    def refresh_if_due(self, on_done: Optional[Callable[[], None]] = None) -> bool:
+        """Start a refresh if the last one is ``max_age`` old (or there was none).  True if one is running:
+        then ``on_done`` (if given) is called, on the refreshing thread, once it is over.  False if none
+        is, or (rarely) too many callers wait already: ``on_done`` is not called."""
         with self._lock:
-            now = self._clock()
-            if not self._idle.is_set():
-                return True
-            if self._fetched_at is not None and now - self._fetched_at < self.max_age:
-                return False
-            self._idle.clear()
-            self._fetched_at = now   # a failed fetch is not retried before max_age either
-        if self._background:
-            threading.Thread(target=self._refresh, name="asyncreceive-graph", daemon=True).start()
-        else:
-            self._refresh()
-        return True
-
-    def wait(self, timeout: float) -> None:
-        """Wait (``timeout`` seconds at most) for a running refresh to finish."""
-        self._idle.wait(timeout)
+            running = not self._idle.is_set()
+            start = not running and (self._fetched_at is None or self._clock() - self._fetched_at >= self.max_age)
+            if start:
+                self._idle.clear()
+                self._fetched_at = self._clock()   # a failed fetch is not retried before max_age either
+            waits = (running or start) and (on_done is None or len(self._waiting) < MAX_WAITING)
+            if waits and on_done is not None:
+                self._waiting.append(on_done)
+        if start:
+            if self._background:
+                threading.Thread(target=self._refresh, name="asyncreceive-graph", daemon=True).start()
+            else:
+                self._refresh()
+        return waits
 
     def _refresh(self) -> None:
         try:
@@ -98,4 +103,11 @@ class ChannelGraph:
         except Exception as e:  # lightningd refused or is gone: keep the old tree
             self._log(f"could not fetch the channel graph: {e}", "debug")
         finally:
-            self._idle.set()
+            with self._lock:
+                waiting, self._waiting = self._waiting, []
+                self._idle.set()
+            for on_done in waiting:
+                try:
+                    on_done()
+                except Exception as e:
+                    self._log(f"after the channel graph was fetched: {e!r}", "broken")

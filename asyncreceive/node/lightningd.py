@@ -18,24 +18,51 @@ MAX_CONNECTING = 8
 
 
 class _Connect(threading.Thread):
-    """One ``connect`` RPC, in its own thread so that the caller can stop waiting for it."""
+    """One ``connect`` RPC, in its own thread; each waiter hears of it once: when it ends or when it has
+    taken ``timeout`` seconds, whichever is first."""
 
-    def __init__(self, rpc, node_id: bytes, on_done: Callable[[bytes], None]):
+    def __init__(self, rpc, node_id: bytes, timeout: float, on_end: Callable[[bytes], None]):
         super().__init__(name="asyncreceive-connect", daemon=True)
-        self.rpc, self.node_id, self.on_done = rpc, node_id, on_done
-        self.done = threading.Event()
-        self.error: Optional[str] = None
+        self.rpc, self.node_id, self.on_end = rpc, node_id, on_end
+        self._lock = threading.Lock()
+        self._waiting: List[Callable[[Optional[str]], None]] = []
+        self._outcome: Optional[Tuple[Optional[str]]] = None   # (error or None,) once told
+        self._timer = threading.Timer(timeout, self._tell, (f"no answer within {timeout:g} s",))
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        super().start()
+        self._timer.start()
+
+    def wait_for(self, on_done: Callable[[Optional[str]], None]) -> None:
+        with self._lock:
+            told = self._outcome
+            if told is None:
+                self._waiting.append(on_done)
+        if told is not None:   # timed out already (lightningd is still trying)
+            on_done(*told)
+
+    def _tell(self, error: Optional[str]) -> None:
+        with self._lock:
+            if self._outcome is not None:
+                return
+            self._outcome = (error,)
+            waiting, self._waiting = self._waiting, []
+        for on_done in waiting:
+            on_done(error)
 
     def run(self) -> None:
+        error = None
         try:
             self.rpc.connect(self.node_id.hex())
         except RpcError as e:
-            self.error = str(e.error.get("message", e.error))
+            error = str(e.error.get("message", e.error))
         except Exception as e:  # lightningd gone, or anything else: the caller sees a failed connect
-            self.error = str(e)
+            error = str(e)
         finally:
-            self.on_done(self.node_id)
-            self.done.set()
+            self._timer.cancel()
+            self.on_end(self.node_id)
+            self._tell(error)
 
 
 class Lightningd:
@@ -69,25 +96,25 @@ class Lightningd:
             adj.setdefault(bytes.fromhex(c["source"]), set()).add(bytes.fromhex(c["destination"]))
         return adj
 
-    def connect(self, node_id: bytes, timeout: float) -> None:
-        """Connect to ``node_id`` (gossip addresses), waiting at most ``timeout`` seconds.
+    def connect_then(self, node_id: bytes, timeout: float, on_done: Callable[[Optional[str]], None]) -> None:
+        """Connect to ``node_id`` (gossip addresses) without waiting: ``on_done(error or None)`` is called
+        (on another thread, or at once if already connected) when the connect ends or has taken
+        ``timeout`` seconds.  Raises NodeError at once if ``MAX_CONNECTING`` connects are pending.
 
         lightningd's own attempt may take a minute (a host that accepts TCP and never answers the
-        handshake); it goes on in the background, one at a time per node, and a later call waits for it.
+        handshake); it goes on in the background, one at a time per node, holding its slot.
         """
         if node_id == self.node_id or self.is_connected(node_id):
-            return
+            return on_done(None)
         with self._connect_lock:
             attempt = self._connecting.get(node_id)
             if attempt is None:
                 if len(self._connecting) >= MAX_CONNECTING:
-                    raise NodeError(f"cannot connect to {node_id.hex()}: {MAX_CONNECTING} connections pending")
-                attempt = self._connecting[node_id] = _Connect(self.rpc, node_id, self._connect_done)
+                    raise NodeError(f"cannot connect to {node_id.hex()}: too many connections pending "
+                                    f"({MAX_CONNECTING})")
+                attempt = self._connecting[node_id] = _Connect(self.rpc, node_id, timeout, self._connect_done)
                 attempt.start()
-        if not attempt.done.wait(timeout):
-            raise NodeError(f"cannot connect to {node_id.hex()}: no answer within {timeout:g} s")
-        if attempt.error is not None:
-            raise NodeError(f"cannot connect to {node_id.hex()}: {attempt.error}")
+        attempt.wait_for(lambda error: on_done(None if error is None else f"cannot connect to {node_id.hex()}: {error}"))
 
     def _connect_done(self, node_id: bytes) -> None:
         with self._connect_lock:

@@ -18,7 +18,7 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 from coincurve import PrivateKey
@@ -37,15 +37,16 @@ from .sender import Sender
 
 #: a sciddir introduction we cannot resolve is tried through at most this many of our channel peers
 GUESS_PEERS = 2
-#: sends with such guesses: a burst of this many, then one per GUESS_REFILL seconds
+#: sends with such guesses, each a burst then one per refill seconds: replies (answers to others'
+#: messages, forwards) per scid guessed and in all; our own sends in all (apart from replies)
+GUESS_PER_SCID, GUESS_SCID_REFILL = 2, 5.0
+REPLY_GUESS_BURST, REPLY_GUESS_REFILL = 128, 0.1
 GUESS_BURST, GUESS_REFILL = 10, 1.0
-#: how long the sender thread waits for a ``connect`` (lightningd's own attempt may take a minute)
+#: a connect not over after this long counts as failed (lightningd's own attempt may take a minute)
 CONNECT_TIMEOUT = 10.0
 #: after a failed connect to a node, sends that would connect to it again fail at once for this long
 CONNECT_RETRY = 30.0
 MAX_CONNECT_FAILURES = 256
-#: how long the sender thread waits for a channel graph being fetched, to route a message
-GRAPH_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Stats:
 class _Attempt:
     """One onion to hand to lightningd, and the peer it goes to first (its queue and pacing)."""
     peer: bytes
-    onion: Optional[OutgoingOnion]                          # None: ``reroute`` makes it on the sender thread
+    onion: Optional[OutgoingOnion]                          # None: ``reroute`` makes it once the graph is fresh
     connect: bool = False                                   # connect to ``peer`` first
     reroute: Optional[Callable[[], "_Attempt"]] = None      # if that connect fails
 
@@ -102,9 +103,14 @@ class _Outgoing:
     size: int
     quiet: bool
     left: int
+    reply_kind: Optional[str]   # None for our own send; a reply's message name
     sent: bool = False
     error: Optional[str] = None
     on_sent: Optional[Callable[[bool], None]] = None
+
+
+class _QueueFull(NodeError):
+    pass
 
 
 class Transport:
@@ -120,7 +126,9 @@ class Transport:
         self._clock = clock
         self.sender = sender or Sender(log)
         self.graph = graph or ChannelGraph(node, log)
-        self._guess_limit = RateLimiter(GUESS_BURST, GUESS_REFILL)
+        self._guess_own = RateLimiter(GUESS_BURST, GUESS_REFILL)
+        self._guess_replies = RateLimiter(REPLY_GUESS_BURST, REPLY_GUESS_REFILL)
+        self._guess_scid = RateLimiter(GUESS_PER_SCID, GUESS_SCID_REFILL, max_clients=4096)
         self._connect_failures: Dict[bytes, float] = {}
         self.stats = Stats()
         self._handlers: Dict[int, Callable[[Received], None]] = {}
@@ -178,16 +186,23 @@ class Transport:
 
         Raises TransportError (logged at info, or at debug with ``quiet`` when the caller expects it,
         e.g. a client that is offline) only for what is known at once: an introduction we cannot
-        resolve or reach, a full send queue.  A failure later (lightningd refusing the message, a
-        connect that fails) is logged and counted as the last error.
+        resolve or reach, a full send queue, too many connects pending.  A failure later (lightningd
+        refusing the message, a connect that fails) is logged and counted as the last error.
 
         The reply path is either one we build now for ``reply_context`` (through ``reply_via``), or a
         given ``reply_path`` (e.g. a payer's, when forwarding its invoice_request).
 
+        A send is *our own* when we expect an answer on our path (``reply_context``) or may connect
+        (``may_connect``); any other is a *reply* (an answer over a path someone gave us, a forward,
+        a relay), which a stranger can make us send at will.  Replies have their own, small, share of
+        the send queues and of the guesses below, and use the cached channel graph only.
+
         Messages go to a connected peer: the introduction itself, or the first node of a route to it
         through the (cached) channel graph.  Only with ``may_connect`` (sends our own state or the
         operator starts, to a known party, never a reply to a stranger's message) do we connect to an
-        introduction that is not our peer, on the sender thread and for ``CONNECT_TIMEOUT`` at most.
+        introduction that is not our peer; the message is queued once the connect is over (or has
+        taken ``CONNECT_TIMEOUT``), and no thread waits for it meanwhile.  An own send that finds no
+        route starts a refresh of the graph if one is due, and is routed once when it is over.
 
         ``on_sent(ok)``, if given, is called once (on the sender thread) when a send that did not raise is
         over: True once lightningd took the message, False if every attempt failed.
@@ -197,27 +212,35 @@ class Transport:
         channel peers P (at most ``GUESS_PEERS``) in two ways: as P itself, and as the node at the other
         end of P's channel with that scid (P forwards by ``short_channel_id``).  The introduction is
         usually one of these (our server, or the payer behind it); a node that is not cannot open the
-        layer and drops it.  Such guesses are rate-limited (``GUESS_BURST``, ``GUESS_REFILL``).
+        layer and drops it.  Such guesses are rate-limited: replies per scid and in all, our own sends
+        apart from them.
         """
         name = message_name(msg_type)
+        reply_kind = None if reply_context is not None or may_connect else name
         try:
             reply = self.make_path(reply_context, reply_via) if reply_context is not None else reply_path
-            attempts = self._attempts(dest, msg_type, body, reply, may_connect)
+            attempts = self._attempts(dest, msg_type, body, reply, may_connect, reply_kind is None)
         except (NodeError, ValueError) as e:
             self._error(f"send {name} failed: {e}", "debug" if quiet else "info")
             raise TransportError(str(e)) from e
-        outgoing = _Outgoing(name, len(body), quiet, len(attempts), on_sent=on_sent)
-        full = [a for a in attempts if not self.sender.submit(a.peer, functools.partial(self._deliver, outgoing, a))]
-        if len(full) == len(attempts):
-            outgoing.on_sent = None   # the caller learns it from the exception
-        for a in full:
-            self._finish(outgoing, None, f"send queue for {a.peer.hex()} full")
-        if len(full) == len(attempts):
-            self.drop("send_queue_full", f"{name} to {attempts[0].peer.hex()} not sent: the send queue is full")
-            raise TransportError("send queue full")
+        outgoing = _Outgoing(name, len(body), quiet, len(attempts), reply_kind, on_sent=on_sent)
+        errors = []
+        for a in attempts:
+            try:
+                self._start(outgoing, a)
+            except NodeError as e:
+                errors.append(e)
+                if len(errors) == len(attempts):
+                    outgoing.on_sent = None   # the caller learns it from the exception
+                self._finish(outgoing, None, str(e))
+        if len(errors) == len(attempts):
+            if isinstance(errors[0], _QueueFull):
+                self.drop("send_queue_full", f"{name} to {attempts[0].peer.hex()} not sent: the send queue is full")
+                raise TransportError("send queue full")
+            raise TransportError(str(errors[0]))
 
     def _attempts(self, dest: BlindedPath, msg_type: int, body: bytes, reply: Optional[BlindedPath],
-                  may_connect: bool) -> List["_Attempt"]:
+                  may_connect: bool, own: bool) -> List["_Attempt"]:
         """The onions to send for one message and the peer each goes to first (no RPC that waits on the
         network); raises NodeError or ValueError if there is none."""
         def build(intro: bytes, route: Sequence[bytes] = (), via_scid: Optional[int] = None) -> OutgoingOnion:
@@ -230,11 +253,9 @@ class Transport:
             peers = self.node.connected_channel_peers()[:GUESS_PEERS] if dest.first_node_id is None else []
             if not peers:
                 raise
-            with self._lock:
-                guess = self._guess_limit.allow(b"", self._clock())
-            if not guess:
-                raise NodeError(f"{e}; too many sends to unknown channels just now, not guessing")
             scid = dest.introduction.scid
+            if not self._may_guess(scid, own):
+                raise NodeError(f"{e}; too many sends to unknown channels just now, not guessing")
             self._log(f"{e}: trying the path's introduction among our peers and their channel "
                       f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
             return ([_Attempt(p, build(p)) for p in peers]
@@ -252,24 +273,23 @@ class Transport:
             route = self._route(intro)
             return _Attempt(route[0], build(intro, route))
 
-        def routed_on_a_fresh_graph() -> _Attempt:   # on the sender's thread: may wait for the graph
+        def routed_or_later() -> _Attempt:   # own sends: once a fresher graph is here if no route yet
             try:
                 return routed()
             except NodeError:
-                if not self.graph.refresh_if_due():
-                    raise
-                self.graph.wait(GRAPH_WAIT)
-                return routed()
+                return _Attempt(intro, None, reroute=routed)
 
         if may_connect and not self._connect_failed_lately(intro):
-            return [_Attempt(intro, build(intro), connect=True, reroute=routed_on_a_fresh_graph)]
-        try:
-            return [routed()]
-        except NodeError:
-            if not self.graph.refresh_if_due():
-                raise
-            # a fresher graph is on its way: the sender's thread routes once it is here
-            return [_Attempt(intro, None, reroute=routed_on_a_fresh_graph)]
+            return [_Attempt(intro, build(intro), connect=True, reroute=routed_or_later)]
+        return [routed_or_later() if own else routed()]
+
+    def _may_guess(self, scid: int, own: bool) -> bool:
+        """Whether a send may guess the introduction of the unknown channel ``scid`` now (takes a token)."""
+        now = self._clock()
+        with self._lock:
+            if own:
+                return self._guess_own.allow(b"", now)
+            return self._guess_scid.allow(scid.to_bytes(8, "big"), now) and self._guess_replies.allow(b"", now)
 
     def _route(self, intro: bytes) -> List[bytes]:
         """Nodes to cross before ``intro`` (not our peer): a shortest path through the cached public
@@ -284,27 +304,59 @@ class Transport:
             at = self._connect_failures.get(node_id)
             return at is not None and self._clock() - at < CONNECT_RETRY
 
-    def _deliver(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
-        """On the sender thread: connect first if allowed (falling back to a route through the graph),
-        then hand the onion to lightningd."""
+    def _start(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
+        """Set attempt ``a`` going without waiting: queue it for the sender, or start its connect (it is
+        queued once that is over), or have it routed once the graph being fetched is here.  Raises
+        NodeError if it cannot even start (a full queue, too many connects pending and no route, no
+        route and no fresher graph coming)."""
+        if a.connect:
+            try:
+                self.node.connect_then(a.peer, CONNECT_TIMEOUT, functools.partial(self._connected, outgoing, a))
+                return
+            except NodeError as e:   # too many connects pending: a route we know through our peers may do
+                routed = a.reroute() if a.reroute is not None else None
+                if routed is None or routed.onion is None:
+                    raise
+                a = routed
+        if a.onion is None:
+            if not self.graph.refresh_if_due(functools.partial(self._graph_fetched, outgoing, a)):
+                raise NodeError(f"{a.peer.hex()} is not our peer and we know no route to it through our peers")
+            return
+        if not self.sender.submit(a.peer, functools.partial(self._deliver, outgoing, a), outgoing.reply_kind):
+            raise _QueueFull(f"send queue for {a.peer.hex()} full")
+
+    def _connected(self, outgoing: "_Outgoing", a: "_Attempt", error: Optional[str]) -> None:
+        """The connect of attempt ``a`` is over (or timed out): queue it, or route it through our peers."""
         try:
-            if a.onion is None:
-                a = a.reroute()
-            elif a.connect:
-                try:
-                    self.node.connect(a.peer, CONNECT_TIMEOUT)
-                except NodeError as e:
-                    with self._lock:
-                        self._connect_failures[a.peer] = self._clock()
-                        if len(self._connect_failures) > MAX_CONNECT_FAILURES:
-                            self._connect_failures.pop(next(iter(self._connect_failures)))
-                    if a.reroute is None:
-                        raise
-                    try:
-                        a = a.reroute()
-                    except NodeError as no_route:
-                        raise NodeError(f"{e}; {no_route}") from e
-                    self._log(f"{e}: sending through our peer {a.peer.hex()} instead", "debug")
+            if error is None:
+                return self._start(outgoing, replace(a, connect=False))
+            with self._lock:
+                outgoing.error = outgoing.error or error   # the send's error, should the reroute fail too
+                self._connect_failures[a.peer] = self._clock()
+                if len(self._connect_failures) > MAX_CONNECT_FAILURES:
+                    self._connect_failures.pop(next(iter(self._connect_failures)))
+            if a.reroute is None:
+                raise NodeError(error)
+            try:
+                b = a.reroute()
+            except NodeError as no_route:
+                raise NodeError(f"{error}; {no_route}") from None
+            self._log(f"{error}: sending through {'our peer ' + b.peer.hex() if b.onion else 'the graph'} "
+                      f"instead", "debug")
+            self._start(outgoing, b)
+        except (NodeError, ValueError) as e:
+            self._finish(outgoing, None, str(e))
+
+    def _graph_fetched(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
+        """A fresher graph is here: route attempt ``a`` through it, once."""
+        try:
+            self._start(outgoing, a.reroute())
+        except (NodeError, ValueError) as e:
+            self._finish(outgoing, None, str(e))
+
+    def _deliver(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
+        """On the sender thread: hand the onion to lightningd."""
+        try:
             self.node.send_onion(a.onion)
         except (NodeError, ValueError) as e:
             self._finish(outgoing, None, str(e))

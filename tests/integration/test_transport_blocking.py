@@ -6,12 +6,14 @@ server that accepts and never answers takes its port: a ``connect`` to x would n
 whole handshake timeout (60 s), and before the fix r's one worker thread waited for it.
 """
 
+import os
 import socket
 import threading
 import time
 
 from pyln.testing.utils import wait_for
 
+from asyncreceive.crypto.blinding import EncryptedData, build_blinded_path
 from asyncreceive.wire import messages as m
 
 
@@ -57,6 +59,12 @@ def test_reply_towards_a_silent_node_does_not_stall_the_plugin(node_factory, plu
     x.stop()
     silent = SilentServer(x.port)
     try:
+        # replies route through the cached channel graph only and never fetch it: an own send of r's
+        # towards x fetches it (its connect to x times out, so it goes through the graph, via m)
+        to_x = build_blinded_path(os.urandom(32), [(bytes.fromhex(x_id), EncryptedData(path_id=bytes(32)).encode())])
+        send(r, to_x.encode().hex(), m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode(), reply=True)
+        r.daemon.wait_for_log(r"cannot connect to .*: sending through (our peer|the graph) .*instead", timeout=30)
+        r.daemon.wait_for_log(r"channel graph fetched", timeout=30)
         echo = r.rpc.call("asyncreceive-dev-makepath", {"echo": True})["path"]
         plain = r.rpc.call("asyncreceive-dev-makepath")["path"]
         # a held_htlc_available whose reply path starts at x: r answers over it (echo)

@@ -66,10 +66,9 @@ class FakeNode:
             adj.setdefault(b, set()).add(a)
         return adj
 
-    def connect(self, node_id: bytes, timeout: float) -> None:
+    def connect_then(self, node_id: bytes, timeout: float, on_done) -> None:
         self.connects.append(node_id)
-        if not self.network.reachable(node_id):
-            raise NodeError(f"cannot connect to {node_id.hex()}")
+        on_done(None if self.network.reachable(node_id) else f"cannot connect to {node_id.hex()}")
 
     def resolve_sciddir(self, scid, direction):
         raise NodeError("no channels in the fake network")

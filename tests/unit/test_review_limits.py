@@ -113,7 +113,7 @@ class ManualSender:
     def __init__(self, limit=64):
         self.jobs, self.limit = [], limit
 
-    def submit(self, peer, job):
+    def submit(self, peer, job, reply=None):
         if len(self.jobs) >= self.limit:
             return False
         self.jobs.append(job)

@@ -9,7 +9,7 @@ import pytest
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.node.lightningd import NodeError
 from asyncreceive.node.sender import Sender
-from asyncreceive.node.transport import GUESS_BURST, TransportError
+from asyncreceive.node.transport import GUESS_BURST, GUESS_PER_SCID, TransportError
 from asyncreceive.node.worker import Worker
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.paths import BlindedPath, SciddirOrPubkey
@@ -45,11 +45,10 @@ def test_a_connect_that_hangs_does_not_delay_the_next_message():
     release = threading.Event()
     connecting = threading.Event()
 
-    def hanging_connect(node_id, timeout):
+    def hanging_connect(node_id, timeout, on_done):
         connecting.set()
-        release.wait(30)
-        raise NodeError("timed out")
-    us.connect = hanging_connect
+        threading.Thread(target=lambda: (release.wait(30), on_done("timed out")), daemon=True).start()
+    us.connect_then = hanging_connect
 
     far_path = ft.make_path(PathContext(Kind.PROBE))
     got = threading.Event()
@@ -80,10 +79,10 @@ def test_a_reply_to_a_stranger_never_connects():
     assert len(probe.received) == 1
     assert us.connects == []
     assert t.stats.sent == {} and "no route" in t.stats.last_error
-    assert t.graph.fetches == 1
+    assert t.graph.fetches == 0           # a reply does not fetch the graph: the tick does
     # 2. the introduction has a channel with a peer of ours: through it, still no connect
     net.channels[(900 << 40) | (1 << 16)] = (hop.node_id, intro.node_id)
-    t.graph._fetched_at -= 60     # the graph fetched for the first reply is now old enough to refetch
+    t.graph.refresh_if_due()              # the plugin's tick
     sent = []
     real = us.send_onion
     us.send_onion = lambda out: (sent.append(out), real(out))[1]
@@ -91,7 +90,7 @@ def test_a_reply_to_a_stranger_never_connects():
         st.send(echo, m.HELD_HTLC_AVAILABLE, BODY, reply_context=probe.context(), reply_via=[intro.node_id])
     assert len(sent) == 5 and us.connects == []
     assert t.stats.sent == {"held_htlc_available": 5}
-    assert t.graph.fetches == 2           # listchannels once per refresh, not per send
+    assert t.graph.fetches == 1           # listchannels once per refresh, not per send
 
 
 def test_sends_we_start_may_connect_and_a_failed_connect_is_not_retried_at_once():
@@ -123,26 +122,27 @@ def test_pacing_happens_on_the_sender_thread_and_order_per_peer_is_kept():
 
 def test_the_send_queue_is_bounded_per_peer_and_in_total():
     net, [(us, t), (a, at), (b, bt)] = world("us", "a", "b")
-    sender = threaded(t, interval=0, per_peer=8, total=12)
+    sender = threaded(t, interval=0, per_peer=8, total=24)      # own sends: 8 per peer, 12 in all
     release = threading.Event()
     real = us.send_onion
     us.send_onion = lambda out: (release.wait(10), real(out))
     pa, pb = (x.make_path(PathContext(Kind.PROBE)) for x in (at, bt))
+    own = PathContext(Kind.PROBE, NOW + 60)
     try:
-        t.send(pa, m.HELD_HTLC_AVAILABLE, BODY)          # taken by a sender thread, which waits
+        t.send(pa, m.HELD_HTLC_AVAILABLE, BODY, reply_context=own)   # taken by a sender thread, which waits
         deadline = time.monotonic() + 5
         while sender.queued() and time.monotonic() < deadline:
             time.sleep(0.005)
         for _ in range(8):
-            t.send(pa, m.HELD_HTLC_AVAILABLE, BODY)
+            t.send(pa, m.HELD_HTLC_AVAILABLE, BODY, reply_context=own)
         with pytest.raises(TransportError, match="queue full"):
-            t.send(pa, m.HELD_HTLC_AVAILABLE, BODY)
+            t.send(pa, m.HELD_HTLC_AVAILABLE, BODY, reply_context=own)
         for _ in range(3):     # b is on the other thread's plate: one taken, then the total bound
-            t.send(pb, m.HELD_HTLC_AVAILABLE, BODY)
+            t.send(pb, m.HELD_HTLC_AVAILABLE, BODY, reply_context=own)
         assert sender.queued() <= 12
         with pytest.raises(TransportError, match="queue full"):
             for _ in range(12):
-                t.send(pb, m.HELD_HTLC_AVAILABLE, BODY)
+                t.send(pb, m.HELD_HTLC_AVAILABLE, BODY, reply_context=own)
         assert t.stats.dropped["send_queue_full"] == 2
     finally:
         release.set()
@@ -163,7 +163,7 @@ def test_unknown_sciddir_guesses_are_bounded():
             ok += 1
         except TransportError:
             pass
-    assert ok == GUESS_BURST and len(sent) == 4 * GUESS_BURST
+    assert ok == GUESS_PER_SCID and len(sent) == 4 * GUESS_PER_SCID
 
 
 BAD_NOTIFICATIONS = [
