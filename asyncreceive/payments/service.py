@@ -32,7 +32,7 @@ from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport
 from ..recipient.fallback import cap_note
 from ..recipient.service import F_OFFER_ID, RecipientService
-from ..server.ratelimit import RateLimiter
+from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import Offer
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
@@ -105,8 +105,8 @@ class PaymentsService:
         self._lock = threading.Lock()
         #: payment_hash -> (its parts, their responders, digests of the paths they came over)
         self._sets: Dict[bytes, Tuple[PartSet, List, List[bytes]]] = {}
-        self._releases = RateLimiter(RELEASE_BURST, RELEASE_REFILL_SECONDS)
-        self._offer_releases = RateLimiter(RELEASE_OFFER_BURST, RELEASE_OFFER_REFILL_SECONDS)
+        self._releases = PerPeerLimit(RateLimiter(RELEASE_BURST, RELEASE_REFILL_SECONDS),
+                                      RateLimiter(RELEASE_OFFER_BURST, RELEASE_OFFER_REFILL_SECONDS))
         self.released = 0
         transport.on_kind(Kind.HELD_HTLC, self.on_held_htlc_available)
 
@@ -126,10 +126,9 @@ class PaymentsService:
             raise DecodeError("held_htlc_available", f"offer {offer_id.hex()[:16]} is no longer ours")
         with self._lock:
             now = self._clock()
-            allowed = self._releases.allow((offer_id, msg.source), now) and self._offer_releases.allow(offer_id, now)
+            allowed = self._releases.allow(offer_id, msg.source, now)
         if not allowed:
-            peer = msg.source.hex()[:16] if msg.source is not None else "an unknown peer"
-            raise ContextError("rate_limited", f"held_htlc_available for offer {offer_id.hex()[:16]} from {peer}")
+            raise ContextError("rate_limited", PerPeerLimit.refused("held_htlc_available", offer_id, msg.source))
         self.t.send(msg.reply_path, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode())
         self.released += 1
         self._log(f"released held HTLC for offer {offer_id.hex()[:16]}", "info")

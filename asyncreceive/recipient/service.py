@@ -20,7 +20,7 @@ from ..errors import DecodeError
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
-from ..server.ratelimit import RateLimiter
+from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
@@ -80,8 +80,8 @@ class RecipientService:
         #: payment_hash -> the online-fallback invoice we issued (its record is in the datastore)
         self._fallbacks: Dict[bytes, Issued] = {}
         self._preimage_key = preimage_key or record_key(offer_key_base)
-        self._answers = RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS)
-        self._offer_answers = RateLimiter(ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS)
+        self._answers = PerPeerLimit(RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS),
+                                     RateLimiter(ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS))
         self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
         self._last_peer_retry: Optional[int] = None
         transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
@@ -373,10 +373,9 @@ class RecipientService:
         offer_id = msg.context.get(F_OFFER_ID) or b""
         with self.lock:
             now_f = self._clock()
-            allowed = self._answers.allow((offer_id, msg.source), now_f) and self._offer_answers.allow(offer_id, now_f)
+            allowed = self._answers.allow(offer_id, msg.source, now_f)
         if not allowed:
-            peer = msg.source.hex()[:16] if msg.source is not None else "an unknown peer"
-            raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]} from {peer}")
+            raise ContextError("rate_limited", PerPeerLimit.refused("invoice_request", offer_id, msg.source))
         invreq = InvoiceRequest.decode(msg.body)
         if invreq.offer_id != offer_id:
             raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")

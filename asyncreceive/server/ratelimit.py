@@ -49,3 +49,20 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class PerPeerLimit:
+    """A bucket per (key, incoming peer) within a bucket per key: junk from one peer uses up only its
+    own share of what is answered for a key (an offer), and all peers together at most the key's cap."""
+
+    def __init__(self, per_peer: RateLimiter, per_key: RateLimiter):
+        self.per_peer = per_peer
+        self.per_key = per_key
+
+    def allow(self, key: bytes, peer, now: float) -> bool:
+        """The peer's bucket is taken from first: a peer out of tokens takes nothing from the key's cap."""
+        return self.per_peer.allow((key, peer), now) and self.per_key.allow(key, now)
+
+    @staticmethod
+    def refused(what: str, key: bytes, peer) -> str:
+        return f"{what} for offer {key.hex()[:16]} from {peer.hex()[:16] if peer is not None else 'an unknown peer'}"
