@@ -96,6 +96,29 @@ class Lightningd:
             adj.setdefault(bytes.fromhex(c["source"]), set()).add(bytes.fromhex(c["destination"]))
         return adj
 
+    def gossip_route(self, node_id: bytes, fanout: int = 8) -> Optional[List[bytes]]:
+        """Nodes to cross before ``node_id`` (first a connected peer), found from its neighbours in the
+        gossip (``listchannels destination=``: small answers, never the whole graph): one of them is our
+        peer, or a neighbour of one of the first ``fanout`` of them is.  None otherwise.  Onion messages
+        need no liquidity, so payment routing (getroute) is not the tool."""
+        def neighbours(n: bytes) -> List[bytes]:
+            try:
+                chans = self.rpc.listchannels(destination=n.hex())["channels"]
+            except (RpcError, KeyError):
+                return []
+            return list(dict.fromkeys(bytes.fromhex(c["source"]) for c in chans))
+
+        peers = self.connected_peers()
+        first = [n for n in neighbours(node_id) if n != self.node_id]
+        for n in first:
+            if n in peers:
+                return [n]
+        for n in first[:fanout]:
+            for m in neighbours(n):
+                if m in peers and m != node_id:
+                    return [m, n]
+        return None
+
     def connect_then(self, node_id: bytes, timeout: float, on_done: Callable[[Optional[str]], None]) -> None:
         """Connect to ``node_id`` (gossip addresses) without waiting: ``on_done(error or None)`` is called
         (on another thread, or at once if already connected) when the connect ends or has taken

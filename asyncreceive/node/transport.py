@@ -109,6 +109,10 @@ class _Outgoing:
     on_sent: Optional[Callable[[bool], None]] = None
 
 
+#: routes looked up one node at a time (its gossip neighbours) when the cached graph has none: 20, then 2/s
+LOOKUP_BURST, LOOKUP_REFILL = 20, 0.5
+
+
 class _QueueFull(NodeError):
     pass
 
@@ -127,6 +131,8 @@ class Transport:
         self.sender = sender or Sender(log)
         self.graph = graph or ChannelGraph(node, log)
         self._guess_own = RateLimiter(GUESS_BURST, GUESS_REFILL)
+        #: lookups of one node's route in lightningd's graph when the cached one has none
+        self._lookup_limit = RateLimiter(LOOKUP_BURST, LOOKUP_REFILL)
         self._guess_replies = RateLimiter(REPLY_GUESS_BURST, REPLY_GUESS_REFILL)
         self._guess_scid = RateLimiter(GUESS_PER_SCID, GUESS_SCID_REFILL, max_clients=4096)
         self._connect_failures: Dict[bytes, float] = {}
@@ -295,9 +301,17 @@ class Transport:
         """Nodes to cross before ``intro`` (not our peer): a shortest path through the cached public
         channel graph from a connected peer, as CLN's offers plugin does."""
         route = self.graph.route(intro)
+        if not route and self._may_look_up():
+            # not in the cached graph (fetched before the channels that lead there were announced?):
+            # look up this one node's neighbours in the gossip, at a bounded rate
+            route = self.node.gossip_route(intro)
         if not route or not self.node.is_connected(route[0]):
             raise NodeError(f"{intro.hex()} is not our peer and we know no route to it through our peers")
         return route
+
+    def _may_look_up(self) -> bool:
+        with self._lock:
+            return self._lookup_limit.allow(b"", self._clock())
 
     def _connect_failed_lately(self, node_id: bytes) -> bool:
         with self._lock:

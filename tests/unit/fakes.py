@@ -70,6 +70,9 @@ class FakeNode:
         self.connects.append(node_id)
         on_done(None if self.network.reachable(node_id) else f"cannot connect to {node_id.hex()}")
 
+    def gossip_route(self, node_id):
+        return None  # no gossip in the fake network
+
     def resolve_sciddir(self, scid, direction):
         raise NodeError("no channels in the fake network")
 

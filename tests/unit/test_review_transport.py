@@ -213,3 +213,26 @@ def test_a_flood_of_guesses_for_many_unknown_channels_does_not_stop_other_guesse
     with pytest.raises(TransportError, match="not guessing"):
         t.send(_compact(t, 1001), m.RELEASE_HELD_HTLC, BODY)
     t.send(_compact(t, 1002), m.INVOICE_REQUEST, BODY, reply_context=OWN)   # our own send still guesses
+
+
+def test_a_reply_missing_from_the_cached_graph_asks_lightningd_for_that_node_at_a_bounded_rate():
+    """Found by the integration tests: the graph cached at start-up, before the channels towards a
+    payer were announced, had no route, so the recipient's invoice to a stock CLN payer was lost.  A
+    miss now looks up that one node's neighbours in the gossip; never the whole graph, 20 then 2/s."""
+    net, [(us, t), (far, ft), (hop, _)] = world("us", "far", "hop")
+    far.online = False
+    net.channels[(900 << 40) | (1 << 16)] = (hop.node_id, far.node_id)
+    calls = _counting_graph(us)
+    asked = []
+    us.gossip_route = lambda node_id: (asked.append(node_id), [hop.node_id])[1]
+    sent = []
+    us.send_onion = sent.append
+    path = ft.make_path(PathContext(Kind.PROBE))
+    t.send(path, m.STATIC_INVOICE, BODY)              # a reply: not in the cached graph, looked up
+    assert calls == [] and asked == [far.node_id] and len(sent) == 1
+    for _ in range(40):
+        try:
+            t.send(path, m.STATIC_INVOICE, BODY)
+        except TransportError:
+            pass
+    assert len(asked) <= 21
