@@ -490,6 +490,31 @@ def _as_offer_stream(x) -> TlvStream:
     return TlvStream(tuple((t, bytes(v)) for t, v in x if in_offer_range(t)))
 
 
+def _check_invoice_records(recs: Dict[int, bytes], field, required: Sequence[int] = ()) -> None:
+    """The invoice-range records an invoice and a static invoice share: required ones present (and
+    ``required`` too), non-empty payment paths with one payinfo each, created_at, relative expiry,
+    fallbacks, features, node id, a 64-byte signature.  ``field(t)`` names a record in errors."""
+    for t in (INVOICE_PATHS, INVOICE_BLINDEDPAY, INVOICE_CREATED_AT, *required, INVOICE_NODE_ID, SIGNATURE):
+        if t not in recs:
+            raise DecodeError(field(t), "required field missing")
+    paths = decode_paths(recs[INVOICE_PATHS], field(INVOICE_PATHS))
+    if not paths:
+        raise DecodeError(field(INVOICE_PATHS), "empty list of payment paths")
+    payinfos = decode_payinfos(recs[INVOICE_BLINDEDPAY], field(INVOICE_BLINDEDPAY))
+    if len(payinfos) != len(paths):
+        raise DecodeError(field(INVOICE_BLINDEDPAY), f"{len(payinfos)} payinfos for {len(paths)} payment paths")
+    decode_tu(recs[INVOICE_CREATED_AT], 8, field(INVOICE_CREATED_AT))
+    if INVOICE_RELATIVE_EXPIRY in recs:
+        decode_tu(recs[INVOICE_RELATIVE_EXPIRY], 4, field(INVOICE_RELATIVE_EXPIRY))
+    if INVOICE_FALLBACKS in recs:
+        _decode_fallbacks(recs[INVOICE_FALLBACKS], field(INVOICE_FALLBACKS))
+    if INVOICE_FEATURES in recs:
+        _check_features(recs[INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, field(INVOICE_FEATURES))
+    decode_point(recs[INVOICE_NODE_ID], field(INVOICE_NODE_ID))
+    if len(recs[SIGNATURE]) != 64:
+        raise DecodeError(field(SIGNATURE), f"expected 64 bytes, got {len(recs[SIGNATURE])}")
+
+
 class _InvoiceFields(_OfferFields):
     """Accessors shared by invoices and static invoices (validated at decode time: they do not raise)."""
 
@@ -552,29 +577,9 @@ class StaticInvoice(_InvoiceFields):
         if chains is not None and len(chains) > 32:
             raise DecodeError(_si_field(OFFER_CHAINS), "a static invoice allows at most one chain")
         # invoice part
-        for t in (INVOICE_PATHS, INVOICE_BLINDEDPAY, INVOICE_CREATED_AT, INVOICE_NODE_ID,
-                  INVOICE_HELD_HTLC_PATHS, SIGNATURE):
-            if t not in recs:
-                raise DecodeError(_si_field(t), "required field missing")
-        paths = decode_paths(recs[INVOICE_PATHS], _si_field(INVOICE_PATHS))
-        if not paths:
-            raise DecodeError(_si_field(INVOICE_PATHS), "empty list of payment paths")
-        payinfos = decode_payinfos(recs[INVOICE_BLINDEDPAY], _si_field(INVOICE_BLINDEDPAY))
-        if len(payinfos) != len(paths):
-            raise DecodeError(_si_field(INVOICE_BLINDEDPAY),
-                              f"{len(payinfos)} payinfos for {len(paths)} payment paths")
-        decode_tu(recs[INVOICE_CREATED_AT], 8, _si_field(INVOICE_CREATED_AT))
-        if INVOICE_RELATIVE_EXPIRY in recs:
-            decode_tu(recs[INVOICE_RELATIVE_EXPIRY], 4, _si_field(INVOICE_RELATIVE_EXPIRY))
-        if INVOICE_FALLBACKS in recs:
-            _decode_fallbacks(recs[INVOICE_FALLBACKS], _si_field(INVOICE_FALLBACKS))
-        if INVOICE_FEATURES in recs:
-            _check_features(recs[INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, _si_field(INVOICE_FEATURES))
-        node_id = decode_point(recs[INVOICE_NODE_ID], _si_field(INVOICE_NODE_ID))
+        _check_invoice_records(recs, _si_field, (INVOICE_HELD_HTLC_PATHS,))
+        node_id = recs[INVOICE_NODE_ID]
         decode_paths(recs[INVOICE_HELD_HTLC_PATHS], _si_field(INVOICE_HELD_HTLC_PATHS))
-        sig = recs[SIGNATURE]
-        if len(sig) != 64:
-            raise DecodeError(_si_field(SIGNATURE), f"expected 64 bytes, got {len(sig)}")
         # signing key rule
         issuer_id = recs.get(OFFER_ISSUER_ID)
         if issuer_id is not None:
@@ -832,28 +837,10 @@ class Invoice(_InvoiceFields):
                 raise DecodeError(f, "unknown even TLV type")
         if any(in_offer_range(t) for t in recs):
             _validate_offer_records(stream, _INV)
-        for t in (INVOICE_PATHS, INVOICE_BLINDEDPAY, INVOICE_CREATED_AT, INVOICE_PAYMENT_HASH, INVOICE_AMOUNT,
-                  INVOICE_NODE_ID, SIGNATURE):
-            if t not in recs:
-                raise DecodeError(_inv_field(t), "required field missing")
-        paths = decode_paths(recs[INVOICE_PATHS], _inv_field(INVOICE_PATHS))
-        if not paths:
-            raise DecodeError(_inv_field(INVOICE_PATHS), "empty list of payment paths")
-        if len(decode_payinfos(recs[INVOICE_BLINDEDPAY], _inv_field(INVOICE_BLINDEDPAY))) != len(paths):
-            raise DecodeError(_inv_field(INVOICE_BLINDEDPAY), "not one payinfo per payment path")
-        decode_tu(recs[INVOICE_CREATED_AT], 8, _inv_field(INVOICE_CREATED_AT))
-        if INVOICE_RELATIVE_EXPIRY in recs:
-            decode_tu(recs[INVOICE_RELATIVE_EXPIRY], 4, _inv_field(INVOICE_RELATIVE_EXPIRY))
+        _check_invoice_records(recs, _inv_field, (INVOICE_PAYMENT_HASH, INVOICE_AMOUNT))
         if len(recs[INVOICE_PAYMENT_HASH]) != 32:
             raise DecodeError(_inv_field(INVOICE_PAYMENT_HASH), "expected 32 bytes")
         decode_tu(recs[INVOICE_AMOUNT], 8, _inv_field(INVOICE_AMOUNT))
-        if INVOICE_FALLBACKS in recs:
-            _decode_fallbacks(recs[INVOICE_FALLBACKS], _inv_field(INVOICE_FALLBACKS))
-        if INVOICE_FEATURES in recs:
-            _check_features(recs[INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, _inv_field(INVOICE_FEATURES))
-        decode_point(recs[INVOICE_NODE_ID], _inv_field(INVOICE_NODE_ID))
-        if len(recs[SIGNATURE]) != 64:
-            raise DecodeError(_inv_field(SIGNATURE), f"expected 64 bytes, got {len(recs[SIGNATURE])}")
         inv = Invoice(stream)
         if check_signature and not inv.verify_signature():
             raise DecodeError(_inv_field(SIGNATURE), "invalid signature")
