@@ -546,6 +546,15 @@ class _InvoiceFields(_OfferFields):
     def node_id(self) -> bytes:
         return self.stream.get(INVOICE_NODE_ID)
 
+    def encode(self) -> bytes:
+        return self.stream.encode()
+
+    def _verified(self, check_signature: bool, field: str):
+        """Self, once its signature verifies (when asked); DecodeError naming ``field`` otherwise."""
+        if check_signature and not self.verify_signature():
+            raise DecodeError(field, "invalid signature")
+        return self
+
 
 @dataclass(frozen=True)
 class StaticInvoice(_InvoiceFields):
@@ -590,13 +599,7 @@ class StaticInvoice(_InvoiceFields):
             if node_id not in finals:
                 raise DecodeError(_si_field(INVOICE_NODE_ID),
                                   "no offer_issuer_id and not the final blinded node of any offer path")
-        inv = StaticInvoice(stream)
-        if check_signature and not inv.verify_signature():
-            raise DecodeError(_si_field(SIGNATURE), "invalid signature")
-        return inv
-
-    def encode(self) -> bytes:
-        return self.stream.encode()
+        return StaticInvoice(stream)._verified(check_signature, _si_field(SIGNATURE))
 
     @staticmethod
     def build(offer: Offer, payment_paths: Sequence[BlindedPath], payinfos: Sequence[BlindedPayInfo],
@@ -841,13 +844,7 @@ class Invoice(_InvoiceFields):
         if len(recs[INVOICE_PAYMENT_HASH]) != 32:
             raise DecodeError(_inv_field(INVOICE_PAYMENT_HASH), "expected 32 bytes")
         decode_tu(recs[INVOICE_AMOUNT], 8, _inv_field(INVOICE_AMOUNT))
-        inv = Invoice(stream)
-        if check_signature and not inv.verify_signature():
-            raise DecodeError(_inv_field(SIGNATURE), "invalid signature")
-        return inv
-
-    def encode(self) -> bytes:
-        return self.stream.encode()
+        return Invoice(stream)._verified(check_signature, _inv_field(SIGNATURE))
 
     def to_string(self) -> str:
         return bech32_encode(HRP_INVOICE, self.encode())
