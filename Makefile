@@ -20,17 +20,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 test: install
-	$(TESTENV) $(VPY) -m pytest -rs $(XDIST) tests $(PYTEST_ARGS)
+	$(TESTENV) $(VPY) -m pytest -rfEs $(XDIST) tests $(PYTEST_ARGS)
 
 unit: install
-	$(TESTENV) $(VPY) -m pytest -rs tests/unit $(PYTEST_ARGS)
+	$(TESTENV) $(VPY) -m pytest -rfEs tests/unit $(PYTEST_ARGS)
 
 integration: install
-	$(TESTENV) $(VPY) -m pytest -rs $(XDIST) tests/integration $(PYTEST_ARGS)
+	$(TESTENV) $(VPY) -m pytest -rfEs $(XDIST) tests/integration $(PYTEST_ARGS)
 
 # live tests against ldk-node (builds tests/interop/ldk once into ~/.cache/asyncreceive/ldk-target)
 interop: install
-	$(TESTENV) $(VPY) -m pytest -rs $(XDIST) tests/interop $(PYTEST_ARGS)
+	$(TESTENV) $(VPY) -m pytest -rfEs $(XDIST) tests/interop $(PYTEST_ARGS)
 
 bench: install
 	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
 from asyncreceive.wire import messages as m
@@ -27,9 +28,19 @@ def log_count(node, pattern):
 
 
 def send_junk(node, path, n):
-    for _ in range(n):
-        node.rpc.call("asyncreceive-dev-send", {"path": path.encode().hex(), "msgtype": m.HELD_HTLC_AVAILABLE,
-                                                "body": "00"})
+    """n junk held_htlc_available on ``path``. The attacker's own plugin paces its sends (4/s per peer)
+    and has a bounded queue: wait for room when it is full, as a flooding attacker's own code would."""
+    sent = 0
+    deadline = time.time() + 30 + n
+    while sent < n:
+        try:
+            node.rpc.call("asyncreceive-dev-send", {"path": path.encode().hex(),
+                                                    "msgtype": m.HELD_HTLC_AVAILABLE, "body": "00"})
+            sent += 1
+        except RpcError as e:
+            if "send queue full" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def send_real(payer, server, path):
