@@ -4,6 +4,9 @@ import shutil
 
 import pytest
 
+from tests.ci_guard import pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401  (hooks)
+from tests.ci_guard import pytest_terminal_summary as ci_terminal_summary
+
 REQUIRED_BINARIES = ("lightningd", "bitcoind", "bitcoin-cli")
 #: skip reasons of the LDK interop tests start with this (tests/interop/conftest.py)
 LDK_SKIP_PREFIX = "LDK interop: "
@@ -34,6 +37,7 @@ def _ldk_skip_reasons(terminalreporter):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    ci_terminal_summary(terminalreporter, exitstatus, config)
     tr = terminalreporter
     missing = missing_binaries()
     if missing:

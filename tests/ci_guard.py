@@ -1,0 +1,53 @@
+"""On CI (env ``CI`` set and not "0"/"false"), a run in which any test under tests/integration or
+tests/interop was skipped fails: those suites are the proof that the plugin works against real nodes,
+and a run that silently skipped them must not go green. On a developer's machine a skip stays a
+(loud) skip. tests/conftest.py registers these hooks."""
+
+import os
+
+import pytest
+
+#: the suites that need real lightningd/bitcoind (and, for interop, the ldk-node driver)
+REAL_NODE_SUITES = ("tests/integration/", "tests/interop/")
+
+_skipped: dict = {}
+
+
+def on_ci(env=os.environ) -> bool:
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def real_node_skips(skipped: dict) -> dict:
+    """The skipped tests (nodeid -> reason) that belong to a real-node suite."""
+    return {n: r for n, r in skipped.items() if n.replace("\\", "/").startswith(REAL_NODE_SUITES)}
+
+
+def _reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).splitlines()[0]
+    return str(longrepr).splitlines()[0] if longrepr else ""
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.setdefault(report.nodeid, _reason(report))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if on_ci() and real_node_skips(_skipped) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skips = real_node_skips(_skipped)
+    if not (on_ci() and skips):
+        return
+    tr = terminalreporter
+    tr.write_sep("!", f"CI: {len(skips)} REAL-NODE TEST(S) SKIPPED -- THIS RUN FAILS", red=True, bold=True)
+    for nodeid, reason in sorted(skips.items())[:20]:
+        tr.write_line(f"{nodeid}: {reason}", red=True)
+    if len(skips) > 20:
+        tr.write_line(f"... and {len(skips) - 20} more", red=True)
+    tr.write_line("On CI every integration and interop test must run against real lightningd/bitcoind "
+                  "(and ldk-node). Unset CI to allow skips on a developer's machine.", red=True)
