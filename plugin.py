@@ -10,13 +10,14 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from pyln.client import Plugin, RpcError, RpcException  # noqa: E402
+from pyln.client import RpcError, RpcException  # noqa: E402
 
 from asyncreceive import __version__  # noqa: E402
 from asyncreceive.errors import DecodeError  # noqa: E402
 from asyncreceive.node import crashpoint  # noqa: E402
 from asyncreceive.node.lightningd import Lightningd  # noqa: E402
 from asyncreceive.node.probe import Probe  # noqa: E402
+from asyncreceive.node.rpc_plugin import OperatorPlugin  # noqa: E402
 from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
 from asyncreceive.node.worker import Worker  # noqa: E402
 from asyncreceive.payments.pay import PayError, PayService  # noqa: E402
@@ -35,7 +36,7 @@ OFFER_KEY_LABEL = "asyncreceive/offer-key/v1"
 #: through connectd; this bounds what we spend on them, from peeling on)
 PEER_BURST, PEER_REFILL = 20, 0.25
 
-plugin = Plugin()
+plugin = OperatorPlugin()
 plugin.add_option("asyncreceive-server-path", None,
                   "Blinded path(s) to our static invoice server, as hex of one blinded_path or of LDK's "
                   "u16-counted list. May be given several times.", opt_type="string", multi=True)
@@ -360,7 +361,7 @@ def setserver(plugin, paths):
         try:
             parsed += decode_server_paths(_hex_arg("paths", v), "paths")
         except DecodeError as e:
-            raise RpcException(f"paths: invalid: {e}")
+            raise RpcException(str(e) if str(e).startswith("paths") else f"paths: {e}")
     try:
         _recipient().set_server_paths(parsed)
     except RecipientError as e:

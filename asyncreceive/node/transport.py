@@ -81,10 +81,15 @@ class Stats:
     relayed: Dict[str, int] = field(default_factory=dict)   # received through our server's mailbox
     last_error: Optional[str] = None
     last_error_at: Optional[int] = None
+    last_sent_at: Optional[int] = None
+    #: whether the last error still holds: no message got through since (one that did shows the problem
+    #: went away)
+    last_error_current: bool = False
 
     def as_json(self) -> dict:
         return {"sent": dict(self.sent), "received": dict(self.received), "dropped": dict(self.dropped),
-                "relayed": dict(self.relayed), "last_error": self.last_error, "last_error_at": self.last_error_at}
+                "relayed": dict(self.relayed), "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "last_error_current": self.last_error_current, "last_sent_at": self.last_sent_at}
 
 
 @dataclass(frozen=True)
@@ -389,6 +394,8 @@ class Transport:
             failed = outgoing.left == 0 and not outgoing.sent
         if first_success:
             self._count(self.stats.sent, outgoing.name)
+            self.stats.last_sent_at = int(self._clock())
+            self.stats.last_error_current = False
             self._log(f"sent {outgoing.name} ({outgoing.size} bytes) via {sent_to.hex()}", "debug")
         if failed:
             self._error(f"send {outgoing.name} failed: {outgoing.error}", "debug" if outgoing.quiet else "info")
@@ -524,6 +531,7 @@ class Transport:
     def _error(self, text: str, level: str = "info") -> None:
         self.stats.last_error = text
         self.stats.last_error_at = int(self._clock())
+        self.stats.last_error_current = True
         self._log(text, level)
 
     def drop(self, reason: str, text: str) -> None:

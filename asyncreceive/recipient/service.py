@@ -472,8 +472,14 @@ class RecipientService:
     def get_offer(self) -> dict:
         with self.lock:
             new, s = c.get_offer(self.cache, self.now())
+            if s is None and not self.server_paths:
+                raise RecipientError("no static invoice server is set: enrol at a server (asyncserver-addclient "
+                                     "there) and give its paths to asyncreceive-setserver")
             if s is None:
-                raise RecipientError("no async offer is ready yet (see asyncreceive-status)")
+                n = c.counts(self.cache)
+                waiting = n[c.EMPTY] + n[c.REQUESTED] + n[c.PENDING]
+                raise RecipientError(f"no async offer is ready yet ({waiting} of {len(self.cache)} slots waiting "
+                                     "for the server); asyncreceive-status shows progress and the last error")
             self._commit(new)  # persisted as used before it is handed out
             s = next(x for x in self.cache if x.index == s.index)
             return self.offer_json(s)

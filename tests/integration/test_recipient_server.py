@@ -1,6 +1,7 @@
 """A CLN recipient fills its offer cache through a CLN static invoice server (issues 3 and 4)."""
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -160,7 +161,7 @@ def test_rpc_help_options_and_errors(node_factory, plugin_opts):
         node.rpc.call("asyncreceive-setserver", {"paths": "xyz"})
     with pytest.raises(RpcError, match="neither a blinded_path"):
         node.rpc.call("asyncreceive-setserver", {"paths": "0001"})
-    with pytest.raises(RpcError, match="no async offer is ready"):
+    with pytest.raises(RpcError, match="no static invoice server is set: .*asyncreceive-setserver"):
         node.rpc.call("asyncreceive-getoffer")
     with pytest.raises(RpcError, match="status must be one of"):
         node.rpc.call("asyncreceive-listoffers", {"status": "bogus"})
@@ -168,6 +169,30 @@ def test_rpc_help_options_and_errors(node_factory, plugin_opts):
         node.rpc.call("asyncserver-removeclient", {"client_id": "nobody"})
     st = node.rpc.call("asyncreceive-status")
     assert st["slot_status"]["empty"] == 4 and st["server_paths"] == []
+    assert_operator_errors(node)
+
+
+def assert_operator_errors(node):
+    """An operator's mistake is one line, without a traceback (in the reply or the log at info);
+    `lightning-cli help <command>` shows the command's own text."""
+    node.daemon.logs_catchup()
+    logged = len(node.daemon.logs)
+    for method, params, text in (("asyncreceive-setserver", {"paths": "0001"}, "paths: "),
+                                 ("asyncreceive-getoffer", {}, "no static invoice server is set"),
+                                 ("asyncreceive-pay", {}, "bad parameters: missing a required argument: 'offer'"),
+                                 ("asyncreceive-listoffers", {"bogus": 1}, "bad parameters: "),
+                                 ("asyncserver-addclient", {"client_id": ""}, "client_id: ")):
+        with pytest.raises(RpcError) as e:
+            node.rpc.call(method, params)
+        err = e.value.error
+        assert set(err) == {"code", "message"}, err                  # no traceback
+        assert err["message"].startswith(text) and "\n" not in err["message"], err
+        assert err["message"].count("paths:") <= 1, err
+    node.daemon.logs_catchup()
+    assert not any("Traceback" in line for line in node.daemon.logs[logged:])
+    r = subprocess.run(["lightning-cli", f"--lightning-dir={node.daemon.lightning_dir}", "--network=regtest",
+                        "help", "asyncreceive-pay"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "Pay BOLT 12 {offer}" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_server_path_option_and_removed_client(node_factory, plugin_opts):

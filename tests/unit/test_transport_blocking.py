@@ -79,6 +79,7 @@ def test_a_reply_to_a_stranger_never_connects():
     assert len(probe.received) == 1
     assert us.connects == []
     assert t.stats.sent == {} and "no route" in t.stats.last_error
+    assert t.stats.as_json()["last_error_current"] is True
     assert t.graph.fetches == 0           # a reply does not fetch the graph: the tick does
     # 2. the introduction has a channel with a peer of ours: through it, still no connect
     net.channels[(900 << 40) | (1 << 16)] = (hop.node_id, intro.node_id)
@@ -90,6 +91,9 @@ def test_a_reply_to_a_stranger_never_connects():
         st.send(echo, m.HELD_HTLC_AVAILABLE, BODY, reply_context=probe.context(), reply_via=[intro.node_id])
     assert len(sent) == 5 and us.connects == []
     assert t.stats.sent == {"held_htlc_available": 5}
+    st_json = t.stats.as_json()     # the error is kept, with its time, but no longer holds
+    assert "no route" in st_json["last_error"] and st_json["last_error_current"] is False
+    assert st_json["last_sent_at"] is not None
     assert t.graph.fetches == 1           # listchannels once per refresh, not per send
 
 

@@ -1,0 +1,73 @@
+"""pyln-client's Plugin, with JSON-RPC errors an operator can read.
+
+pyln-client answers every failed command with the Python traceback in the reply, and logs it at info:
+``lightning-cli asyncreceive-getoffer`` then prints thirty lines for "no async offer is ready yet". Here a
+command's error is one line:
+
+- ``RpcException`` (our own refusal: a bad argument, a state the operator must change) and bad
+  parameters (missing, unknown, wrong count) are the operator's business: the reply carries the message
+  alone, and the log says it once at debug;
+- ``RpcError`` (lightningd refused a call we made for the command): the reply says so in one line, the
+  log says it at unusual, the traceback goes to debug;
+- anything else is a bug of ours: the reply says "internal error", the log says it at broken and the
+  traceback goes to debug.
+
+Hooks, notifications and background methods keep pyln-client's own handling.
+"""
+
+import inspect
+import traceback
+
+from pyln.client import Plugin, RpcError, RpcException
+from pyln.client.plugin import MethodType, RequestState
+
+#: the handshake calls, which keep pyln-client's handling
+PYLN_OWN = ("getmanifest", "init")
+#: JSON-RPC "Invalid Request", the code pyln-client uses for a plugin command's failure
+FAILED = -32600
+#: JSON-RPC "Invalid params"
+INVALID_PARAMS = -32602
+
+
+def _bad_params(e: TypeError) -> bool:
+    """The TypeError came from binding the request's parameters to the command, not from inside it."""
+    frames = traceback.extract_tb(e.__traceback__)
+    return bool(frames) and frames[-1].filename == inspect.__file__
+
+
+def rpc_error_line(e: RpcError) -> str:
+    err = e.error if isinstance(e.error, dict) else {}
+    return f"lightningd refused {e.method}: {err.get('message', e.error)}"
+
+
+class OperatorPlugin(Plugin):
+    def _dispatch_request(self, request) -> None:
+        method = self.methods.get(request.method)
+        if (method is None or method.mtype != MethodType.RPCMETHOD or method.background
+                or request.method in PYLN_OWN):
+            return super()._dispatch_request(request)
+        request.background = False
+        try:
+            result = self._exec_func(method.func, request)
+        except RpcException as e:
+            return self._fail(request, e.code, e.message, "debug")
+        except TypeError as e:
+            if _bad_params(e):
+                return self._fail(request, INVALID_PARAMS, f"bad parameters: {e}", "debug")
+            return self._bug(request, e)
+        except RpcError as e:
+            return self._fail(request, FAILED, rpc_error_line(e), "unusual", traceback.format_exc())
+        except Exception as e:
+            return self._bug(request, e)
+        request.set_result(result)
+
+    def _bug(self, request, e: Exception) -> None:
+        self._fail(request, FAILED, f"internal error: {type(e).__name__}: {e}", "broken", traceback.format_exc())
+
+    def _fail(self, request, code: int, message: str, level: str, tb: str = None) -> None:
+        self.log(f"{request.method}: {message}", level=level)
+        if tb:
+            self.log(tb, level="debug")
+        request._write_result({"jsonrpc": "2.0", "id": request.id, "error": {"code": code, "message": message}})
+        request.state = RequestState.FAILED
+        request.termination_tb = message
