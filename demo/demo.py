@@ -108,7 +108,7 @@ class Bitcoind:
         self.dir, self.rpcport = base / "bitcoind", free_port()
         self.dir.mkdir()
         (self.dir / "bitcoin.conf").write_text(
-            "regtest=1\nserver=1\nlisten=0\nfallbackfee=0.00001\ntxindex=0\n"
+            "regtest=1\nserver=1\nlisten=0\nfallbackfee=0.00001\n"
             f"[regtest]\nrpcport={self.rpcport}\nrpcuser=demo\nrpcpassword=demo\n")
         self.proc = subprocess.Popen(["bitcoind", f"-datadir={self.dir}"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
@@ -164,7 +164,7 @@ class Node:
         return f"lightning-cli --lightning-dir={self.dir}"
 
     def start(self) -> None:
-        from pyln.client import LightningRpc
+        from pyln.client import LightningRpc, RpcError
         # lightningd starts plugin.py with the `python3` on PATH: ours, which has requirements.txt
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
         with open(self.dir / "stderr", "ab") as err:  # a file, not a pipe: with KEEP=1 lightningd outlives us
@@ -180,7 +180,11 @@ class Node:
                 self.info = self.rpc.getinfo()
                 self.rpc.call("asyncreceive-status")  # the plugin is up too
                 return
-            except Exception:  # not listening yet, or the plugin not registered yet
+            except RpcError as e:  # lightningd runs, but without the plugin's methods
+                raise DemoError(f"{self.name}: the asyncreceive plugin is not running ({e.error.get('message')}); "
+                                f"is {PLUGIN} executable, and does the python3 first on PATH have "
+                                "requirements.txt (`make install`)?")
+            except OSError:  # not listening yet
                 if time.monotonic() > deadline:
                     raise DemoError(f"{self.name}: lightningd did not answer within 30 s")
                 time.sleep(0.2)
@@ -399,7 +403,9 @@ def print_log_tails(nodes, lines: int = 6) -> None:
         log = n.dir / "log"
         if log.exists():
             tail = log.read_text(errors="replace").splitlines()[-lines:]
-            print(f"--- last lines of {n.name}'s log:", *tail, sep="\n   ", file=sys.stderr)
+            if tail:
+                print(f"--- last lines of {n.name}'s log:", *tail, sep="\n   ",
+                      file=sys.stderr)
 
 
 def _args(argv):
