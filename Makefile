@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist worksteal
 
-.PHONY: install test unit integration interop bench fuzz fuzz-smoke clean
+.PHONY: install test unit integration interop bench fuzz fuzz-smoke demo clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ integration: install
 # live tests against ldk-node (builds tests/interop/ldk once into ~/.cache/asyncreceive/ldk-target)
 interop: install
 	$(TESTENV) $(VPY) -m pytest -rfEs $(XDIST) tests/interop $(PYTEST_ARGS)
+
+# BOLT 12 async receive on regtest, step by step (demo/demo.py: bitcoind + payer, server and recipient
+# lightningd in a temporary directory, removed at the end); KEEP=1 leaves the nodes running
+KEEP ?=
+demo: install
+	@$(VPY) demo/demo.py $(if $(filter 1 yes true,$(KEEP)),--keep)
 
 bench: install
 	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
