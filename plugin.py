@@ -4,30 +4,38 @@
 Wiring only: options, hooks, notifications and RPC methods call into the ``asyncreceive`` package.
 """
 
+import dataclasses
+import functools
 import os
 import sys
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from pyln.client import RpcError, RpcException  # noqa: E402
+try:
+    from pyln.client import RpcError, RpcException
 
-from asyncreceive import __version__  # noqa: E402
-from asyncreceive.errors import DecodeError  # noqa: E402
-from asyncreceive.node import crashpoint  # noqa: E402
-from asyncreceive.node.lightningd import Lightningd  # noqa: E402
-from asyncreceive.node.probe import Probe  # noqa: E402
-from asyncreceive.node.rpc_plugin import OperatorPlugin  # noqa: E402
-from asyncreceive.node.transport import Transport, TransportError  # noqa: E402
-from asyncreceive.node.worker import Worker  # noqa: E402
-from asyncreceive.payments.pay import PayError, PayService  # noqa: E402
-from asyncreceive.payments.payer import PayLimits  # noqa: E402
-from asyncreceive.payments.service import PaymentsService  # noqa: E402
-from asyncreceive.recipient.service import RecipientError, RecipientService  # noqa: E402
-from asyncreceive.server.ratelimit import RateLimiter  # noqa: E402
-from asyncreceive.server.service import ServerConfig, ServerError, ServerService  # noqa: E402
-from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES  # noqa: E402
-from asyncreceive.wire.paths import BlindedPath, decode_server_paths  # noqa: E402
+    from asyncreceive import __version__
+    from asyncreceive.errors import DecodeError
+    from asyncreceive.node import crashpoint
+    from asyncreceive.node.lightningd import Lightningd
+    from asyncreceive.node.probe import Probe
+    from asyncreceive.node.rpc_plugin import OperatorPlugin
+    from asyncreceive.node.transport import Transport, TransportError
+    from asyncreceive.node.worker import Worker
+    from asyncreceive.payments.pay import PayError, PayService
+    from asyncreceive.payments.payer import PayLimits
+    from asyncreceive.payments.service import PaymentsService
+    from asyncreceive.recipient.service import RecipientError, RecipientService
+    from asyncreceive.server.ratelimit import RateLimiter
+    from asyncreceive.server.service import ServerConfig, ServerError, ServerService
+    from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES
+    from asyncreceive.wire.paths import BlindedPath, decode_server_paths
+except ImportError as e:  # started by a python3 without our dependencies
+    from asyncreceive.missing_deps import is_missing_dependency, refuse_to_start
+    if not is_missing_dependency(e):
+        raise
+    refuse_to_start(e, __file__)
 
 PHANTOM_LABEL = "asyncreceive/phantom/v1"
 CONTEXT_LABEL = "asyncreceive/context/v1"
@@ -36,27 +44,58 @@ OFFER_KEY_LABEL = "asyncreceive/offer-key/v1"
 #: through connectd; this bounds what we spend on them, from peeling on)
 PEER_BURST, PEER_REFILL = 20, 0.25
 
+#: of the int options, those that may be 0
+ZERO_OK = {"asyncserver-max-held", "asyncreceive-pay-invoice-grace-ms"}
+
+
+def _count(name: str, value) -> int:
+    """An int option's value (lightningd hands setconfig's as a string), checked: ValueError says why."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+    zero_ok = name in ZERO_OK
+    if v < 0 or (v == 0 and not zero_ok):
+        raise ValueError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, not {v}")
+    return v
+
+
+def _on_setconfig(plugin, name: str, value) -> None:
+    """`lightning-cli setconfig` of a dynamic option: refuse a bad value with the reason, else hand the new
+    value to the running service (lightningd records it once we return)."""
+    try:
+        v = _count(name, value)
+    except ValueError as e:
+        raise RpcException(str(e))
+    if "worker" in state:  # else init has not run yet (or disabled us): init reads the option
+        APPLY[name](v)
+
+
 plugin = OperatorPlugin()
 plugin.add_option("asyncreceive-server-path", None,
                   "Blinded path(s) to our static invoice server, as hex of one blinded_path or of LDK's "
                   "u16-counted list. May be given several times.", opt_type="string", multi=True)
-plugin.add_option("asyncreceive-slots", 10, "Number of async offers to keep ready (cache slots).", opt_type="int")
-plugin.add_option("asyncreceive-tick-seconds", 60, "Seconds between cache refresh ticks.", opt_type="int")
-plugin.add_option("asyncserver-max-clients", 1000, "Static invoice server: most clients to enrol.", opt_type="int")
-plugin.add_option("asyncserver-max-slots", 10, "Static invoice server: most invoice slots per client.",
-                  opt_type="int")
-plugin.add_option("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.",
-                  opt_type="int")
-plugin.add_option("asyncserver-max-held", 64,
-                  "Static invoice server: most onion messages held per offline client until it reconnects "
-                  "(a count; 0 turns holding off).", opt_type="int")
-plugin.add_option("asyncserver-max-held-bytes", 96000,
-                  "Static invoice server: most bytes of onion messages held per offline client.", opt_type="int")
-plugin.add_option("asyncserver-hold-seconds", 86400,
-                  "Static invoice server: seconds an onion message is held for an offline client.", opt_type="int")
-plugin.add_option("asyncreceive-pay-timeout", 86400,
-                  "asyncreceive-pay: seconds to wait for an offline recipient to release the payment.",
-                  opt_type="int")
+
+
+def _dynamic_int(name: str, default: int, description: str) -> None:
+    """An int option that `lightning-cli setconfig` changes at run time (see APPLY)."""
+    plugin.add_option(name, default, description + " Dynamic: setconfig changes it without a restart.",
+                      opt_type="int", dynamic=True, on_change=_on_setconfig)
+
+
+_dynamic_int("asyncreceive-slots", 10, "Number of async offers to keep ready (cache slots).")
+_dynamic_int("asyncreceive-tick-seconds", 60, "Seconds between cache refresh ticks.")
+_dynamic_int("asyncserver-max-clients", 1000, "Static invoice server: most clients to enrol.")
+_dynamic_int("asyncserver-max-slots", 10, "Static invoice server: most invoice slots per client.")
+_dynamic_int("asyncserver-max-invoice-bytes", 5120, "Static invoice server: largest static invoice stored.")
+_dynamic_int("asyncserver-max-held", 64, "Static invoice server: most onion messages held per offline client "
+             "until it reconnects (a count; 0 turns holding off).")
+_dynamic_int("asyncserver-max-held-bytes", 96000,
+             "Static invoice server: most bytes of onion messages held per offline client.")
+_dynamic_int("asyncserver-hold-seconds", 86400,
+             "Static invoice server: seconds an onion message is held for an offline client.")
+_dynamic_int("asyncreceive-pay-timeout", 86400,
+             "asyncreceive-pay: seconds to wait for an offline recipient to release the payment.")
 plugin.add_option("asyncreceive-pay-invoice-grace-ms", 1500,
                   "asyncreceive-pay: after a static invoice, milliseconds to wait for the payee's own invoice "
                   "(proof of payment) before asking an offline recipient to release the payment.", opt_type="int")
@@ -124,22 +163,43 @@ def _server_paths_option():
     return out
 
 
-def _positive(name, zero_ok=False):
-    v = int(plugin.get_option(name))
-    if v < 0 or (v == 0 and not zero_ok):
-        raise ValueError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, not {v}")
-    return v
+def _int_option(name):
+    return _count(name, plugin.get_option(name))
+
+
+def _set_server_limit(name: str, v: int) -> None:
+    """asyncserver-max-held -> ServerConfig.max_held, ...: the service reads its config on each use."""
+    server = state["server"]
+    server.config = dataclasses.replace(server.config, **{name[len("asyncserver-"):].replace("-", "_"): v})
+
+
+def _set_slots(v: int) -> None:
+    state["recipient"].set_slots(v)
+    state["worker"].submit(state["recipient"].tick)  # new slots are requested now, not at the next tick
+
+
+#: how the running services take a dynamic option's new value (setconfig)
+APPLY = {
+    "asyncreceive-slots": _set_slots,
+    "asyncreceive-tick-seconds": lambda v: state["worker"].set_tick_seconds(v),
+    "asyncreceive-pay-timeout": lambda v: setattr(state["pay"], "timeout", v),
+}
+APPLY.update({name: functools.partial(_set_server_limit, name) for name in (
+    "asyncserver-max-clients", "asyncserver-max-slots", "asyncserver-max-invoice-bytes", "asyncserver-max-held",
+    "asyncserver-max-held-bytes", "asyncserver-hold-seconds")})
 
 
 @plugin.init()
 def init(options, configuration, plugin, **kwargs):
     try:
         server_paths = _server_paths_option()
-        slots, tick = _positive("asyncreceive-slots"), _positive("asyncreceive-tick-seconds")
-        server_cfg = ServerConfig(_positive("asyncserver-max-clients"), _positive("asyncserver-max-slots"),
-                                  _positive("asyncserver-max-invoice-bytes"),
-                                  _positive("asyncserver-max-held", zero_ok=True),
-                                  _positive("asyncserver-hold-seconds"), _positive("asyncserver-max-held-bytes"))
+        slots, tick = _int_option("asyncreceive-slots"), _int_option("asyncreceive-tick-seconds")
+        server_cfg = ServerConfig(_int_option("asyncserver-max-clients"), _int_option("asyncserver-max-slots"),
+                                  _int_option("asyncserver-max-invoice-bytes"),
+                                  _int_option("asyncserver-max-held"),
+                                  _int_option("asyncserver-hold-seconds"), _int_option("asyncserver-max-held-bytes"))
+        pay_timeout = _int_option("asyncreceive-pay-timeout")
+        invoice_grace = _int_option("asyncreceive-pay-invoice-grace-ms") / 1000
         crashpoint.set_crash_at(plugin.get_option("asyncreceive-dev-crash-at"), log,
                                 bool(plugin.get_option("asyncreceive-dev")))
     except ValueError as e:
@@ -159,8 +219,7 @@ def init(options, configuration, plugin, **kwargs):
     state["payments"] = PaymentsService(transport, recipient, log,
                                         lambda p: plugin.notify("asyncreceive_payment", p))
     network = plugin.rpc.getinfo()["network"]
-    state["pay"] = PayService(transport, network, log, _positive("asyncreceive-pay-timeout"),
-                              invoice_grace=_positive("asyncreceive-pay-invoice-grace-ms", zero_ok=True) / 1000,
+    state["pay"] = PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
                               notify=lambda p: plugin.notify("asyncreceive_pay", p))
     first = [True]
     if not configuration.get("startup", True):

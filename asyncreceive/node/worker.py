@@ -59,6 +59,12 @@ class Worker:
             self._stop = True
             self._cond.notify()
 
+    def set_tick_seconds(self, seconds: float) -> None:
+        """A new interval between ticks, counted from the last tick (asyncreceive-tick-seconds changed)."""
+        with self._cond:
+            self.tick_seconds = seconds
+            self._cond.notify()
+
     def submit(self, fn: Callable, *args) -> bool:
         with self._cond:
             if len(self._local) >= self.max_local:
@@ -120,12 +126,12 @@ class Worker:
             self._log(f"internal error in {name}: {traceback.format_exc()}", "broken")
 
     def _run(self) -> None:
-        next_tick = time.monotonic()
+        last_tick = None
         while True:
-            if self._tick is not None and time.monotonic() >= next_tick:
+            if self._tick is not None and (last_tick is None or time.monotonic() >= last_tick + self.tick_seconds):
                 self._call(self._tick, ())
-                next_tick = time.monotonic() + self.tick_seconds
-            timeout = max(0.0, next_tick - time.monotonic()) if self._tick is not None else None
+                last_tick = time.monotonic()
+            timeout = max(0.0, last_tick + self.tick_seconds - time.monotonic()) if self._tick is not None else None
             item = self._take(timeout)
             with self._cond:
                 if self._stop:

@@ -148,6 +148,13 @@ class RecipientService:
                 self._gens[s.index] = self.node.ds_put(slot_key(s.index), encode_slot(s), gen)
         self.cache = new
 
+    def set_slots(self, n: int) -> None:
+        """asyncreceive-slots changed at run time: as at a restart with ``n``, more slots start empty (the
+        next tick requests them) and fewer drop only trailing slots that hold no payable offer."""
+        with self.lock:
+            self.n_slots = n
+            self.cache = c.resize(self.cache, n)
+
     def set_server_paths(self, paths: List[BlindedPath]) -> None:
         if not paths:
             raise RecipientError("at least one server path is needed")

@@ -36,6 +36,7 @@ def _run(pytester, monkeypatch, ci, files):
         p.write_text(text)
     import tests.ci_guard as guard
     monkeypatch.setattr(guard, "_skipped", {})
+    monkeypatch.setattr(guard, "_allowed", {})
     return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:xdist")
 
 
@@ -55,3 +56,11 @@ def test_a_skipped_integration_test_stays_a_skip_off_ci(pytester, monkeypatch):
 def test_a_skipped_unit_test_does_not_fail_ci(pytester, monkeypatch):
     result = _run(pytester, monkeypatch, "true", {"tests/unit/test_b.py": SUITE["tests/unit/test_b.py"]})
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_a_test_marked_ci_may_skip_is_listed_but_does_not_fail_ci(pytester, monkeypatch):
+    files = {"tests/integration/test_c.py": "import pytest\n@pytest.mark.ci_may_skip('no reckless here')\n"
+                                            "def test_tool():\n    pytest.skip('reckless is not on PATH')\n"}
+    result = _run(pytester, monkeypatch, "true", files)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*skipped, allowed on CI: tests/integration/test_c.py::test_tool*"])
