@@ -29,6 +29,19 @@ def ldk_onion_errors(ldk):
     return [line for line in ldk.log().splitlines() if any(e in line for e in LDK_ONION_ERRORS)]
 
 
+def wait_with_blocks(bitcoind, success, timeout, every=40):
+    """wait_for, mining a block every ``every`` seconds: gossip that one side sent before the other had
+    seen enough blocks (under load) goes again on a later block."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return wait_for(success, timeout=min(every, max(1, deadline - time.time())))
+        except ValueError:
+            if time.time() >= deadline:
+                raise
+            bitcoind.generate_block(1)
+
+
 def cln_channel_normal(node, peer_id):
     chans = node.rpc.listpeerchannels(peer_id)["channels"]
     return bool(chans) and chans[0]["state"] == "CHANNELD_NORMAL"
@@ -308,7 +321,8 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
     # the recipient's payment paths need the server's channel_update (listincoming), which LDK sends once
     # the channel is announced; under load that takes a while
     wait_for(lambda: server.id in server.call("graph_nodes"), timeout=120)
-    wait_for(lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]), timeout=180)
+    wait_with_blocks(bitcoind, lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]),
+                     timeout=240)
     cln.rpc.call("asyncreceive-setserver",
                  {"paths": server.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())})
     wait_for(lambda: len(ready(cln)) >= 1, timeout=150)
