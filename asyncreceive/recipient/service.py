@@ -9,6 +9,7 @@ tick and before each new one is written; their preimages are sealed with a key d
 ``makesecret``.
 """
 
+import functools
 import hashlib
 import os
 import threading
@@ -19,6 +20,7 @@ from ..crypto.context import ContextError, Kind, PathContext
 from ..errors import DecodeError
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
+from ..node.transport import CONNECT_TIMEOUT as SERVER_CONNECT_TIMEOUT
 from ..node.transport import Received, Transport, TransportError
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
@@ -167,6 +169,8 @@ class RecipientService:
         self.expire_fallbacks()
         if not self.server_paths:
             return
+        if start:
+            self.connect_to_server()
         with self.lock:
             fp = self._channels_fingerprint()
             new, actions = c.tick(self.cache, self.now(), start=start)
@@ -177,6 +181,28 @@ class RecipientService:
             self._channels_fp = fp
             self._commit(new)
         self._run(actions)
+
+    def connect_to_server(self) -> None:
+        """Connect to our server's introduction node(s), without waiting: its mailbox relays what it held for
+        us only once we are connected, and nothing else may connect us (all slots ready: nothing to send;
+        no channel with it). Done at start, on refresh and when a peer's connect retries the slots."""
+        for intro in {self._introduction(p) for p in list(self.server_paths)} - {None}:
+            try:
+                self.node.connect_then(intro, SERVER_CONNECT_TIMEOUT, functools.partial(self._server_connected, intro))
+            except NodeError as e:  # too many connects pending: the next start or refresh tries again
+                self._log(f"connect to our server {intro.hex()[:16]} not started: {e}", "debug")
+
+    def _introduction(self, path: BlindedPath) -> Optional[bytes]:
+        try:
+            intro = self.t.introduction_node(path)
+        except NodeError as e:
+            self._log(f"our server's introduction node is unknown: {e}", "debug")
+            return None
+        return None if intro == self.node.node_id else intro
+
+    def _server_connected(self, intro: bytes, error: Optional[str]) -> None:
+        if error is not None:
+            self._log(f"could not connect to our server {intro.hex()[:16]}: {error}", "info")
 
     def on_peer_connected(self, node_id: bytes) -> None:
         """Our server's introduction node or a channel peer connected: unanswered requests are retried at

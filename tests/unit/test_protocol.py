@@ -435,3 +435,25 @@ def test_held_paths_go_through_channel_peers_before_listincoming_knows_them():
                                   "state": "CHANNELD_NORMAL"}]
     after = w.recipient.build_invoice(s.offer, w.now)
     assert after.message_paths[0].first_node_id == w.snode.node_id and len(after.message_paths[0].hops) == 3
+
+
+def test_the_recipient_connects_to_its_server_at_start_even_with_nothing_to_send():
+    """Its server relays held messages only once it is connected: at start (and on refresh) the recipient
+    connects to the server's introduction node, also when every slot is ready and nothing needs sending."""
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    w.now += 1
+    w.recipient.tick()
+    assert w.statuses()["ready"] == 2
+    w.rnode.connects.clear()
+    w.recipient.load([])                     # a restart: every slot ready
+    w.recipient.tick(start=True)
+    assert w.rnode.connects == [w.snode.node_id]
+    w.rnode.connects.clear()
+    w.recipient.tick()                       # an ordinary tick does not
+    assert w.rnode.connects == []
+    w.snode.online = False                   # a server that cannot be reached is logged, nothing raises
+    w.recipient.tick(start=True)
+    assert w.rnode.connects == [w.snode.node_id]
+    assert any("could not connect to our server" in msg for _, _, msg in w.net.log)
