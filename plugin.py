@@ -296,7 +296,9 @@ def on_connect(plugin, **kwargs):
     rather than after the backoff (as LDK does on peer_connected); relay what we hold for it."""
     try:
         if "recipient" in state:
-            state["transport"].running.set()  # connect notifications only come once lightningd runs
+            if not state["transport"].running.is_set():
+                state["transport"].running.set()  # connect notifications only come once lightningd runs
+                state["worker"].tick_now()        # the start-up tick (resume payments, connect to our server)
             peer = kwargs.get("connect", kwargs).get("id")
             if peer:
                 state["worker"].submit(state["recipient"].on_peer_connected, bytes.fromhex(peer))

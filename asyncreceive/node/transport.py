@@ -407,6 +407,38 @@ class Transport:
             return path.first_node_id
         return self.node.resolve_sciddir(path.introduction.scid_str(), path.introduction.direction)
 
+    def reply_via(self, dest: BlindedPath, prefer_connected_intro: bool = False) -> List[bytes]:
+        """The first node of our reply path for a message to ``dest``: one that the answer can reach and
+        that reaches us.
+
+        A channel peer of ours (connected for good, unlike a connection made just to send): ``dest``'s
+        introduction node itself if it is one, else the first hop of our way to it through the cached
+        channel graph; then (``prefer_connected_intro``: a node we keep a connection to, as the recipient
+        does with its server) the introduction if we are connected to it; then any channel peer; with no
+        channel peer, the introduction if we are connected to it, else none (the reply path is just us).
+        Never waits on the network: the graph is the cached one.
+        """
+        try:
+            intro = self.introduction_node(dest)
+        except NodeError:
+            intro = None
+        if intro == self.node.node_id:
+            return []
+        try:
+            peers = self.node.connected_channel_peers()
+        except NodeError:
+            peers = []
+        if intro in peers:
+            return [intro]
+        if intro is not None and peers:
+            route = self.graph.route(intro)
+            if route and route[0] in peers:
+                return [route[0]]
+        connected = intro is not None and self.node.is_connected(intro)
+        if connected and (prefer_connected_intro or not peers):
+            return [intro]
+        return [peers[0]] if peers else []
+
     def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
         """The peer the message first goes to: the introduction node, or, when the path starts at us,
         the next node named in our own (encrypted) hop.  Pacing is per that peer."""

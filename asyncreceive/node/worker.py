@@ -49,6 +49,7 @@ class Worker:
         self._queued_messages = 0
         self._cond = threading.Condition()
         self._stop = False
+        self._tick_due = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -63,6 +64,13 @@ class Worker:
         """A new interval between ticks, counted from the last tick (asyncreceive-tick-seconds changed)."""
         with self._cond:
             self.tick_seconds = seconds
+            self._cond.notify()
+
+    def tick_now(self) -> None:
+        """Tick at once rather than at the end of the interval (lightningd has just started: the start-up
+        tick need not wait up to a whole interval)."""
+        with self._cond:
+            self._tick_due = True
             self._cond.notify()
 
     def submit(self, fn: Callable, *args) -> bool:
@@ -99,7 +107,7 @@ class Worker:
         """The next work: local first, then one message of the peer whose turn it is; None on timeout
         or stop."""
         with self._cond:
-            if not self._local and not self._messages and not self._stop:
+            if not self._local and not self._messages and not self._stop and not self._tick_due:
                 self._cond.wait(timeout)
             if self._stop:
                 return None
@@ -128,7 +136,10 @@ class Worker:
     def _run(self) -> None:
         last_tick = None
         while True:
-            if self._tick is not None and (last_tick is None or time.monotonic() >= last_tick + self.tick_seconds):
+            with self._cond:
+                due, self._tick_due = self._tick_due, False
+            if self._tick is not None and (due or last_tick is None
+                                           or time.monotonic() >= last_tick + self.tick_seconds):
                 self._call(self._tick, ())
                 last_tick = time.monotonic()
             timeout = max(0.0, last_tick + self.tick_seconds - time.monotonic()) if self._tick is not None else None

@@ -275,32 +275,7 @@ class PayService:
         return PathContext(Kind.PAYER_REPLY, p.deadline, {F_PAYMENT_ID: p.payment_id, F_STEP: step})
 
     def _reply_via(self, dest) -> List[bytes]:
-        """The first node of our reply path: one that the answer can reach and that reaches us.
-
-        A channel peer of ours (connected for good, unlike a connection made just to send): the
-        destination's introduction node itself if it is one, else the first hop of our way to it
-        through the channel graph, else any.  With no channel peer, the introduction if we are
-        connected to it, else none (the reply path is just us).
-        """
-        try:
-            intro = self.t.introduction_node(dest)
-        except NodeError:
-            intro = None
-        if intro == self.node.node_id:
-            return []
-        try:
-            peers = self.node.connected_channel_peers()
-        except NodeError:
-            peers = []
-        if intro in peers:
-            return [intro]
-        if intro is not None and peers:
-            route = self.t.graph.route(intro)   # the cached graph: never waits on lightningd
-            if route and route[0] in peers:
-                return [route[0]]
-        if peers:
-            return [peers[0]]
-        return [intro] if intro is not None and self.node.is_connected(intro) else []
+        return self.t.reply_via(dest)
 
     # ---- RPC --------------------------------------------------------------------------------------
     def pay(self, offer_str: str, amount_msat: Optional[int], payer_note: Optional[str],

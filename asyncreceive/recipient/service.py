@@ -183,10 +183,14 @@ class RecipientService:
         self._run(actions)
 
     def connect_to_server(self) -> None:
-        """Connect to our server's introduction node(s), without waiting: its mailbox relays what it held for
+        """Connect to our server, without waiting: its mailbox relays what it held for
         us only once we are connected, and nothing else may connect us (all slots ready: nothing to send;
         no channel with it). Done at start, on refresh and when a peer's connect retries the slots."""
-        for intro in {self._introduction(p) for p in list(self.server_paths)} - {None}:
+        with self.lock:   # the server's node, as its offer_paths named it (its mailbox), else its first path's
+            servers = {s.offer.mailbox_node for s in self.cache if s.offer is not None and s.offer.mailbox_node}
+        if not servers and self.server_paths:
+            servers = {self._introduction(self.server_paths[0])}
+        for intro in servers - {None, self.node.node_id}:
             try:
                 self.node.connect_then(intro, SERVER_CONNECT_TIMEOUT, functools.partial(self._server_connected, intro))
             except NodeError as e:  # too many connects pending: the next start or refresh tries again
@@ -260,8 +264,10 @@ class RecipientService:
 
     # ---- outgoing -----------------------------------------------------------------------------------
     def _reply_via(self, server_path: BlindedPath) -> List[bytes]:
-        intro = self.t.introduction_node(server_path)
-        return [] if intro == self.node.node_id else [intro]
+        """Through our server itself when it is our channel peer (or we are connected to it and it is not
+        one), else through the channel peer on our way to it: the server's answers, and the invoice_requests
+        it forwards, never connect, so they must reach us over a connection that stays."""
+        return self.t.reply_via(server_path, prefer_connected_intro=True)
 
     def _send_request(self, slot: int) -> None:
         """offer_paths_request over the first server path that takes it (the others are fallbacks).

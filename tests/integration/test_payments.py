@@ -231,3 +231,33 @@ def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, 
     assert done["invoice"] == "normal" and done["payment_hash"] == paid[0]["payment_hash"]
     payer.daemon.wait_for_log("the payee answered with an invoice; paying it")
     assert done["route"] == "normal"
+
+
+def test_recipient_without_a_channel_to_its_server_connects_to_it_at_start(node_factory, plugin_opts):
+    """payer - server - hub - recipient: the recipient's only channel is with the hub, so after a restart
+    nothing but the plugin connects it to its server, whose mailbox relays only to a connected client."""
+    # the server announces its address (localhost: a dev option), so the recipient can connect to it by id
+    opts = dict(plugin_opts, may_reconnect=True)
+    payer, server, hub, recipient = node_factory.line_graph(
+        4, fundchannel=True, wait_for_announce=True,
+        opts=[opts, dict(opts, **{"dev-allow-localhost": None}), opts, opts])
+    r = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    wait_for(lambda: len(recipient.rpc.call("asyncreceive-listoffers", {"status": "ready"})["offers"]) == 10)
+    offer = recipient.rpc.call("asyncreceive-getoffer")
+    rec = server.rpc.listdatastore(key=invoice_key(b"phone", offer["slot"]))["datastore"][0]
+    invoice = StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
+    mailbox_path = invoice.message_paths[0]
+    assert mailbox_path.first_node_id == bytes.fromhex(server.info["id"])
+    wait_for(lambda: any(a.get("port") == server.port
+                         for n in recipient.rpc.listnodes(server.info["id"])["nodes"] for a in n.get("addresses", [])))
+    recipient.stop()
+    payer.rpc.call("asyncreceive-dev-send", {"path": mailbox_path.encode().hex(), "msgtype": m.HELD_HTLC_AVAILABLE,
+                                             "body": "00", "reply": True, "reply_via": [server.info["id"]]})
+    wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] == 1)
+    t0 = time.time()
+    recipient.start()
+    wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 1, timeout=60)
+    print(f"released {time.time() - t0:.1f}s after the recipient started")
+    assert server.rpc.listpeers(recipient.info["id"])["peers"][0]["connected"]
+    assert not server.rpc.listpeerchannels(recipient.info["id"])["channels"]     # no channel between them

@@ -85,3 +85,23 @@ def test_exceptions_are_logged_and_the_worker_goes_on():
     w.submit_message("aa", lambda: 1 / 0)
     run_until(w, lambda: logs)
     assert logs == ["broken"]
+
+
+def test_tick_now_ticks_at_once_instead_of_waiting_out_the_interval():
+    ticks = []
+    w = Worker(lambda msg, level="info": None, tick=lambda: ticks.append(time.monotonic()), tick_seconds=3600)
+    w.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not ticks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(ticks) == 1                  # the first tick comes at start
+        time.sleep(0.05)
+        assert len(ticks) == 1                  # the next one would be an hour later
+        w.tick_now()
+        deadline = time.monotonic() + 5
+        while len(ticks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(ticks) == 2
+    finally:
+        w.stop()
