@@ -339,7 +339,7 @@ def missing_prerequisites() -> str:
     missing = [b for b in NEEDED if shutil.which(b) is None]
     if missing:
         return (f"make demo needs {', '.join(missing)} on PATH (lightningd >= v24.11, bitcoind); "
-                "see README.md, 'Quick start' (Prerequisites)")
+                "see README.md, 'Install'")
     try:
         import pyln.client  # noqa: F401
     except ImportError:
@@ -354,7 +354,9 @@ def main(argv=None) -> int:
         print(problem, file=sys.stderr)
         return 2
     from pyln.client import RpcError
-    # a Ctrl-C (SIGINT) or a SIGTERM both end up in the `finally` below
+    # a Ctrl-C (SIGINT) or a SIGTERM both end up in the `finally` below (SIGINT set too: a process started
+    # in the background inherits it ignored, and Python then leaves it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="asyncreceive-demo-"))
     print(f"asyncreceive demo in {base}", flush=True)

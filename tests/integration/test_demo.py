@@ -112,4 +112,4 @@ def test_demo_without_lightningd_says_what_is_missing():
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert out.splitlines() == ["make demo needs bitcoind, bitcoin-cli, lightningd, lightning-cli on PATH "
-                                "(lightningd >= v24.11, bitcoind); see README.md, 'Quick start' (Prerequisites)"]
+                                "(lightningd >= v24.11, bitcoind); see README.md, 'Install'"]

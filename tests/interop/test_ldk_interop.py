@@ -322,7 +322,7 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
     # the channel is announced; under load that takes a while
     wait_for(lambda: server.id in server.call("graph_nodes"), timeout=120)
     wait_with_blocks(bitcoind, lambda: any(c["id"] == server.id for c in cln.rpc.listincoming()["incoming"]),
-                     timeout=240)
+                     timeout=420)   # LDK may first announce it disabled, and re-enable it minutes later
     cln.rpc.call("asyncreceive-setserver",
                  {"paths": server.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())})
     wait_for(lambda: len(ready(cln)) >= 1, timeout=150)
