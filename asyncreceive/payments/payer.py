@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 from coincurve import PrivateKey
 
+from ..crypto.sphinx import hop_size
 from ..errors import DecodeError
 from ..wire.bolt12 import (Invoice, InvoiceRequest, Offer, StaticInvoice, in_invreq_range, merkle_root,
                            schnorr_sign, sighash)
@@ -36,6 +37,10 @@ def build_invoice_request(offer: Offer, amount_msat: int, payer_key: bytes, chai
     recs.sort()
     sig = schnorr_sign(payer_key, sighash("invoice_request", "signature", merkle_root(TlvStream(tuple(recs)))))
     return InvoiceRequest.decode(encode_tlv(sorted(recs + [(240, sig)])))  # offer records 1e9+ come after 240
+
+
+#: a payment onion's routing info (BOLT 4): every hop's payload, length and HMAC must fit in it
+PAYMENT_ONION_SIZE = 1300
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ def build_payment_onion(invoice: StaticInvoice, invreq: InvoiceRequest, preimage
                      (KEYSEND_PREIMAGE, preimage)]
         # the introduction node peels its layer with its real key (it learns the path key from TLV 12)
         hops.append((path.first_node_id if i == 0 else hop.blinded_node_id, encode_tlv(sorted(recs))))
+    need = sum(hop_size(payload) for _, payload in hops)
+    if need > PAYMENT_ONION_SIZE:
+        raise ValueError(f"the payment onion needs {need} bytes, more than {PAYMENT_ONION_SIZE}: this path has "
+                         f"{len(path.hops)} blinded hops and our invoice_request is {len(invreq.encode())} bytes "
+                         "(a shorter payer_note may fit)")
     return PaymentOnion(hops, path.first_node_id, amount_msat + path_fee(info, amount_msat), height + info.cltv_expiry_delta)
 
 
