@@ -169,9 +169,11 @@ class ServerService:
         (absent at the end).  Counts come from the tally; a page reads one record per client
         (lightningd's listdatastore has no paging: listing the clients' key returns every client), the
         whole list one listing."""
-        tails, nxt = self.tally.page("clients", (start.hex(),) if start is not None else (), limit)
-        if limit is None and start is None:
-            got = [(k, v) for k, v, _ in self.node.ds_list(PREFIX + ["clients"])]
+        first = (start.hex(),) if start is not None else ()
+        with self._lock:
+            tails, nxt = self.tally.page("clients", first, limit)
+        if limit is None:
+            got = [(k, v) for k, v, _ in self.node.ds_list(PREFIX + ["clients"]) if (k[-1],) >= first]
         else:
             keys = [client_key(bytes.fromhex(t[0])) for t in tails]
             got = [(k, r[0]) for k, r in zip(keys, map(self.node.ds_get, keys)) if r is not None]
@@ -180,12 +182,12 @@ class ServerService:
             rec = self._decode_client(val, key)
             if rec is None:
                 continue
-            box = self._mailbox_of(rec.client_id)
             with self._lock:
+                box = self._box_of.get(rec.client_id)
                 held = len(self._held_keys.get(rec.client_id, {}))
+                invoices = self.tally.of_client("invoices", rec.client_id.hex())
             out.append({"client_id": _text(rec.client_id), "created_at": rec.created_at,
-                        "expires_at": rec.expires_at,
-                        "invoices": self.tally.of_client("invoices", rec.client_id.hex()),
+                        "expires_at": rec.expires_at, "invoices": invoices,
                         "mailbox": box is not None,
                         "node_id": box.client_node_id.hex() if box is not None else None,
                         "held_messages": held})
@@ -223,8 +225,9 @@ class ServerService:
         """Stored invoices (of ``client_id`` only, if given) in (client id, slot) order, from ``start``
         (``"<client_id>/<slot>"``, as ``next_start`` gives it) on, at most ``limit`` of them.  Reads
         one listing per client on the page (a client's invoices are one key's children)."""
-        tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
-                                     (client_id.hex(),) if client_id is not None else ())
+        with self._lock:
+            tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
+                                         (client_id.hex(),) if client_id is not None else ())
         out = []
         for chex in dict.fromkeys(t[0] for t in tails):
             slots = {t[1] for t in tails if t[0] == chex}

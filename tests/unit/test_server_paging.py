@@ -36,6 +36,7 @@ def test_clients_pages_first_next_end():
     # start need not be enrolled: the page starts at the next client in order
     assert names(w.server.clients_page(b"c", 1)["clients"]) == ["carol"]
     assert w.server.clients_page(b"zzz", 5) == {"clients": []}
+    assert names(w.server.clients_page(b"carol")["clients"]) == ["carol", "dave", "erin"]   # no limit: to the end
     # a client added or removed between pages shows up (or not) where its id puts it
     w.server.remove_client(b"dave")
     w.server.add_client(b"dan")
