@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist worksteal
 
-.PHONY: install test test-postgres unit integration interop bench fuzz fuzz-smoke clean
+.PHONY: install install-postgres test test-postgres unit integration interop bench fuzz fuzz-smoke clean
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,12 @@ test: install
 
 # the integration suite with lightningd's database (datastore included) in PostgreSQL: pyln-testing
 # starts a throwaway server per test with initdb/postgres from `pg_config --bindir` (Debian package
-# postgresql; psycopg2 from requirements-dev.txt).  PostgreSQL refuses to run as root: as root, the
-# wrappers in .ci/pg-unprivileged run it as user nobody.
+# postgresql: `make install-postgres`, as root; psycopg2 from requirements-dev.txt).  PostgreSQL
+# refuses to run as root: as root, the wrappers in .ci/pg-unprivileged run it as user nobody.
 PG_WRAP := $(if $(filter 0,$(shell id -u)),$(CURDIR)/.ci/pg-unprivileged:,)
+
+install-postgres:
+	bash .ci/install-postgres
 
 test-postgres: install
 	PATH=$(PG_WRAP)$(CURDIR)/$(VENV)/bin:$$PATH RUST=0 TEST_DB_PROVIDER=postgres \
