@@ -107,7 +107,8 @@ class Tally:
     """What the server keeps, counted in memory: records per kind, the bytes of their values, and the
     clients' and invoices' keys in order.  Pure: the server reports each record it wrote
     (``stored``, with the value's length) or deleted (``deleted``); keys outside PREFIX's kinds are
-    ignored.  Memory: one small entry per record."""
+    ignored, and one of a client or invoice that we never write (not hex, no slot number) is counted
+    but left out of the pages.  Memory: one small entry per record."""
 
     def __init__(self) -> None:
         self._sizes: Dict[Tuple[str, ...], int] = {}
@@ -130,7 +131,7 @@ class Tally:
         old = self._sizes.get(k)
         if old is None:
             self.count[kind] += 1
-            if kind in self._order:
+            if _ordered(kind, k):
                 bisect.insort(self._order[kind], k[len(PREFIX) + 1:])
         self.bytes += size - (old or 0)
         self._sizes[k] = size
@@ -143,7 +144,7 @@ class Tally:
         kind = self._kind(k)
         self.count[kind] -= 1
         self.bytes -= size
-        if kind in self._order:
+        if _ordered(kind, k):
             order, tail = self._order[kind], k[len(PREFIX) + 1:]
             del order[bisect.bisect_left(order, tail)]
 
@@ -162,3 +163,15 @@ class Tally:
         """How many records of an ordered ``kind`` belong to one client."""
         order = self._order[kind]
         return bisect.bisect_left(order, (client_hex, "\uffff")) - bisect.bisect_left(order, (client_hex,))
+
+
+def _ordered(kind: str, key: Tuple[str, ...]) -> bool:
+    """Is ``key`` a client's or an invoice's key as we write them (hex client id; a slot number)?"""
+    tail = key[len(PREFIX) + 1:]
+    if kind not in ORDERED or len(tail) != ORDERED.index(kind) + 1:
+        return False
+    try:
+        bytes.fromhex(tail[0])
+    except ValueError:
+        return False
+    return kind == "clients" or (tail[1].isascii() and tail[1].isdigit())

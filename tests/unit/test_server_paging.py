@@ -214,3 +214,15 @@ def test_tally_counts_replacements_by_their_new_size_and_ignores_other_keys():
     assert (t.count["clients"], t.bytes) == (1, 4)
     t.deleted(client_key(b"a"))
     assert (t.count["clients"], t.bytes, t.page("clients")) == (0, 0, ([], None))
+
+
+def test_keys_we_never_write_are_counted_but_not_paged():
+    t = Tally()
+    for key in (PREFIX + ["clients", "zz"], PREFIX + ["invoices", "61", "x"], PREFIX + ["invoices", "61"],
+                client_key(b"a"), invoice_key(b"a", 2)):
+        t.stored(key, 1)
+    assert t.count["clients"] == 2 and t.count["invoices"] == 3
+    assert t.page("clients") == ([("61",)], None) and t.page("invoices") == ([("61", "00002")], None)
+    t.deleted(PREFIX + ["clients", "zz"])
+    t.deleted(PREFIX + ["invoices", "61", "x"])
+    assert t.count["clients"] == 1 and t.page("clients") == ([("61",)], None)
