@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist worksteal
 
-.PHONY: install test unit integration interop bench fuzz fuzz-smoke demo clean
+.PHONY: install install-postgres test test-postgres unit integration interop bench fuzz fuzz-smoke demo clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: install
 	$(TESTENV) $(VPY) -m pytest -rfEs $(XDIST) tests $(PYTEST_ARGS)
+
+# the integration suite with lightningd's database (datastore included) in PostgreSQL: pyln-testing
+# starts a throwaway server per test with initdb/postgres from `pg_config --bindir` (Debian package
+# postgresql: `make install-postgres`, as root; psycopg2 from requirements-dev.txt).  PostgreSQL
+# refuses to run as root: as root, the wrappers in .ci/pg-unprivileged run it as user nobody.
+PG_WRAP := $(if $(filter 0,$(shell id -u)),$(CURDIR)/.ci/pg-unprivileged:,)
+
+install-postgres:
+	bash .ci/install-postgres
+
+test-postgres: install
+	PATH=$(PG_WRAP)$(CURDIR)/$(VENV)/bin:$$PATH RUST=0 TEST_DB_PROVIDER=postgres \
+	  $(VPY) -m pytest -rfEs $(XDIST) tests/integration $(PYTEST_ARGS)
 
 unit: install
 	$(TESTENV) $(VPY) -m pytest -rfEs tests/unit $(PYTEST_ARGS)

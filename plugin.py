@@ -43,6 +43,8 @@ OFFER_KEY_LABEL = "asyncreceive/offer-key/v1"
 #: onion messages handled per incoming peer: a burst of 20, then 4 a second (CLN lets 4/s per peer
 #: through connectd; this bounds what we spend on them, from peeling on)
 PEER_BURST, PEER_REFILL = 20, 0.25
+#: JSON-RPC's code for invalid params (lightningd's own commands answer bad arguments with it)
+INVALID_PARAMS = -32602
 
 #: of the int options, those that may be 0
 ZERO_OK = {"asyncserver-max-held", "asyncreceive-pay-invoice-grace-ms"}
@@ -403,12 +405,14 @@ def listpayments(plugin):
 def status(plugin):
     """Show asyncreceive's state: server paths, offer slots per status, onion messages sent, received,
     relayed to us by our server's mailbox and dropped (per reason), the last error, and (as a server) the
-    onion messages held for offline clients."""
+    onion messages held for offline clients and what it stores (static_invoice_server: clients,
+    invoices, mailboxes, held_messages, bytes_stored; counted as they change, nothing is listed)."""
     t = _transport()
     out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
            "messages": t.stats.as_json()}
     out.update(_recipient().status())
-    out["held_messages"] = state["server"].held_count()
+    out["static_invoice_server"] = state["server"].totals()
+    out["held_messages"] = out["static_invoice_server"]["held_messages"]
     return out
 
 
@@ -480,10 +484,21 @@ def addclient(plugin, client_id, expiry=None, rotate=False):
         raise RpcException(str(e))
 
 
+def _limit_arg(limit):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RpcException(f"limit: a whole number of entries, 1 or more, not {limit!r}", INVALID_PARAMS)
+    return limit
+
+
 @plugin.method("asyncserver-listclients")
-def listclients(plugin):
-    """List the clients enrolled with this static invoice server."""
-    return {"clients": _server().list_clients()}
+def listclients(plugin, start=None, limit=None):
+    """List the clients enrolled with this static invoice server, in client id order: from client {start}
+    on (need not be enrolled), at most {limit} of them; next_start names where the next page starts
+    (absent at the end)."""
+    limit = _limit_arg(limit)
+    if start is not None and (not isinstance(start, str) or not start):
+        raise RpcException("start: a client_id (a non-empty string), as next_start gives it", INVALID_PARAMS)
+    return _server().clients_page(start.encode() if start is not None else None, limit)
 
 
 @plugin.method("asyncserver-removeclient")
@@ -496,9 +511,17 @@ def removeclient(plugin, client_id):
 
 
 @plugin.method("asyncserver-listinvoices")
-def listinvoices(plugin, client_id=None):
-    """List the static invoices stored for clients (or for {client_id} only)."""
-    return {"invoices": _server().list_invoices(_client_id(client_id) if client_id is not None else None)}
+def listinvoices(plugin, client_id=None, start=None, limit=None):
+    """List the static invoices stored for clients (or for {client_id} only), in (client id, slot) order:
+    from {start} ("<client_id>/<slot>", as next_start gives it) on, at most {limit} of them; next_start
+    names where the next page starts (absent at the end)."""
+    limit = _limit_arg(limit)
+    if start is not None and not isinstance(start, str):
+        raise RpcException("start: '<client_id>/<slot>', as next_start gives it", INVALID_PARAMS)
+    try:
+        return _server().invoices_page(_client_id(client_id) if client_id is not None else None, start, limit)
+    except ServerError as e:
+        raise RpcException(str(e), INVALID_PARAMS)
 
 
 @plugin.method("asyncreceive-dev-makepath")

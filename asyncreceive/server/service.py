@@ -40,7 +40,8 @@ from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_fixed, u16
 from . import mailbox as mb
 from .ratelimit import RateLimiter
-from .store import ENROLMENT_BYTES, ClientRecord, InvoiceRecord, client_key, invoice_key, invoices_prefix, PREFIX
+from .store import (ENROLMENT_BYTES, ClientRecord, InvoiceRecord, Tally, client_key, invoice_key, invoices_prefix,
+                    PREFIX)
 
 F_CLIENT = 4
 F_SLOT = 6
@@ -87,6 +88,8 @@ class ServerService:
         self._in_flight: Dict[bytes, Dict[Tuple[str, ...], float]] = {}
         self._delivering: Set[bytes] = set()
         self._deliver_again: Set[bytes] = set()
+        #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``)
+        self.tally = Tally()
         if config.max_held > 0:
             transport.on_undeliverable = self.on_undeliverable
 
@@ -105,17 +108,17 @@ class ServerService:
         with self._lock:
             got = self.node.ds_get(key)
             old = self._decode_client(got[0], key) if got is not None else None
-            if got is None and len(self.node.ds_list(PREFIX + ["clients"])) >= self.config.max_clients:
+            if got is None and self.tally.count["clients"] >= self.config.max_clients:
                 raise ServerError(f"client limit reached ({self.config.max_clients}, option asyncserver-max-clients)")
             if got is not None and (rotate or old is None):
                 self._remove(client_id)
                 old = None
             rec = (ClientRecord(client_id, old.created_at, expires_at, old.enrolment) if old is not None
                    else ClientRecord(client_id, now, expires_at, os.urandom(ENROLMENT_BYTES)))
-            self.node.ds_set(key, rec.encode())
+            self._set(key, rec.encode())
         ctx = PathContext(Kind.CLIENT, expires_at, self._fields(client_id, rec.enrolment))
         paths = self.client_paths(ctx)
-        return {"client_id": client_id.decode("utf-8", "replace"), "expires_at": expires_at,
+        return {"client_id": _text(client_id), "expires_at": expires_at,
                 "paths": [p.encode().hex() for p in paths],
                 "paths_hex": (u16(len(paths)) + b"".join(p.encode() for p in paths)).hex()}
 
@@ -158,59 +161,113 @@ class ServerService:
         return rec
 
     def list_clients(self) -> List[dict]:
+        return self.clients_page()["clients"]
+
+    def clients_page(self, start: Optional[bytes] = None, limit: Optional[int] = None) -> dict:
+        """Enrolled clients in client id order (byte order), from ``start`` (a client id, need not be
+        enrolled) on, at most ``limit`` of them; ``next_start`` names the first client of the next page
+        (absent at the end).  Counts come from the tally; a page reads one record per client
+        (lightningd's listdatastore has no paging: listing the clients' key returns every client), the
+        whole list one listing."""
+        first = (start.hex(),) if start is not None else ()
+        with self._lock:
+            tails, nxt = self.tally.page("clients", first, limit)
+        if limit is None:
+            got = [(k, v) for k, v, _ in self.node.ds_list(PREFIX + ["clients"]) if (k[-1],) >= first]
+        else:
+            keys = [client_key(bytes.fromhex(t[0])) for t in tails]
+            got = [(k, r[0]) for k, r in zip(keys, map(self.node.ds_get, keys)) if r is not None]
         out = []
-        for key, val, _ in self.node.ds_list(PREFIX + ["clients"]):
+        for key, val in got:
             rec = self._decode_client(val, key)
             if rec is None:
                 continue
-            box = self._mailbox_of(rec.client_id)
-            out.append({"client_id": rec.client_id.decode("utf-8", "replace"), "created_at": rec.created_at,
-                        "expires_at": rec.expires_at,
-                        "invoices": len(self.node.ds_list(invoices_prefix(rec.client_id))),
+            with self._lock:
+                box = self._box_of.get(rec.client_id)
+                held = len(self._held_keys.get(rec.client_id, {}))
+                invoices = self.tally.of_client("invoices", rec.client_id.hex())
+            out.append({"client_id": _text(rec.client_id), "created_at": rec.created_at,
+                        "expires_at": rec.expires_at, "invoices": invoices,
                         "mailbox": box is not None,
                         "node_id": box.client_node_id.hex() if box is not None else None,
-                        "held_messages": len(self.node.ds_list(mb.held_prefix(rec.client_id)))})
-        return out
+                        "held_messages": held})
+        return _paged("clients", out, _text(bytes.fromhex(nxt[0])) if nxt is not None else None)
 
     def remove_client(self, client_id: bytes) -> dict:
         with self._lock:
             if self.node.ds_get(client_key(client_id)) is None:
                 raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
             removed = self._remove(client_id)
-        return {"client_id": client_id.decode("utf-8", "replace"), "invoices_removed": removed}
+        return {"client_id": _text(client_id), "invoices_removed": removed}
 
     def _remove(self, client_id: bytes) -> int:
         """Delete a client, then what it left (under ``_lock``): a serve or hold waiting for the lock
         finds no client, so nothing is stored for it after this.  Returns the invoices deleted."""
         with self._lock:
-            self.node.ds_delete(client_key(client_id))
+            self._delete(client_key(client_id))
             removed = 0
             for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
-                self.node.ds_delete(key)
+                self._delete(key)
                 removed += 1
             for key, _, _ in self.node.ds_list(mb.held_prefix(client_id)):
-                self.node.ds_delete(key)
-            self.node.ds_delete(mb.mailbox_key(client_id))
+                self._delete(key)
+            self._delete(mb.mailbox_key(client_id))
             self._set_box(client_id, None)
             self._held_keys.pop(client_id, None)
             self._in_flight.pop(client_id, None)
         return removed
 
     def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
+        return self.invoices_page(client_id)["invoices"]
+
+    def invoices_page(self, client_id: Optional[bytes] = None, start: Optional[str] = None,
+                      limit: Optional[int] = None) -> dict:
+        """Stored invoices (of ``client_id`` only, if given) in (client id, slot) order, from ``start``
+        (``"<client_id>/<slot>"``, as ``next_start`` gives it) on, at most ``limit`` of them.  Reads
+        one listing per client on the page (a client's invoices are one key's children)."""
+        with self._lock:
+            tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
+                                         (client_id.hex(),) if client_id is not None else ())
         out = []
-        for key, val, _ in self.node.ds_list(invoices_prefix(client_id)):
-            try:
-                rec = InvoiceRecord.decode(val)
-                inv = StaticInvoice.decode(rec.invoice)
-            except DecodeError as e:
-                self._damaged(key, e)
-                continue
-            out.append({"client_id": bytes.fromhex(key[-2]).decode("utf-8", "replace"), "slot": int(key[-1]),
-                        "offer_id": inv.offer_id.hex(), "offer": inv.offer.to_string(),
-                        "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
-                        "stored_at": rec.stored_at, "last_served_at": rec.last_served_at,
-                        "times_served": rec.times_served})
-        return out
+        for chex in dict.fromkeys(t[0] for t in tails):
+            slots = {t[1] for t in tails if t[0] == chex}
+            for key, val, _ in self.node.ds_list(invoices_prefix(bytes.fromhex(chex))):
+                if key[-1] not in slots:
+                    continue
+                rec, inv = self._stored(val, key)
+                if rec is None:
+                    continue
+                out.append({"client_id": _text(bytes.fromhex(key[-2])), "slot": int(key[-1]),
+                            "offer_id": inv.offer_id.hex(), "offer": inv.offer.to_string(),
+                            "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
+                            "stored_at": rec.stored_at, "last_served_at": rec.last_served_at,
+                            "times_served": rec.times_served})
+        return _paged("invoices", out, f"{_text(bytes.fromhex(nxt[0]))}/{int(nxt[1])}" if nxt is not None else None)
+
+    def totals(self) -> dict:
+        """What the server stores, from the tally (no listing)."""
+        with self._lock:
+            c = dict(self.tally.count)
+            return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
+                    "held_messages": c["held"], "bytes_stored": self.tally.bytes}
+
+    # ---- datastore writes: every one the server makes goes through these, which keep the tally ----
+    def _put(self, key: List[str], value: bytes, generation: Optional[int] = None) -> int:
+        with self._lock:
+            gen = self.node.ds_put(key, value, generation)
+            self.tally.stored(key, len(value))
+        return gen
+
+    def _set(self, key: List[str], value: bytes) -> int:
+        with self._lock:
+            gen = self.node.ds_set(key, value)
+            self.tally.stored(key, len(value))
+        return gen
+
+    def _delete(self, key: List[str]) -> None:
+        with self._lock:
+            self.node.ds_delete(key)
+            self.tally.deleted(key)
 
     # ---- protocol ---------------------------------------------------------------------------------
     def _ids(self, msg: Received) -> Tuple[bytes, Optional[int], ClientRecord]:
@@ -285,7 +342,7 @@ class ServerService:
                     self._register(cid, serve.mailbox, now)
                 served, last = (prev.times_served, prev.last_served_at) if prev is not None else (0, None)
                 new = InvoiceRecord(serve.invoice, serve.forward_invoice_request_path, now, served, last)
-                self.node.ds_put(key, new.encode(), None if old is None else old[1])  # persist, then acknowledge
+                self._put(key, new.encode(), None if old is None else old[1])  # persist, then acknowledge
                 crashpoint("server-invoice-stored")
         self.t.send(msg.reply_path, m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode())
         if stale:
@@ -325,31 +382,31 @@ class ServerService:
             self._log(f"could not forward invoice_request to client {cid!r} (offline?): {e}", "debug")
         self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
         try:
-            self.node.ds_put(key, rec.served(now).encode(), got[1])
+            self._put(key, rec.served(now).encode(), got[1])
         except NodeError:
             pass  # the invoice was replaced or removed meanwhile; the count of the old one is lost, nothing else
         self._log(f"served static invoice of client {cid!r} slot {slot}", "info")
 
     # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
     def load(self) -> None:
-        """Read the clients' mailbox registrations (at startup)."""
-        boxes = {}
-        for key, val, _ in self.node.ds_list(PREFIX + ["mailbox"]):
-            try:
-                rec = mb.MailboxRecord.decode(val)
-            except DecodeError as e:
-                self._damaged(key, e)
-                continue
-            boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
+        """At startup: count what is stored (the tally), read the clients' mailbox registrations and
+        index the held messages.  One listing of everything (afterwards all is kept in step)."""
+        n = len(PREFIX)
+        tally, boxes = Tally(), {}
         held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
-        for key, _, _ in self.node.ds_list(mb.held_prefix()):   # once: afterwards the index is kept in step
+        for key, val, _ in self.node.ds_list(PREFIX):
+            tally.stored(key, len(val))
+            kind = key[n] if len(key) > n else None
             try:
-                cid = bytes.fromhex(key[-2])
-            except ValueError as e:
+                if kind == "mailbox":
+                    rec = mb.MailboxRecord.decode(val)
+                    boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
+                elif kind == "held":
+                    held.setdefault(bytes.fromhex(key[-2]), {})[tuple(key)] = mb.received_at_of(key)
+            except (DecodeError, ValueError) as e:
                 self._damaged(key, e)
-                continue
-            held.setdefault(cid, {})[tuple(key)] = mb.received_at_of(key)
         with self._lock:
+            self.tally = tally
             self._mailboxes = boxes
             self._box_of = {cid: rec for cid, rec in boxes.values()}
             self._held_keys = held
@@ -390,7 +447,7 @@ class ServerService:
                 return
             rec = mb.MailboxRecord(reg, now)
             try:
-                self.node.ds_set(mb.mailbox_key(cid), rec.encode())
+                self._set(mb.mailbox_key(cid), rec.encode())
             except NodeError as e:
                 self._log(f"client {cid!r}: mailbox registration not stored: {e}", "unusual")
                 return
@@ -400,9 +457,11 @@ class ServerService:
                       f"(node {rec.client_node_id.hex()})", "info")
 
     def _held(self, cid: bytes) -> List[mb.Entry]:
-        """What is held for ``cid``, oldest first; a damaged record is logged and expires at once."""
-        out = []
+        """What is held for ``cid``, oldest first; a damaged record is logged and expires at once.  The
+        index and the tally are brought in step with what is listed."""
+        out, sizes = [], {}
         for key, val, _ in self.node.ds_list(mb.held_prefix(cid)):
+            sizes[tuple(key)] = len(val)
             try:
                 h = mb.HeldMessage.decode(val)
                 out.append(mb.Entry(key, h.source, len(h.onion_message), h.received_at))
@@ -410,6 +469,10 @@ class ServerService:
                 self._damaged(key, e)
                 out.append(mb.Entry(key, None, 0, 0))
         with self._lock:
+            for gone in set(self._held_keys.get(cid, {})) - set(sizes):
+                self.tally.deleted(list(gone))
+            for key, size in sizes.items():
+                self.tally.stored(list(key), size)
             self._set_held(cid, {tuple(e.key): e.received_at for e in out})
         return out
 
@@ -423,7 +486,7 @@ class ServerService:
         """Delete held messages of ``cid`` (under ``_lock``), in the datastore and the index."""
         left = self._held_keys.get(cid, {})
         for key in keys:
-            self.node.ds_delete(list(key))
+            self._delete(list(key))
             left.pop(tuple(key), None)
         self._set_held(cid, left)
 
@@ -459,7 +522,7 @@ class ServerService:
             ok, delete = mb.admit(self._held(cid), new, now, limits)
             self._delete_held(cid, delete)
             if ok:
-                self.node.ds_put(new.key, mb.HeldMessage(now, onion_message, source).encode())
+                self._put(new.key, mb.HeldMessage(now, onion_message, source).encode())
                 self._held_keys.setdefault(cid, {})[tuple(new.key)] = now
         if not ok:
             return self._log(f"client {cid!r}: mailbox full, {peer} holds its share: not held", "debug")
@@ -572,4 +635,20 @@ class ServerService:
                 self._delete_held(cid, mb.expired(held, self.now(), self.config.hold_seconds))
 
     def held_count(self) -> int:
-        return len(self.node.ds_list(PREFIX + ["held"]))
+        return self.totals()["held_messages"]
+
+
+def _text(client_id: bytes) -> str:
+    return client_id.decode("utf-8", "replace")
+
+
+def _paged(name: str, entries: List[dict], next_start: Optional[str]) -> dict:
+    return {name: entries, **({"next_start": next_start} if next_start is not None else {})}
+
+
+def _invoice_cursor(start: str) -> Tuple[str, str]:
+    """``"<client_id>/<slot>"`` (what ``next_start`` gives) as a key tail; ServerError if it is not."""
+    cid, sep, slot = start.rpartition("/")
+    if not sep or not cid or not slot.isdigit() or not slot.isascii() or int(slot) > 0xFFFF:
+        raise ServerError(f"start: '<client_id>/<slot>' as next_start gives it (e.g. 'phone/0'), not {start!r}")
+    return cid.encode().hex(), f"{int(slot):05d}"

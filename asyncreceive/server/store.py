@@ -9,10 +9,15 @@ A client's *enrolment* id (random, made by ``addclient``) is in every path conte
 for it: removing a client and adding it again makes a new enrolment, and the old device's paths stop
 working.  Records written before enrolments existed have none, and keep working with contexts that
 have none.  Decoders raise only DecodeError on a damaged record.
+
+``Tally`` counts what is stored under the server's prefix (clients, invoices, mailbox registrations,
+held messages, and the bytes of their values) and keeps the clients and the invoices in key order,
+so that the operator's RPCs show totals and pages without listing everything.
 """
 
+import bisect
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import DecodeError
 from ..wire.paths import BlindedPath
@@ -90,3 +95,83 @@ class InvoiceRecord:
 
     def served(self, now: int) -> "InvoiceRecord":
         return replace(self, times_served=self.times_served + 1, last_served_at=now)
+
+
+#: the kinds of record under PREFIX (the key's next element), as Tally counts them
+KINDS = ("clients", "invoices", "mailbox", "held")
+#: kinds kept in key order, for pages: a client is (hex id,), an invoice (hex id, slot 05d)
+ORDERED = ("clients", "invoices")
+
+
+class Tally:
+    """What the server keeps, counted in memory: records per kind, the bytes of their values, and the
+    clients' and invoices' keys in order.  Pure: the server reports each record it wrote
+    (``stored``, with the value's length) or deleted (``deleted``); keys outside PREFIX's kinds are
+    ignored, and one of a client or invoice that we never write (not hex, no slot number) is counted
+    but left out of the pages.  Memory: one small entry per record."""
+
+    def __init__(self) -> None:
+        self._sizes: Dict[Tuple[str, ...], int] = {}
+        self.count: Dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.bytes = 0
+        self._order: Dict[str, List[Tuple[str, ...]]] = {k: [] for k in ORDERED}
+
+    @staticmethod
+    def _kind(key: Tuple[str, ...]) -> Optional[str]:
+        n = len(PREFIX)
+        if len(key) <= n + 1 or list(key[:n]) != PREFIX or key[n] not in KINDS:
+            return None
+        return key[n]
+
+    def stored(self, key: List[str], size: int) -> None:
+        k = tuple(key)
+        kind = self._kind(k)
+        if kind is None:
+            return
+        old = self._sizes.get(k)
+        if old is None:
+            self.count[kind] += 1
+            if _ordered(kind, k):
+                bisect.insort(self._order[kind], k[len(PREFIX) + 1:])
+        self.bytes += size - (old or 0)
+        self._sizes[k] = size
+
+    def deleted(self, key: List[str]) -> None:
+        k = tuple(key)
+        size = self._sizes.pop(k, None)
+        if size is None:
+            return
+        kind = self._kind(k)
+        self.count[kind] -= 1
+        self.bytes -= size
+        if _ordered(kind, k):
+            order, tail = self._order[kind], k[len(PREFIX) + 1:]
+            del order[bisect.bisect_left(order, tail)]
+
+    def page(self, kind: str, start: Tuple[str, ...] = (), limit: Optional[int] = None,
+             within: Tuple[str, ...] = ()) -> Tuple[List[Tuple[str, ...]], Optional[Tuple[str, ...]]]:
+        """Up to ``limit`` (all if None) keys of ``kind`` (tails after PREFIX and kind) from ``start``
+        on, in order, among those beginning with ``within``; and the key the next page starts at (None
+        at the end)."""
+        order = self._order[kind]
+        lo = max(bisect.bisect_left(order, start), bisect.bisect_left(order, within))
+        hi = bisect.bisect_left(order, within + ("\uffff",)) if within else len(order)
+        end = hi if limit is None else min(hi, lo + limit)
+        return order[lo:end], (order[end] if end < hi else None)
+
+    def of_client(self, kind: str, client_hex: str) -> int:
+        """How many records of an ordered ``kind`` belong to one client."""
+        order = self._order[kind]
+        return bisect.bisect_left(order, (client_hex, "\uffff")) - bisect.bisect_left(order, (client_hex,))
+
+
+def _ordered(kind: str, key: Tuple[str, ...]) -> bool:
+    """Is ``key`` a client's or an invoice's key as we write them (hex client id; a slot number)?"""
+    tail = key[len(PREFIX) + 1:]
+    if kind not in ORDERED or len(tail) != ORDERED.index(kind) + 1:
+        return False
+    try:
+        bytes.fromhex(tail[0])
+    except ValueError:
+        return False
+    return kind == "clients" or (tail[1].isascii() and tail[1].isdigit())

@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 import pytest
+from pyln.testing.db import PostgresDb
 from pyln.testing.utils import wait_for
 
 from asyncreceive.payments.pay import PREFIX as PAYER_PREFIX, Payment
@@ -55,7 +56,14 @@ def crashed(node, point):
 
 
 def db_rows(node, sql, *args):
-    """Rows of the node's database (the node is not running)."""
+    """Rows of the node's database (the node is not running): its SQLite file, or its PostgreSQL database
+    under ``make test-postgres`` (BYTEA comes back as bytes, like SQLite's BLOB)."""
+    if isinstance(node.db, PostgresDb):
+        with node.db.conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), args)
+            rows = cur.fetchall()
+        node.db.conn.rollback()   # end the read's transaction
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
     db = sqlite3.connect(os.path.join(node.daemon.lightning_dir, "regtest", "lightningd.sqlite3"))
     try:
         return db.execute(sql, args).fetchall()
