@@ -59,6 +59,15 @@ class ServerConfig:
     max_held_bytes: int = mb.MAX_HELD_BYTES   # bytes per client
 
 
+#: what ``add_client`` did, in its reply
+ENROLMENT_NOTES = {
+    "new": "enrolled: give paths_hex to the client (asyncreceive-setserver, or LDK's set_paths_to_static_invoice_server)",
+    "kept": "already enrolled: same enrolment, its paths and stored invoices keep working (expiry updated); "
+            "rotate=true starts a new one for a new device",
+    "rotated": "new enrolment: the old device's paths stopped working and its invoices were deleted",
+}
+
+
 class ServerError(Exception):
     """An RPC request the server refuses; the message is for the operator."""
 
@@ -110,7 +119,8 @@ class ServerService:
             old = self._decode_client(got[0], key) if got is not None else None
             if got is None and self.tally.count["clients"] >= self.config.max_clients:
                 raise ServerError(f"client limit reached ({self.config.max_clients}, option asyncserver-max-clients)")
-            if got is not None and (rotate or old is None):
+            enrolment = "new" if got is None else "rotated" if (rotate or old is None) else "kept"
+            if enrolment == "rotated":
                 self._remove(client_id)
                 old = None
             rec = (ClientRecord(client_id, old.created_at, expires_at, old.enrolment) if old is not None
@@ -118,7 +128,8 @@ class ServerService:
             self._set(key, rec.encode())
         ctx = PathContext(Kind.CLIENT, expires_at, self._fields(client_id, rec.enrolment))
         paths = self.client_paths(ctx)
-        return {"client_id": _text(client_id), "expires_at": expires_at,
+        return {"client_id": _text(client_id), "enrolment": enrolment, "note": ENROLMENT_NOTES[enrolment],
+                "expires_at": expires_at,
                 "paths": [p.encode().hex() for p in paths],
                 "paths_hex": (u16(len(paths)) + b"".join(p.encode() for p in paths)).hex()}
 
@@ -222,9 +233,12 @@ class ServerService:
 
     def invoices_page(self, client_id: Optional[bytes] = None, start: Optional[str] = None,
                       limit: Optional[int] = None) -> dict:
-        """Stored invoices (of ``client_id`` only, if given) in (client id, slot) order, from ``start``
-        (``"<client_id>/<slot>"``, as ``next_start`` gives it) on, at most ``limit`` of them.  Reads
-        one listing per client on the page (a client's invoices are one key's children)."""
+        """Stored invoices (of ``client_id`` only, if given: an unknown one is an error, as for
+        ``remove_client``) in (client id, slot) order, from ``start`` (``"<client_id>/<slot>"``, as
+        ``next_start`` gives it) on, at most ``limit`` of them.  Reads one listing per client on the page
+        (a client's invoices are one key's children)."""
+        if client_id is not None and self.node.ds_get(client_key(client_id)) is None:
+            raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
         with self._lock:
             tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
                                          (client_id.hex(),) if client_id is not None else ())

@@ -181,7 +181,9 @@ def assert_operator_errors(node):
                                  ("asyncreceive-getoffer", {}, "no static invoice server is set"),
                                  ("asyncreceive-pay", {}, "bad parameters: missing a required argument: 'offer'"),
                                  ("asyncreceive-listoffers", {"bogus": 1}, "bad parameters: "),
-                                 ("asyncserver-addclient", {"client_id": ""}, "client_id: ")):
+                                 ("asyncserver-addclient", {"client_id": ""}, "client_id: "),
+                                 ("asyncserver-listinvoices", {"client_id": "nobody"}, "unknown client nobody"),
+                                 ("asyncserver-removeclient", {"client_id": "nobody"}, "unknown client nobody")):
         with pytest.raises(RpcError) as e:
             node.rpc.call(method, params)
         err = e.value.error

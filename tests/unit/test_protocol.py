@@ -457,3 +457,17 @@ def test_the_recipient_connects_to_its_server_at_start_even_with_nothing_to_send
     w.recipient.tick(start=True)
     assert w.rnode.connects == [w.snode.node_id]
     assert any("could not connect to our server" in msg for _, _, msg in w.net.log)
+
+
+def test_addclient_says_what_it_did_and_listinvoices_refuses_an_unknown_client():
+    w = World()
+    first = w.server.add_client(b"phone")
+    again = w.server.add_client(b"phone")
+    rotated = w.server.add_client(b"phone", rotate=True)
+    assert [r["enrolment"] for r in (first, again, rotated)] == ["new", "kept", "rotated"]
+    assert "keep working" in again["note"] and "stopped working" in rotated["note"]
+    with pytest.raises(ServerError, match="unknown client nobody"):
+        w.server.invoices_page(b"nobody")
+    with pytest.raises(ServerError, match="unknown client nobody"):
+        w.server.remove_client(b"nobody")
+    assert w.server.invoices_page(b"phone")["invoices"] == []     # enrolled, nothing stored yet
