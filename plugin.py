@@ -48,6 +48,10 @@ INVALID_PARAMS = -32602
 
 #: of the int options, those that may be 0
 ZERO_OK = {"asyncserver-max-held", "asyncreceive-pay-invoice-grace-ms"}
+#: the largest value of an int option (others: 2^32)
+MAXIMUM = {"asyncreceive-slots": 1000, "asyncreceive-tick-seconds": 86400, "asyncserver-max-slots": 65536,
+           "asyncreceive-pay-timeout": 30 * 86400, "asyncserver-hold-seconds": 30 * 86400,
+           "asyncreceive-pay-invoice-grace-ms": 60000}
 
 
 def _count(name: str, value) -> int:
@@ -59,6 +63,8 @@ def _count(name: str, value) -> int:
     zero_ok = name in ZERO_OK
     if v < 0 or (v == 0 and not zero_ok):
         raise ValueError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, not {v}")
+    if v > MAXIMUM.get(name, 2 ** 32):
+        raise ValueError(f"{name} must be at most {MAXIMUM.get(name, 2 ** 32)}, not {v}")
     return v
 
 

@@ -46,8 +46,14 @@ def pytest_runtest_logreport(report):
         _skipped.setdefault(report.nodeid, _reason(report))
 
 
+def pytest_collectreport(report):
+    """A whole module skipped at collection (``importorskip``, ``skip(allow_module_level=True)``)."""
+    if report.skipped:
+        _skipped.setdefault(report.nodeid, _reason(report))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if on_ci() and real_node_skips(_skipped) and exitstatus == pytest.ExitCode.OK:
+    if on_ci() and real_node_skips(_skipped) and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

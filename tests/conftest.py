@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from tests.ci_guard import pytest_configure, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401  (hooks)
+from tests.ci_guard import (pytest_collectreport, pytest_configure, pytest_runtest_logreport,  # noqa: F401
+                            pytest_sessionfinish)  # (hooks)
 from tests.ci_guard import pytest_terminal_summary as ci_terminal_summary
 
 REQUIRED_BINARIES = ("lightningd", "bitcoind", "bitcoin-cli")

@@ -13,6 +13,8 @@ class NodeError(Exception):
     """lightningd refused or failed something we asked for."""
 
 
+#: channel states in which lightningd reconnects to the peer and the channel can carry payments
+OPEN_STATES = ("CHANNELD_AWAITING_LOCKIN", "CHANNELD_NORMAL", "DUALOPEND_AWAITING_LOCKIN")
 #: connections being made at once at most (each waits in its own thread for lightningd's answer)
 MAX_CONNECTING = 8
 
@@ -218,6 +220,10 @@ class Lightningd:
             self.rpc.call("deldatastore", {"key": key})
         except RpcError:
             pass
+
+    def has_channel_with(self, node_id: bytes) -> bool:
+        """Whether we have a channel with ``node_id`` that is open or opening (connected or not)."""
+        return any(c.get("state") in OPEN_STATES for c in self.rpc.listpeerchannels(id=node_id.hex())["channels"])
 
     def connected_channel_peers(self) -> List[bytes]:
         """Peers we have a normal channel with and are connected to, in lightningd's order, once each."""

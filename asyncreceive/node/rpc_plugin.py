@@ -16,6 +16,7 @@ Hooks, notifications and background methods keep pyln-client's own handling.
 """
 
 import inspect
+import json
 import traceback
 
 from pyln.client import Plugin, RpcError, RpcException
@@ -49,6 +50,7 @@ class OperatorPlugin(Plugin):
         request.background = False
         try:
             result = self._exec_func(method.func, request)
+            json.dumps(result)   # a result JSON cannot carry is our bug: answer it as one (never crash)
         except RpcException as e:
             return self._fail(request, e.code, e.message, "debug")
         except TypeError as e:

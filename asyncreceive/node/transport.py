@@ -413,9 +413,10 @@ class Transport:
 
         A channel peer of ours (connected for good, unlike a connection made just to send): ``dest``'s
         introduction node itself if it is one, else the first hop of our way to it through the cached
-        channel graph; then (``prefer_connected_intro``: a node we keep a connection to, as the recipient
-        does with its server) the introduction if we are connected to it; then any channel peer; with no
-        channel peer, the introduction if we are connected to it, else none (the reply path is just us).
+        channel graph; then any channel peer; with no channel peer, the introduction if we are connected to
+        it, else none (the reply path is just us).  With ``prefer_connected_intro`` (the recipient and its
+        server, a node it keeps a connection to) the introduction comes first whenever we are connected to
+        it or have a channel with it, even one not reconnected yet (at start).
         Never waits on the network: the graph is the cached one.
         """
         try:
@@ -430,14 +431,16 @@ class Transport:
             peers = []
         if intro in peers:
             return [intro]
+        if prefer_connected_intro and intro is not None and (self.node.is_connected(intro)
+                                                             or self.node.has_channel_with(intro)):
+            return [intro]   # our server: connected, or our channel peer that lightningd reconnects
         if intro is not None and peers:
             route = self.graph.route(intro)
             if route and route[0] in peers:
                 return [route[0]]
-        connected = intro is not None and self.node.is_connected(intro)
-        if connected and (prefer_connected_intro or not peers):
-            return [intro]
-        return [peers[0]] if peers else []
+        if peers:
+            return [peers[0]]
+        return [intro] if intro is not None and self.node.is_connected(intro) else []
 
     def first_peer(self, dest: BlindedPath, intro: bytes) -> bytes:
         """The peer the message first goes to: the introduction node, or, when the path starts at us,

@@ -108,7 +108,7 @@ class Worker:
         or stop."""
         with self._cond:
             if not self._local and not self._messages and not self._stop and not self._tick_due:
-                self._cond.wait(timeout)
+                self._cond.wait(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
             if self._stop:
                 return None
             if self._local:

@@ -87,12 +87,13 @@ def new_cache(n: int) -> Tuple[Slot, ...]:
 
 
 def resize(cache: Tuple[Slot, ...], n: int) -> Tuple[Slot, ...]:
-    """More slots are added empty; fewer drop only trailing slots that hold no payable offer."""
-    if n >= len(cache):
-        return cache + tuple(Slot(i) for i in range(len(cache), n))
-    keep = list(cache[:n])
-    keep += [s for s in cache[n:] if s.payable]
-    return tuple(keep)
+    """Slots ``0 .. n-1``: missing ones are added empty; slots at or above ``n`` stay only while they hold a
+    payable offer (an offer handed out keeps working until it expires). Indices stay unique: after a
+    shrink that kept slot 3 and dropped slot 2, a grow adds 2 back, never a second 3."""
+    have = {s.index for s in cache}
+    keep = [s for s in cache if s.index < n or s.payable]
+    keep += [Slot(i) for i in range(n) if i not in have]
+    return tuple(sorted(keep, key=lambda s: s.index))
 
 
 def _set(cache, slot: Slot):

@@ -99,8 +99,7 @@ class ServerService:
         self._deliver_again: Set[bytes] = set()
         #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``)
         self.tally = Tally()
-        if config.max_held > 0:
-            transport.on_undeliverable = self.on_undeliverable
+        transport.on_undeliverable = self.on_undeliverable   # holds only while config.max_held > 0 (dynamic)
 
     def now(self) -> int:
         return int(self._clock())
@@ -513,6 +512,8 @@ class ServerService:
         are rate-limited per incoming peer and per (client, peer), and a full mailbox makes room only at
         the expense of the source holding the most (``mailbox.admit``).
         """
+        if self.config.max_held <= 0:
+            return   # holding is off (asyncserver-max-held=0)
         with self._lock:
             entry = self._mailboxes.get(next_node_id)
         if entry is None:

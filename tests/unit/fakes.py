@@ -79,6 +79,10 @@ class FakeNode:
     def channel_peer(self, scid):
         return None
 
+    def has_channel_with(self, node_id: bytes) -> bool:
+        return any(c.get("peer_id") == node_id.hex() and c.get("state") == "CHANNELD_NORMAL"
+                   for c in self.rpc.peer_channels)
+
     def connected_channel_peers(self):
         return [bytes.fromhex(c["peer_id"]) for c in self.rpc.peer_channels
                 if c.get("peer_connected") and c.get("state") == "CHANNELD_NORMAL" and self.is_connected(bytes.fromhex(c["peer_id"]))]

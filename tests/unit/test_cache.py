@@ -144,6 +144,29 @@ def test_resize_never_drops_payable_offers():
     assert [s.index for s in c.resize(c.new_cache(3), 1)] == [0]
 
 
+def test_resize_down_then_up_keeps_indices_unique_and_the_used_offer():
+    """setconfig asyncreceive-slots 4 -> 2 -> 4 with slot 2 empty and slot 3 used (handed out): slot 3 is
+    kept through the shrink, and the grow adds slot 2 back, not a second slot 3 (the review's case)."""
+    cache = (c.Slot(0, c.READY, offer(0)), c.Slot(1, c.READY, offer(1)), c.Slot(2), c.Slot(3, c.USED, offer(3)))
+    small = c.resize(cache, 2)
+    assert [s.index for s in small] == [0, 1, 3]
+    big = c.resize(small, 4)
+    assert [s.index for s in big] == [0, 1, 2, 3]
+    assert next(s for s in big if s.index == 3) == cache[3]
+
+
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=6), st.lists(st.sampled_from([c.EMPTY, c.READY, c.USED]),
+                                                                     min_size=8, max_size=8))
+def test_resize_property_indices_unique_and_payable_kept(sizes, statuses):
+    cache = tuple(c.Slot(i, st_, None if st_ == c.EMPTY else offer(i)) for i, st_ in enumerate(statuses))
+    for n in sizes:
+        new = c.resize(cache, n)
+        idx = [s.index for s in new]
+        assert len(idx) == len(set(idx)) and set(range(n)) <= set(idx)
+        assert all(s in new for s in cache if s.payable)
+        cache = new
+
+
 events = st.lists(st.tuples(st.sampled_from(["tick", "paths", "built", "persisted", "get", "chan"]),
                             st.integers(0, 4), st.integers(0, 3 * 3600)), max_size=40)
 

@@ -64,3 +64,11 @@ def test_a_test_marked_ci_may_skip_is_listed_but_does_not_fail_ci(pytester, monk
     result = _run(pytester, monkeypatch, "true", files)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*skipped, allowed on CI: tests/integration/test_c.py::test_tool*"])
+
+
+def test_a_module_skipped_at_collection_fails_ci(pytester, monkeypatch):
+    files = {"tests/interop/test_d.py": "import pytest\npytest.importorskip('no_such_module_here')\n"
+                                        "def test_x():\n    pass\n"}
+    result = _run(pytester, monkeypatch, "true", files)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*CI: 1 REAL-NODE TEST(S) SKIPPED*"])

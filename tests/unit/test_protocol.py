@@ -471,3 +471,41 @@ def test_addclient_says_what_it_did_and_listinvoices_refuses_an_unknown_client()
     with pytest.raises(ServerError, match="unknown client nobody"):
         w.server.remove_client(b"nobody")
     assert w.server.invoices_page(b"phone")["invoices"] == []     # enrolled, nothing stored yet
+
+
+def test_the_recipient_replies_through_its_server_when_it_has_a_channel_with_it_even_before_it_reconnects():
+    """At start the first connect may be another channel peer: the reply path still starts at our server
+    (a channel peer that lightningd reconnects), not at whichever peer connected first."""
+    w = World(slots=1)
+    w.enrol()
+    hub, _ = w.net.add("hub")
+    w.rnode.rpc.peer_channels = [{"peer_id": hub.node_id.hex(), "peer_connected": True, "state": "CHANNELD_NORMAL"},
+                                 {"peer_id": w.snode.node_id.hex(), "peer_connected": False,
+                                  "state": "CHANNELD_NORMAL"}]
+    server_path = w.recipient.server_paths[0]
+    w.snode.online = False                                          # not connected (yet)
+    assert w.rt.reply_via(server_path, prefer_connected_intro=True) == [w.snode.node_id]
+    assert w.rt.reply_via(server_path) == [hub.node_id]             # the payer's choice: a connected peer
+    w.rnode.rpc.peer_channels = w.rnode.rpc.peer_channels[:1]    # no channel with the server either
+    assert w.rt.reply_via(server_path, prefer_connected_intro=True) == [hub.node_id]
+
+
+def test_turning_the_mailbox_on_at_run_time_holds_messages():
+    """A server started with asyncserver-max-held=0 and switched on with setconfig holds (the handler is
+    always wired; it checks the live config)."""
+    import dataclasses
+    from asyncreceive.payments.service import PaymentsService
+    from asyncreceive.crypto.context import Kind
+    w = World(slots=1, config=ServerConfig(max_held=0))     # the service is built with holding off
+    w.server.config = dataclasses.replace(w.server.config, max_held=64)    # setconfig asyncserver-max-held 64
+    w.payments = PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now)
+    w.pnode, w.pt = w.net.add("payer")
+    w.released = []
+    w.pt.on_kind(Kind.PAYER_REPLY, w.released.append)
+    w.server.load()
+    w.enrol()
+    w.recipient.tick(start=True)                           # offers now come with the server's mailbox
+    inv = stored_invoice(w, 0)
+    w.rnode.online = False
+    send_held_htlc_available(w, inv, inv.message_paths[:1])
+    assert w.server.held_count() == 1

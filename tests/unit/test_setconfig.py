@@ -69,6 +69,8 @@ def test_setconfig_reaches_each_running_service(plugin_module):
     ("asyncreceive-tick-seconds", "-5", "asyncreceive-tick-seconds must be positive, not -5"),
     ("asyncserver-max-held", "-1", "asyncserver-max-held must be zero or more, not -1"),
     ("asyncserver-max-clients", "many", "asyncserver-max-clients must be an integer, not 'many'"),
+    ("asyncreceive-tick-seconds", str(10 ** 10), "asyncreceive-tick-seconds must be at most 86400"),
+    ("asyncreceive-slots", "5000", "asyncreceive-slots must be at most 1000"),
 ])
 def test_a_bad_value_is_refused_with_the_reason_and_changes_nothing(plugin_module, name, value, reason):
     state = wire(plugin_module, World())

@@ -105,3 +105,17 @@ def test_tick_now_ticks_at_once_instead_of_waiting_out_the_interval():
         assert len(ticks) == 2
     finally:
         w.stop()
+
+
+def test_a_huge_tick_interval_does_not_kill_the_worker():
+    """Condition.wait raises OverflowError above threading.TIMEOUT_MAX: the wait is clamped."""
+    done = []
+    w = Worker(lambda msg, level="info": None, tick=lambda: None, tick_seconds=10 ** 10)
+    w.start()
+    time.sleep(0.05)
+    w.submit(lambda: done.append(1))
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.005)
+    w.stop()
+    assert done == [1]

@@ -1,0 +1,78 @@
+"""OperatorPlugin: a command's error is one line without a traceback, and nothing a command does can
+leave a request unanswered or crash the plugin."""
+
+import io
+import json
+
+from pyln.client import RpcException
+from pyln.client.plugin import Request
+
+from asyncreceive.node.rpc_plugin import INVALID_PARAMS, OperatorPlugin
+
+
+class Out(io.TextIOWrapper):
+    def __init__(self):
+        super().__init__(io.BytesIO(), encoding="utf-8")
+
+
+def call(plugin, method, params):
+    out = Out()
+    plugin.stdout = out
+    plugin._dispatch_request(Request(plugin, "1", method, params))
+    raw = out.buffer.getvalue().decode().strip()
+    assert raw.count("\n\n") == 0, raw          # exactly one answer
+    return json.loads(raw)
+
+
+def make():
+    p = OperatorPlugin(stdout=Out(), stdin=io.StringIO(""))
+    logs = []
+    p.log = lambda msg, level="info": logs.append((level, msg))
+
+    @p.method("ok")
+    def ok(plugin, x):
+        return {"x": x}
+
+    @p.method("refuse")
+    def refuse(plugin):
+        raise RpcException("no async offer is ready yet")
+
+    @p.method("buggy")
+    def buggy(plugin):
+        return {}["missing"]
+
+    @p.method("unencodable")
+    def unencodable(plugin):
+        return {"raw": b"\x00"}
+
+    return p, logs
+
+
+def test_results_and_refusals_are_one_line_without_traceback():
+    p, logs = make()
+    assert call(p, "ok", {"x": 1})["result"] == {"x": 1}
+    err = call(p, "refuse", {})["error"]
+    assert err == {"code": -32600, "message": "no async offer is ready yet"}
+    assert all(level == "debug" for level, _ in logs)
+
+
+def test_bad_parameters_say_so():
+    p, _ = make()
+    err = call(p, "ok", {})["error"]
+    assert err["code"] == INVALID_PARAMS and err["message"].startswith("bad parameters: ") and "traceback" not in err
+    err = call(p, "ok", {"x": 1, "y": 2})["error"]
+    assert err["code"] == INVALID_PARAMS
+
+
+def test_a_bug_is_an_internal_error_logged_at_broken_with_the_traceback_at_debug():
+    p, logs = make()
+    err = call(p, "buggy", {})["error"]
+    assert err["message"] == "internal error: KeyError: 'missing'" and "traceback" not in err
+    assert ("broken", "buggy: internal error: KeyError: 'missing'") in logs
+    assert any(level == "debug" and "Traceback" in msg for level, msg in logs)
+
+
+def test_a_result_json_cannot_carry_is_answered_as_a_bug_not_a_crash():
+    p, logs = make()
+    err = call(p, "unencodable", {})["error"]
+    assert err["message"].startswith("internal error: TypeError")
