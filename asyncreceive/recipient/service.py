@@ -394,7 +394,8 @@ class RecipientService:
                 return self._ignore("stale_persisted", f"static_invoice_persisted for {offer_id.hex()[:16]}")
             self._commit(new)
             self.persisted_changed.notify_all()
-        self._log(f"offer {offer_id.hex()[:16]} ready: server persisted its static invoice", "info")
+            status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
+        self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
         """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
@@ -545,6 +546,8 @@ class RecipientService:
         it stored the invoice (up to ``timeout`` seconds; waits without holding the lock, so the worker
         handles the reply meanwhile).  The slot is the offer's from then on (see :mod:`.cache`)."""
         why = check_offer_fields(amount_msat, description, issuer)
+        if amount_msat is None and description is None and issuer is None:
+            why = "nothing to put in the offer: give amount_msat, description or issuer"
         if why is not None:
             raise RecipientError(why)
         with self.lock:
