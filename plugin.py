@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import os
 import sys
+import threading
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
@@ -450,14 +451,32 @@ def listoffers(plugin, status=None):
         raise RpcException(str(e))
 
 
-@plugin.method("asyncreceive-getoffer")
-def getoffer(plugin):
+@plugin.async_method("asyncreceive-getoffer")
+def getoffer(plugin, request, amount_msat=None, description=None, issuer=None, timeout=30):
     """Get an async offer to give to a payer: the newest ready one (now marked used), else the used one that
-    expires last."""
-    try:
-        return _recipient().get_offer()
-    except RecipientError as e:
-        raise RpcException(str(e))
+    expires last.  With {amount_msat}, {description} (needed with an amount) or {issuer}: a new offer with
+    them, made on a ready slot's paths, returned once the server confirms it stored its static invoice
+    (waiting up to {timeout} seconds, default 30)."""
+    def answer(get):
+        try:
+            request.set_result(get())
+        except (RecipientError, RpcException) as e:  # an operator's business: one line, as for other commands
+            e = e if isinstance(e, RpcException) else RpcException(str(e))
+            plugin._fail(request, e.code, e.message, "debug")
+        except Exception as e:
+            plugin._bug(request, e)
+
+    if amount_msat is None and description is None and issuer is None:
+        return answer(lambda: _recipient().get_offer())
+    # background: the server's reply comes through a hook, which this thread must not hold up
+    wait = functools.partial(_recipient_waiting_offer, amount_msat, description, issuer, timeout)
+    threading.Thread(target=answer, args=(wait,), name="getoffer", daemon=True).start()
+
+
+def _recipient_waiting_offer(amount_msat, description, issuer, timeout) -> dict:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+        raise RpcException("timeout: seconds, more than 0 and at most 600")
+    return _recipient().make_offer(amount_msat, description, issuer, float(timeout))
 
 
 @plugin.method("asyncreceive-refresh")

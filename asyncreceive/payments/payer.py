@@ -24,13 +24,15 @@ from .receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA
                       OUTGOING_CLTV, TOTAL_AMOUNT)
 
 
-def build_invoice_request(offer: Offer, amount_msat: int, payer_key: bytes, chain: Optional[bytes] = None,
+def build_invoice_request(offer: Offer, amount_msat: Optional[int], payer_key: bytes, chain: Optional[bytes] = None,
                           payer_note: Optional[str] = None, metadata: Optional[bytes] = None) -> InvoiceRequest:
-    """A signed invoice_request for ``offer``: its records copied, then metadata, chain, amount, payer id."""
+    """A signed invoice_request for ``offer``: its records copied, then metadata, chain, amount (None: left
+    out, as BOLT 12 allows for an offer with an amount), payer id."""
     recs = [(0, metadata or os.urandom(16))] + list(offer.stream.records)
     if chain is not None:
         recs.append((80, chain))
-    recs.append((82, tu64(amount_msat)))
+    if amount_msat is not None:
+        recs.append((82, tu64(amount_msat)))
     recs.append((88, PrivateKey(payer_key).public_key.format()))
     if payer_note is not None:
         recs.append((89, payer_note.encode()))

@@ -7,7 +7,8 @@ one we put in a static invoice; only then do we decide, and we claim only after 
 - the sender's preimage (TLV 5482373484) hashes to the HTLC's payment_hash;
 - an invoice_request (TLV 77777 as LDK sends it, or 1 as in the draft) that parses, is signed by its
   payer, and is for *this* offer (offer records equal byte for byte);
-- the amount reaches the invoice_request's amount (MPP: the parts' sum reaches the total);
+- the amount reaches the invoice_request's amount, or the offer's when it has none, and the invoice_request
+  asks no less than the offer's amount (MPP: the parts' sum reaches the total);
 - the offer has not expired, nor the static invoice (``HTLC_GRACE`` allowed);
 - the HTLC's cltv is at least ``height + final_cltv`` and what the onion asked for, and within the
   path's ``max_cltv_expiry``.
@@ -128,6 +129,8 @@ def check_htlc(records: Dict[int, bytes], path_data: EncryptedData, offer: Offer
     want = invreq.invreq_amount if invreq.invreq_amount is not None else offer.amount
     if want is None:
         return Verdict("fail", "invoice_request has no amount")
+    if offer.amount is not None and want < offer.amount:  # BOLT 12: a payer may pay more, never less
+        return Verdict("fail", f"invoice_request amount {want} msat below the offer's amount {offer.amount}")
     v = check_terms(records, path_data, want, invoice_expires_at, amount_msat, cltv_expiry, height, final_cltv, now,
                     "invoice_request")
     if v.action != "claim":

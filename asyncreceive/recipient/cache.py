@@ -4,6 +4,8 @@ Lifecycle of a slot (bLIP-66, with LDK's constants)::
 
     empty --(request sent)--> requested --(offer_paths accepted, offer + invoice built)--> pending
     pending --(static_invoice_persisted)--> ready --(handed out by getoffer)--> used
+    ready --(getoffer with an amount, description or issuer: a *dedicated* offer on its paths)--> pending
+    pending, dedicated --(static_invoice_persisted)--> used
     any state with an offer --(offer expired)--> empty
 
 - *requested* carries the number of attempts and when to try again: exponential backoff from
@@ -14,6 +16,9 @@ Lifecycle of a slot (bLIP-66, with LDK's constants)::
   payable one, and a replacement keeps serving the old offer until the new one is built.
 - *used* offers were handed to a payer: they are kept until they expire, and their invoice is re-sent
   once it is older than ``INVOICE_REFRESH`` (so its payment paths stay fresh).
+- *dedicated* offers carry an amount, description or issuer: the server keeps one static invoice per
+  slot, so such an offer takes a ready slot (its unused amount-less offer is dropped) and keeps it; it
+  is never handed out by a plain getoffer.
 
 Everything here is pure: ``(cache, event, now) -> (cache, actions)``.  The shell persists the new
 cache *before* it carries out the actions (sending a message, building an invoice).
@@ -46,6 +51,14 @@ class Offer:
     invoice_expires_at: Optional[int] = None
     key_nonce: bytes = b""          # derives this offer's signing key (offer_issuer_id)
     mailbox_node: bytes = b""       # the server holds messages for our phantom (its node id), or b""
+    amount_msat: Optional[int] = None   # offer_amount of a dedicated offer
+    description: Optional[str] = None   # offer_description of a dedicated offer
+    issuer: Optional[str] = None        # offer_issuer of a dedicated offer
+
+    @property
+    def dedicated(self) -> bool:
+        """Made by getoffer for one use (amount, description or issuer): never handed out again."""
+        return self.amount_msat is not None or self.description is not None or self.issuer is not None
 
 
 @dataclass(frozen=True)
@@ -88,10 +101,10 @@ def new_cache(n: int) -> Tuple[Slot, ...]:
 
 def resize(cache: Tuple[Slot, ...], n: int) -> Tuple[Slot, ...]:
     """Slots ``0 .. n-1``: missing ones are added empty; slots at or above ``n`` stay only while they hold a
-    payable offer (an offer handed out keeps working until it expires). Indices stay unique: after a
-    shrink that kept slot 3 and dropped slot 2, a grow adds 2 back, never a second 3."""
+    payable or dedicated offer (an offer handed out keeps working until it expires). Indices stay unique:
+    after a shrink that kept slot 3 and dropped slot 2, a grow adds 2 back, never a second 3."""
     have = {s.index for s in cache}
-    keep = [s for s in cache if s.index < n or s.payable]
+    keep = [s for s in cache if s.index < n or s.payable or (s.offer is not None and s.offer.dedicated)]
     keep += [Slot(i) for i in range(n) if i not in have]
     return tuple(sorted(keep, key=lambda s: s.index))
 
@@ -194,6 +207,15 @@ def offer_built(cache, index: int, offer: Offer):
     return cache, [SendInvoice(index)]
 
 
+def invoice_time(slot: Slot, now: int) -> int:
+    """created_at of the invoice to serve for ``slot`` now.  The server keeps the newer of two invoices
+    for a slot, so a dedicated offer's first invoice must be newer than the one it replaces (which may
+    have been made in this same second)."""
+    if slot.status == PENDING and slot.offer.dedicated:
+        return max(now, slot.offer.invoice_created_at + 1)
+    return now
+
+
 def invoice_sent(cache, index: int, invoice_created_at: int, invoice_expires_at: Optional[int]):
     """Record the invoice we are about to serve for a *pending* offer (ready/used keep their acked time)."""
     s = cache[_pos(cache, index)]
@@ -204,7 +226,8 @@ def invoice_sent(cache, index: int, invoice_created_at: int, invoice_expires_at:
 
 
 def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_at: Optional[int] = None):
-    """``static_invoice_persisted`` for (offer_id, invoice created_at): pending -> ready.
+    """``static_invoice_persisted`` for (offer_id, invoice created_at): pending -> ready (a dedicated
+    offer -> used).
 
     Duplicates and late acks are harmless: ready/used offers only move their invoice time forward.
     Returns (cache, changed).
@@ -216,7 +239,8 @@ def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_a
         if s.status == PENDING:
             o = replace(o, invoice_created_at=invoice_created_at,
                         invoice_expires_at=invoice_expires_at or o.invoice_expires_at)
-            return _set(cache, replace(s, status=READY, offer=o, attempts=0, next_request_at=None)), True
+            status = USED if o.dedicated else READY
+            return _set(cache, replace(s, status=status, offer=o, attempts=0, next_request_at=None)), True
         if invoice_created_at > o.invoice_created_at:
             o = replace(o, invoice_created_at=invoice_created_at,
                         invoice_expires_at=invoice_expires_at or o.invoice_expires_at)
@@ -225,18 +249,25 @@ def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_a
     return cache, False
 
 
+def newest_ready(cache) -> Optional[Slot]:
+    """The ready slot getoffer takes: the newest (a dedicated offer is built on its paths, then
+    :func:`offer_built` makes it pending)."""
+    ready = [s for s in cache if s.status == READY]
+    return max(ready, key=lambda s: (s.offer.created_at, s.index)) if ready else None
+
+
 def get_offer(cache, now: int):
-    """Hand out an offer: the newest ready one (now used), else the used one expiring last.
+    """Hand out an offer: the newest ready one (now used), else the used one expiring last (never a
+    dedicated one).
 
     Returns (cache, slot or None).
     """
     cache = prune(cache, now)
-    ready = [s for s in cache if s.status == READY]
-    if ready:
-        s = max(ready, key=lambda s: (s.offer.created_at, s.index))
+    s = newest_ready(cache)
+    if s is not None:
         s = replace(s, status=USED, attempts=0, next_request_at=None)
         return _set(cache, s), s
-    used = [s for s in cache if s.status == USED]
+    used = [s for s in cache if s.status == USED and not s.offer.dedicated]
     if used:
         far = 2 ** 64
         return cache, max(used, key=lambda s: (s.offer.expires_at or far, s.offer.created_at))

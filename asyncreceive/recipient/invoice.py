@@ -1,7 +1,8 @@
 """Build the recipient's async offer and its static invoice (pure: every input is a parameter).
 
 - Offer: the server's paths as received, our per-offer ``offer_issuer_id``, ``offer_absolute_expiry``
-  = the paths' expiry, ``offer_chains`` off mainnet.  No amount or description (as LDK).
+  = the paths' expiry, ``offer_chains`` off mainnet.  No amount or description (as LDK), except in a
+  dedicated offer (getoffer with ``amount_msat``, ``description``, ``issuer``: see :func:`check_offer_fields`).
 - Static invoice: blinded payment paths ``[channel peer -> us]`` (fees and cltv from the peer's channel
   update, as ``listincoming`` reports them), or ``[us]`` with no channels; held_htlc_available message
   paths (TLV 236); expiry with the offer; basic_mpp optional; signed with the offer's key.
@@ -15,10 +16,15 @@ from typing import List, Optional, Sequence
 from coincurve import PrivateKey
 
 from ..crypto.blinding import EncryptedData, PaymentConstraints, PaymentRelay, build_blinded_path
-from ..wire.bolt12 import BASIC_MPP_OPTIONAL, Offer, StaticInvoice
+from ..wire.bolt12 import BASIC_MPP_OPTIONAL, OFFER_ISSUER, Offer, StaticInvoice
 from ..wire.paths import BlindedPath, BlindedPayInfo
 
 MAX_U32 = 2 ** 32 - 1
+#: bounds of a dedicated offer's fields: no more msat than bitcoin has; text short enough that the offer
+#: stays a usable QR code and its static invoice fits the server's limit with room for the paths
+MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
+MAX_DESCRIPTION_BYTES = 640
+MAX_ISSUER_BYTES = 128
 
 #: BOLT 12 chain hashes (genesis block hash, internal byte order) by lightningd network name
 CHAINS = {
@@ -43,10 +49,41 @@ def offer_signing_key(base_secret: bytes, nonce: bytes) -> bytes:
 
 
 def build_offer(signing_key: bytes, paths: Sequence[BlindedPath], paths_expiry: Optional[int],
-                network: str) -> Offer:
+                network: str, amount_msat: Optional[int] = None, description: Optional[str] = None,
+                issuer: Optional[str] = None) -> Offer:
     chain = CHAINS.get(network)
     return Offer.build(PrivateKey(signing_key).public_key.format(), list(paths), absolute_expiry=paths_expiry,
-                       chains=[chain] if chain else None)
+                       chains=[chain] if chain else None, description=description, amount=amount_msat,
+                       extra_records=[(OFFER_ISSUER, issuer.encode())] if issuer is not None else ())
+
+
+def _text_problem(name: str, value, max_bytes: int) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return f"{name}: a non-empty string"
+    try:
+        n = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"{name}: not valid UTF-8"
+    if n > max_bytes:
+        return f"{name}: {n} bytes, at most {max_bytes}"
+    return None
+
+
+def check_offer_fields(amount_msat, description, issuer) -> Optional[str]:
+    """Why a dedicated offer's fields are refused (one line for the operator), or None.  Each may be
+    None (absent); BOLT 12 wants a description with an amount."""
+    if amount_msat is not None:
+        if isinstance(amount_msat, bool) or not isinstance(amount_msat, int) \
+                or not 1 <= amount_msat <= MAX_AMOUNT_MSAT:
+            return f"amount_msat: an integer from 1 to {MAX_AMOUNT_MSAT}"
+        if description is None:
+            return "description: needed with amount_msat (BOLT 12: an offer with an amount has a description)"
+    for name, value, most in (("description", description, MAX_DESCRIPTION_BYTES),
+                              ("issuer", issuer, MAX_ISSUER_BYTES)):
+        why = value is not None and _text_problem(name, value, most)
+        if why:
+            return why
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import hashlib
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.context import ContextError, Kind, PathContext
@@ -31,8 +32,8 @@ from . import cache as c
 from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
                        INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
                        fallbacks_to_delete)
-from .invoice import (IncomingChannel, build_offer, build_static_invoice, offer_signing_key, payment_paths,
-                      relative_expiry, scid_int)
+from .invoice import (IncomingChannel, build_offer, build_static_invoice, check_offer_fields, offer_signing_key,
+                      payment_paths, relative_expiry, scid_int)
 from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
                     encode_fallback, encode_slot, fallback_key, open_preimage, record_key, seal_preimage, slot_key)
 
@@ -74,6 +75,8 @@ class RecipientService:
         self.final_cltv = final_cltv
         self._clock = clock
         self.lock = threading.RLock()
+        #: notified when a static_invoice_persisted changed a slot (getoffer of a dedicated offer waits)
+        self.persisted_changed = threading.Condition(self.lock)
         self.cache = c.new_cache(slots)
         self._gens: Dict[int, int] = {}
         self.server_paths: List[BlindedPath] = []
@@ -333,11 +336,11 @@ class RecipientService:
                                     self._message_paths(held_ctx, channels, offer_rec.mailbox_node))
 
     def _send_invoice(self, slot: int) -> None:
-        now = self.now()
         with self.lock:
             s = next((x for x in self.cache if x.index == slot), None)
             if s is None or s.offer is None:
                 return
+            now = c.invoice_time(s, self.now())
             inv = self.build_invoice(s.offer, now)
             self._commit(c.invoice_sent(self.cache, slot, now, inv.expires_at))
             offer_rec = s.offer
@@ -390,7 +393,9 @@ class RecipientService:
             if not changed:
                 return self._ignore("stale_persisted", f"static_invoice_persisted for {offer_id.hex()[:16]}")
             self._commit(new)
-        self._log(f"offer {offer_id.hex()[:16]} ready: server persisted its static invoice", "info")
+            self.persisted_changed.notify_all()
+            status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
+        self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
         """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
@@ -423,7 +428,11 @@ class RecipientService:
                   f"(amount {invreq.invreq_amount}, reply path {'yes' if msg.reply_path else 'no'})", "info")
         with self.lock:
             s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
-        amount = invreq.invreq_amount
+        # BOLT 12: with an offer_amount the payer may leave the amount out, else must not ask less
+        amount = invreq.invreq_amount if invreq.invreq_amount is not None else invreq.amount
+        if invreq.amount is not None and amount is not None and amount < invreq.amount:
+            return self._ignore("below_offer_amount", f"forwarded invoice_request for {amount} msat, "
+                                f"below the offer's {invreq.amount}")
         if s is None or msg.reply_path is None or not amount:
             return self._ignore("no_fallback", "forwarded invoice_request we cannot answer")
         now = self.now()
@@ -497,9 +506,13 @@ class RecipientService:
     # ---- RPC ------------------------------------------------------------------------------------------
     def offer_json(self, s: c.Slot) -> dict:
         o = s.offer
-        return {"slot": s.index, "status": s.status, "offer": Offer.decode(o.offer).to_string(),
-                "offer_id": o.offer_id.hex(), "created_at": o.created_at, "offer_expires_at": o.expires_at,
-                "invoice_created_at": o.invoice_created_at, "invoice_expires_at": o.invoice_expires_at}
+        out = {"slot": s.index, "status": s.status, "offer": Offer.decode(o.offer).to_string(),
+               "offer_id": o.offer_id.hex(), "created_at": o.created_at, "offer_expires_at": o.expires_at,
+               "invoice_created_at": o.invoice_created_at, "invoice_expires_at": o.invoice_expires_at}
+        for k in ("amount_msat", "description", "issuer"):
+            if getattr(o, k) is not None:
+                out[k] = getattr(o, k)
+        return out
 
     def list_offers(self, status: Optional[str] = None) -> List[dict]:
         if status is not None and status not in (c.PENDING, c.READY, c.USED):
@@ -511,17 +524,62 @@ class RecipientService:
     def get_offer(self) -> dict:
         with self.lock:
             new, s = c.get_offer(self.cache, self.now())
-            if s is None and not self.server_paths:
-                raise RecipientError("no static invoice server is set: enrol at a server (asyncserver-addclient "
-                                     "there) and give its paths to asyncreceive-setserver")
             if s is None:
-                n = c.counts(self.cache)
-                waiting = n[c.EMPTY] + n[c.REQUESTED] + n[c.PENDING]
-                raise RecipientError(f"no async offer is ready yet ({waiting} of {len(self.cache)} slots waiting "
-                                     "for the server); asyncreceive-status shows progress and the last error")
+                self._none_ready()
             self._commit(new)  # persisted as used before it is handed out
             s = next(x for x in self.cache if x.index == s.index)
             return self.offer_json(s)
+
+    def _none_ready(self) -> None:
+        if not self.server_paths:
+            raise RecipientError("no static invoice server is set: enrol at a server (asyncserver-addclient "
+                                 "there) and give its paths to asyncreceive-setserver")
+        n = c.counts(self.cache)
+        waiting = n[c.EMPTY] + n[c.REQUESTED] + n[c.PENDING]
+        raise RecipientError(f"no async offer is ready yet ({waiting} of {len(self.cache)} slots waiting "
+                             "for the server); asyncreceive-status shows progress and the last error")
+
+    def make_offer(self, amount_msat: Optional[int], description: Optional[str], issuer: Optional[str],
+                   timeout: float) -> dict:
+        """getoffer with an amount, description or issuer: a dedicated offer on the newest ready slot's
+        offer paths (a new per-offer key), its static invoice served, returned once the server confirms
+        it stored the invoice (up to ``timeout`` seconds; waits without holding the lock, so the worker
+        handles the reply meanwhile).  The slot is the offer's from then on (see :mod:`.cache`)."""
+        why = check_offer_fields(amount_msat, description, issuer)
+        if amount_msat is None and description is None and issuer is None:
+            why = "nothing to put in the offer: give amount_msat, description or issuer"
+        if why is not None:
+            raise RecipientError(why)
+        with self.lock:
+            now = self.now()
+            base = c.prune(self.cache, now)
+            s = c.newest_ready(base)
+            if s is None:
+                self._none_ready()
+            nonce = os.urandom(16)
+            old = Offer.decode(s.offer.offer)
+            offer = build_offer(offer_signing_key(self.offer_key_base, nonce), old.offer_paths, old.absolute_expiry,
+                                self.network, amount_msat, description, issuer)
+            rec = replace(s.offer, offer=offer.encode(), offer_id=offer.offer_id, created_at=now, key_nonce=nonce,
+                          amount_msat=amount_msat, description=description, issuer=issuer)
+            new, actions = c.offer_built(base, s.index, rec)
+            self._commit(new)  # persisted before its invoice goes out: a restart re-serves it
+        self._log(f"slot {s.index}: dedicated offer {offer.offer_id.hex()[:16]} built (amount {amount_msat}), "
+                  "serving its static invoice", "info")
+        self._run(actions)
+        with self.persisted_changed:
+            done = self.persisted_changed.wait_for(lambda: self._slot_status(s.index, offer.offer_id) == c.USED,
+                                                   timeout)
+            if not done:
+                raise RecipientError(
+                    f"the server did not confirm it stored the static invoice within {timeout:g}s: offer "
+                    f"{offer.offer_id.hex()} is built in slot {s.index} (pending) and its invoice is re-served on "
+                    "every tick; asyncreceive-listoffers shows it as used once the server confirms")
+            return self.offer_json(next(x for x in self.cache if x.index == s.index))
+
+    def _slot_status(self, index: int, offer_id: bytes) -> Optional[str]:
+        s = next((x for x in self.cache if x.index == index), None)
+        return s.status if s is not None and s.offer is not None and s.offer.offer_id == offer_id else None
 
     def status(self) -> dict:
         with self.lock:

@@ -125,11 +125,26 @@ def encode_slot(s: c.Slot) -> bytes:
             recs.append((22, tu64(o.invoice_expires_at)))
         if o.mailbox_node:
             recs.append((27, o.mailbox_node))  # odd: older versions ignore it
+        if o.amount_msat is not None:          # a dedicated offer's fields, odd as well
+            recs.append((29, tu64(o.amount_msat)))
+        if o.description is not None:
+            recs.append((31, o.description.encode()))
+        if o.issuer is not None:
+            recs.append((33, o.issuer.encode()))
     return encode_tlv(sorted(recs))
 
 
+def _text(r: dict, t: int, name: str) -> Optional[str]:
+    if t not in r:
+        return None
+    try:
+        return r[t].decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"slot_record.{name}", "not UTF-8")
+
+
 def decode_slot(data: bytes) -> c.Slot:
-    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 27).records)
+    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 33).records)
     for t in (0, 1, 2):
         if t not in r:
             raise DecodeError(f"slot_record[{t}]", "missing")
@@ -149,6 +164,7 @@ def decode_slot(data: bytes) -> c.Slot:
             if t not in r:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
         offer = c.Offer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
-                        tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""))
+                        tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""),
+                        tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
     return c.Slot(index, _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),
                   tu(6, "last_request_at"))

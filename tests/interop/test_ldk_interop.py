@@ -218,6 +218,18 @@ def test_ldk_pays_cln_recipient(node_factory, ldk_factory, bitcoind, public_peer
         print("recipient had to guess the compact introduction:", bool(guessed))
 
 
+def test_ldk_pays_cln_amount_offer(node_factory, ldk_factory, bitcoind):
+    """An offer with an amount and a description (asyncreceive-getoffer's dedicated offer): LDK's
+    send_using_amount with the offer's amount pays it; the recipient claims it against that offer."""
+    payer, server, recipient, _ = ldk_payer_setup(node_factory, ldk_factory, bitcoind, True)
+    wait_for(lambda: len(ready(recipient)) >= 1, timeout=120)
+    offer = recipient.rpc.call("asyncreceive-getoffer", {"amount_msat": 50_000, "description": "ldk's coffee"})
+    assert recipient.rpc.decode(offer["offer"])["offer_amount_msat"] == 50_000
+    t0 = time.time()
+    pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
+    check_ldk_paid(payer, recipient, pid, offer, t0)
+
+
 def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
     """Scenario 3 as specified: the CLN recipient is stopped when LDK pays, and started again later.
 
