@@ -12,7 +12,8 @@ command's error is one line:
 - anything else is a bug of ours: the reply says "internal error", the log says it at broken and the
   traceback goes to debug.
 
-Hooks, notifications and background methods keep pyln-client's own handling.
+Hooks and notifications keep pyln-client's own handling. A background command's errors raised before it
+returns (bad parameters, a refusal) are answered the same way; what it answers later is its own.
 """
 
 import inspect
@@ -44,13 +45,13 @@ def rpc_error_line(e: RpcError) -> str:
 class OperatorPlugin(Plugin):
     def _dispatch_request(self, request) -> None:
         method = self.methods.get(request.method)
-        if (method is None or method.mtype != MethodType.RPCMETHOD or method.background
-                or request.method in PYLN_OWN):
+        if method is None or method.mtype != MethodType.RPCMETHOD or request.method in PYLN_OWN:
             return super()._dispatch_request(request)
-        request.background = False
+        request.background = method.background   # a background command answers later, on its own
         try:
             result = self._exec_func(method.func, request)
-            json.dumps(result)   # a result JSON cannot carry is our bug: answer it as one (never crash)
+            if not method.background:
+                json.dumps(result)   # a result JSON cannot carry is our bug: answer it as one (never crash)
         except RpcException as e:
             return self._fail(request, e.code, e.message, "debug")
         except TypeError as e:
@@ -61,7 +62,8 @@ class OperatorPlugin(Plugin):
             return self._fail(request, FAILED, rpc_error_line(e), "unusual", traceback.format_exc())
         except Exception as e:
             return self._bug(request, e)
-        request.set_result(result)
+        if not method.background:
+            request.set_result(result)
 
     def _bug(self, request, e: Exception) -> None:
         self._fail(request, FAILED, f"internal error: {type(e).__name__}: {e}", "broken", traceback.format_exc())

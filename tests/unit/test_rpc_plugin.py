@@ -76,3 +76,18 @@ def test_a_result_json_cannot_carry_is_answered_as_a_bug_not_a_crash():
     p, logs = make()
     err = call(p, "unencodable", {})["error"]
     assert err["message"].startswith("internal error: TypeError")
+
+
+def test_a_background_command_refusing_or_given_bad_parameters_answers_in_one_line():
+    p, _ = make()
+
+    @p.async_method("later")
+    def later(plugin, request, x):
+        if x < 0:
+            raise RpcException("x: not negative")
+        request.set_result({"x": x})
+
+    assert call(p, "later", {"x": 1})["result"] == {"x": 1}
+    assert call(p, "later", {"x": -1})["error"] == {"code": -32600, "message": "x: not negative"}
+    err = call(p, "later", {"bogus": 1})["error"]
+    assert err["code"] == INVALID_PARAMS and err["message"].startswith("bad parameters: ")
