@@ -11,7 +11,7 @@
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from coincurve import PrivateKey
 
@@ -106,11 +106,11 @@ def scid_int(s: str) -> int:
 
 
 def payment_paths(our_id: bytes, channels: Sequence[IncomingChannel], path_id: bytes, height: int,
-                  relative_expiry: int, final_cltv: int, max_paths: int = 3, session_keys=None):
+                  relative_expiry: int, final_cltv: int, max_paths: int = 3, *,
+                  random_bytes: Callable[[int], bytes]):
     """Blinded payment paths to us and their payinfo.  ``max_cltv_expiry`` follows LDK:
-    ``height + max(relative_expiry / 540, 2016) + 3`` (enough blocks to outlive the invoice)."""
-    import os
-
+    ``height + max(relative_expiry / 540, 2016) + 3`` (enough blocks to outlive the invoice).
+    ``random_bytes(32)`` gives each path's session key (the caller's randomness: this stays pure)."""
     max_cltv = height + max(relative_expiry // 540, 2016) + 3
     out_paths: List[BlindedPath] = []
     infos: List[BlindedPayInfo] = []
@@ -122,12 +122,12 @@ def payment_paths(our_id: bytes, channels: Sequence[IncomingChannel], path_id: b
                                                        ch.fee_base_msat),
                             payment_constraints=PaymentConstraints(max_cltv + ch.cltv_expiry_delta,
                                                                    ch.htlc_minimum_msat))
-        out_paths.append(build_blinded_path(os.urandom(32), [(ch.peer_id, hop.encode()), (our_id, final.encode())]))
+        out_paths.append(build_blinded_path(random_bytes(32), [(ch.peer_id, hop.encode()), (our_id, final.encode())]))
         infos.append(BlindedPayInfo(ch.fee_base_msat, ch.fee_proportional_millionths,
                                     ch.cltv_expiry_delta + final_cltv, max(1, ch.htlc_minimum_msat),
                                     _htlc_max(ch)))
     if not out_paths:
-        out_paths.append(build_blinded_path(os.urandom(32), [(our_id, final.encode())]))
+        out_paths.append(build_blinded_path(random_bytes(32), [(our_id, final.encode())]))
         infos.append(BlindedPayInfo(0, 0, final_cltv, 1, 2 ** 63))
     return out_paths, infos
 

@@ -330,7 +330,7 @@ class RecipientService:
         pay_path_id = self.t.ctx_key.path_id(b"payment" + offer_rec.offer_id)
         channels = self._incoming()  # one listincoming serves both kinds of path
         pay_paths, infos = payment_paths(self.node.node_id, channels, pay_path_id,
-                                         self.node.block_height(), rel, self.final_cltv)
+                                         self.node.block_height(), rel, self.final_cltv, random_bytes=os.urandom)
         held_ctx = PathContext(Kind.HELD_HTLC, now + rel + HELD_HTLC_GRACE, {F_OFFER_ID: offer_rec.offer_id})
         return build_static_invoice(offer, key, now, pay_paths, infos,
                                     self._message_paths(held_ctx, channels, offer_rec.mailbox_node))
@@ -439,7 +439,8 @@ class RecipientService:
         preimage = os.urandom(32)
         payment_hash = hashlib.sha256(preimage).digest()
         paths, infos = payment_paths(self.node.node_id, self._incoming(), self.fallback_path_id(payment_hash),
-                                     self.node.block_height(), self.fallback_expiry, self.final_cltv)
+                                     self.node.block_height(), self.fallback_expiry, self.final_cltv,
+                                     random_bytes=os.urandom)
         invoice = build_invoice(invreq, offer_signing_key(self.offer_key_base, s.offer.key_nonce), payment_hash,
                                 amount, now, paths, infos, self.fallback_expiry)
         sealed = seal_preimage(self._preimage_key, payment_hash, preimage, os.urandom(NONCE_LEN))

@@ -19,7 +19,8 @@ def test_payment_path_through_peer_decrypts_to_relay_constraints_and_scid():
     peer_priv, peer = keys()
     us_priv, us = keys()
     ch = IncomingChannel(peer, scid_int("103x1x0"), 1000, 25, 6, 2, 0, 700_000_000)  # no other public channels
-    paths, infos = payment_paths(us, [ch], b"\x05" * 32, height=200, relative_expiry=86400 * 30, final_cltv=18)
+    paths, infos = payment_paths(us, [ch], b"\x05" * 32, height=200, relative_expiry=86400 * 30, final_cltv=18,
+                                 random_bytes=os.urandom)
     assert len(paths) == 1 and paths[0].first_node_id == peer
     hop0, next_key = decrypt_hop(peer_priv, paths[0].first_path_key, paths[0].hops[0].encrypted_recipient_data)
     assert hop0.short_channel_id == scid_int("103x1x0")
@@ -33,7 +34,8 @@ def test_payment_path_through_peer_decrypts_to_relay_constraints_and_scid():
 
 def test_no_channels_gives_a_direct_path():
     us_priv, us = keys()
-    paths, infos = payment_paths(us, [], b"\x01" * 32, height=10, relative_expiry=100, final_cltv=18)
+    paths, infos = payment_paths(us, [], b"\x01" * 32, height=10, relative_expiry=100, final_cltv=18,
+                                 random_bytes=os.urandom)
     assert paths[0].first_node_id == us and len(paths[0].hops) == 1
     hop, _ = decrypt_hop(us_priv, paths[0].first_path_key, paths[0].hops[0].encrypted_recipient_data)
     assert hop.path_id == b"\x01" * 32
@@ -51,9 +53,22 @@ def test_offer_and_invoice_as_ldk_expects():
     assert build_offer(k1, [server_path], None, "bitcoin").chains == []
     assert Offer.decode(offer.encode()) == offer
     _, us = keys()
-    pays, infos = payment_paths(us, [], b"\x01" * 32, 10, 100, 18)
+    pays, infos = payment_paths(us, [], b"\x01" * 32, 10, 100, 18, random_bytes=os.urandom)
     inv = build_static_invoice(offer, k1, NOW, pays, infos, [server_path, server_path])
     d = StaticInvoice.decode(inv.encode())
     assert d.offer_records() == offer.stream and d.node_id == offer.issuer_id
     assert d.expires_at == NOW + 365 * 86400 and d.features == bytes.fromhex("020000")
     assert len(d.message_paths) == 2
+
+
+def test_payment_paths_are_pure_given_the_randomness():
+    """No randomness inside: the same keys in give the same paths out."""
+    us = PrivateKey().public_key.format()
+    ch = IncomingChannel(PrivateKey().public_key.format(), (200 << 40) | (1 << 16), 1000, 100, 40, 1, 10 ** 9)
+
+    def keys():
+        seq = iter([b"\x11" * 32, b"\x22" * 32])
+        return lambda n: next(seq)
+    a = payment_paths(us, [ch], b"\x05" * 32, 200, 86400, 18, random_bytes=keys())
+    b = payment_paths(us, [ch], b"\x05" * 32, 200, 86400, 18, random_bytes=keys())
+    assert a == b
