@@ -38,7 +38,7 @@ EMPTY, REQUESTED, PENDING, READY, USED = "empty", "requested", "pending", "ready
 
 
 @dataclass(frozen=True)
-class Offer:
+class CachedOffer:
     """A cached offer and what we need to keep its invoice fresh at the server."""
 
     offer: bytes                    # the offer's TLV stream
@@ -65,7 +65,7 @@ class Offer:
 class Slot:
     index: int
     status: str = EMPTY
-    offer: Optional[Offer] = None
+    offer: Optional["CachedOffer"] = None
     attempts: int = 0               # offer_paths_request rounds sent since the slot last got an offer
     next_request_at: Optional[int] = None
     last_request_at: Optional[int] = None
@@ -200,7 +200,7 @@ def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[in
     return None
 
 
-def offer_built(cache, index: int, offer: Offer):
+def offer_built(cache, index: int, offer: CachedOffer):
     """The shell accepted offer_paths and built ``offer`` and its first invoice: the slot goes pending."""
     s = cache[_pos(cache, index)]
     cache = _set(cache, Slot(s.index, PENDING, offer))

@@ -25,7 +25,7 @@ from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, InvoiceRequest, SIGNATURE, is_sig
 from ..wire.paths import BlindedPath, BlindedPayInfo, encode_paths, encode_payinfos
 from ..wire.tlv import TlvStream, encode_tlv, tu64
 
-INVOICE_RELATIVE_EXPIRY = 7200
+FALLBACK_INVOICE_LIFETIME = 7200
 #: an HTLC may reach us this long after the invoice it pays expired: the payer sent it in time, and
 #: each hop may take a while (a block's worth of minutes at most, in practice seconds)
 HTLC_GRACE = 600
@@ -107,7 +107,7 @@ def cap_note(note: Optional[str], limit: int = MAX_NOTE_BYTES) -> Optional[str]:
 
 def build_invoice(invreq: InvoiceRequest, signing_key: bytes, payment_hash: bytes, amount_msat: int,
                   created_at: int, paths: List[BlindedPath], payinfos: List[BlindedPayInfo],
-                  relative_expiry: int = INVOICE_RELATIVE_EXPIRY) -> bytes:
+                  relative_expiry: int = FALLBACK_INVOICE_LIFETIME) -> bytes:
     recs = [(t, v) for t, v in invreq.stream.records if not is_signature_type(t)]
     recs += [(160, encode_paths(paths)), (162, encode_payinfos(payinfos)), (164, tu64(created_at)),
              (166, tu64(relative_expiry)), (168, payment_hash), (170, tu64(amount_msat)),

@@ -30,14 +30,14 @@ from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
 from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
-                       INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
+                       FALLBACK_INVOICE_LIFETIME, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
                        fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, check_offer_fields, offer_signing_key,
                       payment_paths, relative_expiry, scid_int)
 from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
                     encode_fallback, encode_slot, fallback_key, open_preimage, record_key, seal_preimage, slot_key)
 
-F_SLOT = 4
+F_REPLY_SLOT = 4
 F_OFFER_ID = 4
 F_CREATED_AT = 6
 HELD_HTLC_GRACE = 2 * 3600
@@ -55,7 +55,7 @@ def _fallback_lifetime(network: str) -> Tuple[int, int]:
     dev = os.environ.get(DEV_FALLBACK_EXPIRY_ENV, "")
     if network == "regtest" and dev.isdigit() and int(dev) > 0:
         return int(dev), min(KEEP_AFTER_EXPIRY, int(dev))
-    return INVOICE_RELATIVE_EXPIRY, KEEP_AFTER_EXPIRY
+    return FALLBACK_INVOICE_LIFETIME, KEEP_AFTER_EXPIRY
 
 
 class RecipientError(Exception):
@@ -278,7 +278,7 @@ class RecipientService:
         Every copy would be answered, and CLN paces onion messages to 4/s per peer, so one copy per
         round fills the slots twice as fast as LDK's one copy per server path.
         """
-        ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME, {F_SLOT: u16(slot)})
+        ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME, {F_REPLY_SLOT: u16(slot)})
         body = m.OfferPathsRequest(slot).encode()
         for p in self.server_paths:
             try:
@@ -323,7 +323,7 @@ class RecipientService:
             paths.append(self.t.make_path(ctx))
         return paths
 
-    def build_invoice(self, offer_rec: c.Offer, now: int):
+    def build_invoice(self, offer_rec: c.CachedOffer, now: int):
         offer = Offer.decode(offer_rec.offer)
         key = offer_signing_key(self.offer_key_base, offer_rec.key_nonce)
         rel = relative_expiry(offer, now)
@@ -360,7 +360,7 @@ class RecipientService:
 
     def on_offer_paths(self, msg: Received) -> None:
         msg.expect(m.OFFER_PATHS, "an offer_paths reply path")
-        slot = decode_fixed(msg.context.get(F_SLOT) or b"", 2, "context.slot")
+        slot = decode_fixed(msg.context.get(F_REPLY_SLOT) or b"", 2, "context.slot")
         op = m.OfferPaths.decode(msg.body)
         now = self.now()
         paths_bytes = b"".join(p.encode() for p in op.paths)
@@ -371,7 +371,7 @@ class RecipientService:
             nonce = os.urandom(16)
             offer = build_offer(offer_signing_key(self.offer_key_base, nonce), op.paths, op.paths_absolute_expiry,
                                 self.network)
-            rec = c.Offer(offer.encode(), offer.offer_id, paths_bytes, offer.absolute_expiry, now,
+            rec = c.CachedOffer(offer.encode(), offer.offer_id, paths_bytes, offer.absolute_expiry, now,
                           msg.reply_path.encode(), now, None, nonce, op.mailbox_node_id or b"")
             new, actions = c.offer_built(self.cache, slot, rec)
             self._commit(new)

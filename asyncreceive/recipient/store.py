@@ -163,7 +163,7 @@ def decode_slot(data: bytes) -> c.Slot:
         for t in (10, 12, 16, 18, 20, 24):
             if t not in r:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
-        offer = c.Offer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
+        offer = c.CachedOffer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
                         tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""),
                         tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
     return c.Slot(index, _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),

@@ -36,7 +36,7 @@ def ready_world(slots=2):
 
 # ---- the policy -------------------------------------------------------------------------------------
 def _offer(**kw):
-    return c.Offer(b"o", os.urandom(32), os.urandom(8), NOW + 10 ** 6, NOW, b"r", NOW, **kw)
+    return c.CachedOffer(b"o", os.urandom(32), os.urandom(8), NOW + 10 ** 6, NOW, b"r", NOW, **kw)
 
 
 def test_a_dedicated_offer_is_used_once_persisted_and_never_handed_out_again():

@@ -11,7 +11,7 @@ YEAR = 365 * 24 * 3600
 
 
 def offer(i, created=NOW, paths=None, expires=NOW + YEAR, inv=NOW):
-    return c.Offer(offer=b"offer%d" % i, offer_id=bytes([i]) * 32, paths=paths or b"paths%d" % i,
+    return c.CachedOffer(offer=b"offer%d" % i, offer_id=bytes([i]) * 32, paths=paths or b"paths%d" % i,
                    expires_at=expires, created_at=created, server_reply_path=b"reply", invoice_created_at=inv)
 
 
@@ -191,7 +191,7 @@ def test_invariants_under_any_event_order(evs):
                 if replaced.payable:  # only an old ready offer, and never the last payable one
                     assert replaced.status == c.READY and len(payable_before) >= 2
                     payable_before.discard(replaced.offer.offer_id)
-                o = c.Offer(b"o", bytes([i, t % 256]) + t.to_bytes(8, "big") + bytes(22), p, t + YEAR, t,
+                o = c.CachedOffer(b"o", bytes([i, t % 256]) + t.to_bytes(8, "big") + bytes(22), p, t + YEAR, t,
                             b"r", t)
                 cache, _ = c.offer_built(cache, i, o)
         elif kind == "persisted":

@@ -147,7 +147,7 @@ def test_fallback_records_are_bounded_and_expire():
     assert len(w.invoices) == fb.MAX_PER_OFFER + 5
     assert len(fallback_records(w)) == fb.MAX_PER_OFFER      # old code: 105
     assert w.recipient.fallback_count() == fb.MAX_PER_OFFER
-    w.now += fb.INVOICE_RELATIVE_EXPIRY + fb.KEEP_AFTER_EXPIRY + 1
+    w.now += fb.FALLBACK_INVOICE_LIFETIME + fb.KEEP_AFTER_EXPIRY + 1
     w.recipient.tick()
     assert fallback_records(w) == {} and w.recipient.fallback_count() == 0
 
@@ -233,7 +233,7 @@ def test_fallback_route_checks_expiry_max_cltv_and_amount_to_forward():
     ph, path = issued_invoice(w)
     assert decide(w, *htlc_for(w, ph, path, amount=49_000, fwd=50_000, total=50_000)) == "fail"
     assert decide(w, *htlc_for(w, ph, path, cltv=w.rnode.height + 100_000)) == "fail"   # past max_cltv_expiry
-    w.now += fb.INVOICE_RELATIVE_EXPIRY + fb.HTLC_GRACE + 1
+    w.now += fb.FALLBACK_INVOICE_LIFETIME + fb.HTLC_GRACE + 1
     assert decide(w, *htlc_for(w, ph, path)) == "fail"
     assert w.payments.list_payments() == []
 
