@@ -223,7 +223,11 @@ class Lightningd:
 
     def has_channel_with(self, node_id: bytes) -> bool:
         """Whether we have a channel with ``node_id`` that is open or opening (connected or not)."""
-        return any(c.get("state") in OPEN_STATES for c in self.rpc.listpeerchannels(id=node_id.hex())["channels"])
+        try:
+            chans = self.rpc.listpeerchannels(peer_id=node_id.hex())["channels"]
+        except RpcError:     # lightningd's answer, not remote input: a refused call means "not known"
+            return False
+        return any(c.get("state") in OPEN_STATES for c in chans)
 
     def connected_channel_peers(self) -> List[bytes]:
         """Peers we have a normal channel with and are connected to, in lightningd's order, once each."""
