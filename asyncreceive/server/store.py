@@ -16,7 +16,7 @@ so that the operator's RPCs show totals and pages without listing everything.
 """
 
 import bisect
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import DecodeError
@@ -92,9 +92,6 @@ class InvoiceRecord:
         return InvoiceRecord(r[0], BlindedPath.decode(r[2], "invoice_record.forward_path"),
                              decode_tu(r[4], 8, "invoice_record.stored_at"),
                              decode_tu(r[6], 8, "invoice_record.times_served"), last)
-
-    def served(self, now: int) -> "InvoiceRecord":
-        return replace(self, times_served=self.times_served + 1, last_served_at=now)
 
 
 #: the kinds of record under PREFIX (the key's next element), as Tally counts them
