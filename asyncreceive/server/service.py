@@ -92,8 +92,12 @@ class ServerService:
         self._in_flight: Dict[bytes, Dict[Tuple[str, ...], float]] = {}
         self._delivering: Set[bytes] = set()
         self._deliver_again: Set[bytes] = set()
-        #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``)
+        #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``); while
+        #: ``load`` counts it, the writes made meanwhile wait in ``_journal``
         self.tally = Tally()
+        self._loaded = threading.Event()
+        self._loaded.set()
+        self._journal: Optional[List[Tuple[str, tuple]]] = None
         #: client -> its record as stored (None: damaged), once read; dropped on every write of it
         self._clients: Dict[bytes, Optional[ClientRecord]] = {}
         #: (client, slot) -> (times served, last served at) not yet written (``flush_served``)
@@ -113,6 +117,7 @@ class ServerService:
         now = self.now()
         expires_at = now + expiry if expiry else None
         key = client_key(client_id)
+        self._tally_ready()
         with self._lock:
             got = self.node.ds_get(key)
             old = self._decode_client(got[0], key) if got is not None else None
@@ -184,6 +189,7 @@ class ServerService:
         (lightningd's listdatastore has no paging: listing the clients' key returns every client), the
         whole list one listing."""
         first = (start.hex(),) if start is not None else ()
+        self._tally_ready()
         with self._lock:
             tails, nxt = self.tally.page("clients", first, limit)
         if limit is None:
@@ -241,6 +247,7 @@ class ServerService:
         """Stored invoices (of ``client_id`` only, if given) in (client id, slot) order, from ``start``
         (``"<client_id>/<slot>"``, as ``next_start`` gives it) on, at most ``limit`` of them.  Reads
         one listing per client on the page (a client's invoices are one key's children)."""
+        self._tally_ready()
         with self._lock:
             tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
                                          (client_id.hex(),) if client_id is not None else ())
@@ -264,6 +271,7 @@ class ServerService:
 
     def totals(self) -> dict:
         """What the server stores, from the tally (no listing)."""
+        self._tally_ready()
         with self._lock:
             c = dict(self.tally.count)
             return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
@@ -274,21 +282,21 @@ class ServerService:
         with self._lock:
             self._forget(key)
             gen = self.node.ds_put(key, value, generation)
-            self.tally.stored(key, len(value))
+            self._tally_op("stored", key, len(value))
         return gen
 
     def _set(self, key: List[str], value: bytes) -> int:
         with self._lock:
             self._forget(key)
             gen = self.node.ds_set(key, value)
-            self.tally.stored(key, len(value))
+            self._tally_op("stored", key, len(value))
         return gen
 
     def _delete(self, key: List[str]) -> None:
         with self._lock:
             self._forget(key)
             self.node.ds_delete(key)
-            self.tally.deleted(key)
+            self._tally_op("deleted", key)
 
     def _forget(self, key: List[str]) -> None:
         """A write of ``key`` is about to be made: drop what memory holds of it."""
@@ -441,29 +449,68 @@ class ServerService:
         n, last = self._served.get((cid, slot), (0, None))
         return rec.times_served + n, last if last is not None else rec.last_served_at
 
-    # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
-    def load(self) -> None:
-        """At startup: count what is stored (the tally), read the clients' mailbox registrations and
-        index the held messages.  One listing of everything (afterwards all is kept in step)."""
+    # ---- start-up, and the tally ------------------------------------------------------------------
+    def load(self, background: bool = False) -> None:
+        """At startup: read the clients' mailbox registrations and index the held messages, then count
+        what is stored (the tally: one listing per client, values not kept).  With ``background`` the
+        tally is counted on a thread of its own: requests are served meanwhile (they need no tally);
+        the operator's RPCs that show counts or pages wait for it (``_tally_ready``), and the writes
+        made meanwhile are replayed on it once it is complete."""
         n = len(PREFIX)
         tally, boxes = Tally(), {}
         held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
-        for key, val, _ in self.node.ds_list(PREFIX):
+        for key, val, _ in self.node.ds_list(PREFIX + ["mailbox"]) + self.node.ds_list(PREFIX + ["held"]):
             tally.stored(key, len(val))
-            kind = key[n] if len(key) > n else None
             try:
-                if kind == "mailbox":
+                if key[n] == "mailbox":
                     rec = mb.MailboxRecord.decode(val)
                     boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
-                elif kind == "held":
+                else:
                     held.setdefault(bytes.fromhex(key[-2]), {})[tuple(key)] = mb.received_at_of(key)
             except (DecodeError, ValueError) as e:
                 self._damaged(key, e)
         with self._lock:
-            self.tally = tally
             self._mailboxes = boxes
             self._box_of = {cid: rec for cid, rec in boxes.values()}
             self._held_keys = held
+            self._clients = {}
+            self._journal = []
+            self._loaded.clear()
+        if background:
+            threading.Thread(target=self._count, args=(tally,), name="asyncreceive-tally", daemon=True).start()
+        else:
+            self._count(tally)
+
+    def _count(self, tally: Tally) -> None:
+        """Count the clients and invoices into ``tally`` (which holds the rest), replay the writes made
+        meanwhile, and make it the tally."""
+        t0 = time.monotonic()
+        try:
+            for kind in ("clients", "invoices"):
+                for key, size in self.node.ds_sizes(PREFIX + [kind]):
+                    tally.stored(key, size)
+        except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
+            self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
+        with self._lock:
+            for op, args in self._journal:
+                getattr(tally, op)(*args)
+            self.tally, self._journal = tally, None
+            self._loaded.set()
+        self._log(f"static invoice server: {tally.count['clients']} clients, {tally.count['invoices']} invoices "
+                  f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s", "info")
+
+    def _tally_ready(self) -> None:
+        self._loaded.wait()
+
+    def _tally_op(self, op: str, *args) -> None:
+        """A write is reflected in the tally (under ``_lock``), or kept to be replayed on the one being
+        counted."""
+        if self._journal is not None:
+            self._journal.append((op, args))
+        else:
+            getattr(self.tally, op)(*args)
+
+    # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
 
     def _mailbox_of(self, cid: bytes) -> Optional[mb.MailboxRecord]:
         with self._lock:
@@ -524,9 +571,9 @@ class ServerService:
                 out.append(mb.Entry(key, None, 0, 0))
         with self._lock:
             for gone in set(self._held_keys.get(cid, {})) - set(sizes):
-                self.tally.deleted(list(gone))
+                self._tally_op("deleted", list(gone))
             for key, size in sizes.items():
-                self.tally.stored(list(key), size)
+                self._tally_op("stored", list(key), size)
             self._set_held(cid, {tuple(e.key): e.received_at for e in out})
         return out
 

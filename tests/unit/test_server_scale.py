@@ -86,3 +86,77 @@ def test_a_clients_record_is_read_once_and_forgotten_on_removal():
     w.server.add_client(b"phone")                 # a new enrolment: the old offer paths stay dead
     request(w, inv)
     assert len(answers(w)) == 3 and w.st.stats.dropped.get("old_enrolment") == 1
+
+
+def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are_kept():
+    """Start-up (load in the background): the clients and invoices are still being counted, yet an
+    invoice_request is answered; a serve and a removal made meanwhile are in the counts once ready;
+    the operator's totals wait for the count."""
+    import threading
+
+    from .test_server_paging import full_count
+    w = mailbox_world()
+    w.server.add_client(b"other")
+    inv = stored_invoice(w, 0)
+    gate, counting = threading.Event(), threading.Event()
+    real_sizes = w.snode.ds_sizes
+
+    def slow_sizes(prefix):
+        counting.set()
+        gate.wait(10)
+        return real_sizes(prefix)
+    w.snode.ds_sizes = slow_sizes
+    w.server.load(background=True)
+    assert counting.wait(5)
+    request(w, inv)
+    assert len(answers(w)) == 1                       # served while counting
+    w.server.remove_client(b"other")                  # writes meanwhile: replayed on the count
+    w.recipient.refresh()
+    totals = []
+    reader = threading.Thread(target=lambda: totals.append(w.server.totals()))
+    reader.start()
+    reader.join(0.2)
+    assert totals == []                               # the totals wait for the count
+    gate.set()
+    reader.join(5)
+    assert totals == [full_count(w.snode)] and totals[0]["clients"] == 1
+
+
+def test_log_lines_lightningd_would_drop_are_not_sent():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("asyncreceive_plugin", Path(__file__).parents[2] / "plugin.py")
+    p = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(p)
+    level = p._lightningd_log_level
+    assert level({"log-level": {"values_str": ["info"]}}) == 1
+    assert level({"log-level": {"value_str": "unusual"}}) == 2
+    assert level({"log-level": {"values_str": ["trace"]}}) == 0
+    assert level({"log-level": {"values_str": ["info", "debug:plugin-plugin.py"]}}) == 0   # a subsystem's
+    assert level({}) == 0 and level({"log-level": {"values_str": ["loud"]}}) == 0
+    sent = []
+    p.plugin.log = lambda msg, level: sent.append((level, msg))
+    p.state["log_level"] = 1
+    p.log("a debug line", "debug")
+    p.log("an info line")
+    p.log("unusual", "unusual")
+    assert sent == [("info", "an info line"), ("unusual", "unusual")]
+
+
+def test_a_path_starting_at_us_is_decrypted_once():
+    """The forward path of a client (first hop: the server) is used for every invoice_request: lightningd
+    decrypts that hop once, not per request."""
+    from asyncreceive.node import transport as tr
+    w = mailbox_world()
+    w.st.running.set()
+    inv = stored_invoice(w, 0)
+    calls = []
+    real = w.snode.decrypt_encrypted_data
+    w.snode.decrypt_encrypted_data = lambda enc, pk: (calls.append(enc), real(enc, pk))[1]
+    forward = InvoiceRecord.decode(w.snode.ds_get(invoice_key(b"phone", 0))[0]).forward_path
+    for _ in range(3):
+        request(w, inv)
+    assert len(answers(w)) == 3
+    assert forward.first_node_id == w.snode.node_id
+    assert calls.count(forward.hops[0].encrypted_recipient_data) == 1
+    assert len(w.st._our_hops) <= tr.OUR_HOPS_KEPT
