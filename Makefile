@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist worksteal
 
-.PHONY: install install-postgres test test-postgres unit integration interop bench fuzz fuzz-smoke demo clean
+.PHONY: install install-postgres test test-postgres unit integration interop bench bench-scale fuzz fuzz-smoke demo clean
 
 install: $(VENV)/.installed
 
@@ -53,6 +53,17 @@ demo: install
 
 bench: install
 	$(TESTENV) $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_transport.py bench/bench_roles.py 2>&1 | grep -E '^BENCH|passed|failed|skipped|error'
+
+# the static invoice server at scale (bench/bench_scale.py): one table, a column per step of SIZES
+# filler clients x 10 slots (default 0, 1000 and N); DB=postgres: lightningd's PostgreSQL backend
+N ?= 10000
+SIZES ?= 0,1000,$(N)
+DB ?= sqlite
+BENCH_DB := $(if $(filter postgres,$(DB)),TEST_DB_PROVIDER=postgres,)
+
+bench-scale: install
+	PATH=$(if $(BENCH_DB),$(PG_WRAP),)$(CURDIR)/$(VENV)/bin:$$PATH RUST=0 $(BENCH_DB) SIZES=$(SIZES) \
+	  $(VPY) -m pytest -q -s -p no:cacheprovider bench/bench_scale.py $(PYTEST_ARGS) 2>&1 | grep -aE '^BENCH|^E |^(FAILED|ERROR) |[0-9]+ (passed|failed|skipped|error)'
 
 # coverage-guided fuzzing of every parser of network/lightningd input (fuzz/README.md); FUZZ_RUNS inputs
 # per target, one target after another (FUZZ_JOBS at once); crashing inputs go to fuzz/crashes/

@@ -121,8 +121,25 @@ plugin.add_notification_topic("asyncreceive_pay")
 state = {}
 
 
+#: our log levels, lowest first, and lightningd's (its log-level option) at or below each
+LOG_LEVELS = {"debug": 0, "info": 1, "unusual": 2, "broken": 3}
+LIGHTNINGD_LEVELS = {"io": 0, "trace": 0, "debug": 0, "info": 1, "unusual": 2, "broken": 3}
+
+
 def log(msg: str, level: str = "info") -> None:
-    plugin.log(msg, level=level)
+    if LOG_LEVELS.get(level, 3) >= state.get("log_level", 0):
+        plugin.log(msg, level=level)
+
+
+def _lightningd_log_level(configs: dict) -> int:
+    """The lowest of our levels lightningd writes (its log-level option): lines below it are not sent
+    (each is a notification to lightningd, which would drop it).  0 (send all) if a log-level names a
+    subsystem (``debug:plugin-...``) or is not understood."""
+    opt = configs.get("log-level", {})
+    values = opt.get("values_str") or ([opt["value_str"]] if "value_str" in opt else [])
+    if not values or any(":" in v or v not in LIGHTNINGD_LEVELS for v in values):
+        return 0
+    return min(LIGHTNINGD_LEVELS[v] for v in values)
 
 
 def _transport() -> Transport:
@@ -218,8 +235,9 @@ def init(options, configuration, plugin, **kwargs):
     state["transport"] = transport
     state["probe"] = Probe(transport)
     state["server"] = ServerService(transport, server_cfg, log)
-    state["server"].load()
+    state["server"].load(background=True)   # requests are served while it counts what is stored
     configs = plugin.rpc.listconfigs()["configs"]
+    state["log_level"] = _lightningd_log_level(configs)
     final_cltv = configs.get("cltv-final", {}).get("value_int", 18)
     recipient = RecipientService(transport, slots, log, plugin.rpc.getinfo()["network"],
                                  node.makesecret(OFFER_KEY_LABEL), final_cltv)

@@ -30,6 +30,12 @@ def chacha_stream(key: bytes, n: int) -> bytes:
     return Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor().update(b"\x00" * n)
 
 
+def chacha_xor(key: bytes, data: bytes) -> bytes:
+    """``data`` XOR the ChaCha20 keystream of ``key`` (zero nonce and counter), in C: what
+    ``_xor(data, chacha_stream(key, len(data)))`` gives, without big-integer arithmetic."""
+    return Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor().update(data)
+
+
 def _xor(a: bytes, b: bytes) -> bytes:
     n = len(a)
     return (int.from_bytes(a, "big") ^ int.from_bytes(b[:n], "big")).to_bytes(n, "big")
@@ -89,7 +95,7 @@ def build_packet(session_key: bytes, hops: Sequence[Tuple[bytes, bytes]], size: 
     for i in range(len(hops) - 1, -1, -1):
         ss = secrets[i]
         hop = bigsize(len(payloads[i])) + payloads[i] + next_hmac
-        info = _xor(hop + info[:size - len(hop)], chacha_stream(hmac256(b"rho", ss), size))
+        info = chacha_xor(hmac256(b"rho", ss), hop + info[:size - len(hop)])
         if i == len(hops) - 1 and filler:
             info = info[:size - len(filler)] + filler
         next_hmac = _mac(hmac256(b"mu", ss), info + assocdata)
@@ -117,7 +123,7 @@ def peel_packet(priv: bytes, packet: bytes, assocdata: bytes = b"") -> Tuple[byt
         raise DecodeError("onion.ephemeral_key", f"ECDH failed: {e}")
     if not _hmac.compare_digest(_mac(hmac256(b"mu", ss), info + assocdata), mac):
         raise DecodeError("onion.hmac", "HMAC mismatch (not for this key, or tampered)")
-    plain = _xor(info + b"\x00" * size, chacha_stream(hmac256(b"rho", ss), 2 * size))
+    plain = chacha_xor(hmac256(b"rho", ss), info + b"\x00" * size)
 
     r = Reader(plain, end=size)
     length = r.bigsize("onion.payload.length")

@@ -1,7 +1,7 @@
 """The one adapter to lightningd: every RPC the package makes goes through here."""
 
 import threading
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from pyln.client import RpcError
 
@@ -177,17 +177,23 @@ class Lightningd:
         return None
 
     def ds_list(self, prefix: List[str]) -> List[Tuple[List[str], bytes, int]]:
-        """Every (key, value, generation) at any depth below ``prefix``."""
-        out = []
-        todo = [prefix]
-        while todo:
-            k = todo.pop()
-            for e in self.rpc.listdatastore(key=k)["datastore"]:
-                if "hex" in e:
-                    out.append((e["key"], bytes.fromhex(e["hex"]), e["generation"]))
-                elif e["key"] != k:
-                    todo.append(e["key"])
-        return sorted(out, key=lambda x: x[0])
+        """Every (key, value, generation) at any depth below ``prefix``, in key order."""
+        return [(e["key"], bytes.fromhex(e["hex"]), e["generation"]) for e in self._ds_walk(prefix)]
+
+    def ds_sizes(self, prefix: List[str]) -> Iterator[Tuple[List[str], int]]:
+        """(key, value length) of every record below ``prefix``, in key order, one listing (one key's
+        children) at a time: the values are never all in memory."""
+        for e in self._ds_walk(prefix):
+            yield e["key"], len(e["hex"]) // 2
+
+    def _ds_walk(self, key: List[str]) -> Iterator[dict]:
+        """listdatastore's entries with a value at any depth below ``key``, in key order (lightningd
+        lists one level: a key's children, those with children of their own without a value)."""
+        for e in sorted(self.rpc.listdatastore(key=key)["datastore"], key=lambda e: e["key"]):
+            if "hex" in e:
+                yield e
+            elif e["key"] != key:
+                yield from self._ds_walk(e["key"])
 
     def ds_put(self, key: List[str], value: bytes, generation: Optional[int] = None) -> int:
         """Create ``key`` (generation None) or replace it only if still at ``generation``.

@@ -47,6 +47,8 @@ CONNECT_TIMEOUT = 10.0
 #: after a failed connect to a node, sends that would connect to it again fail at once for this long
 CONNECT_RETRY = 30.0
 MAX_CONNECT_FAILURES = 256
+#: first hops at our node decrypted lately, kept (a client's forward path is used for every request)
+OUR_HOPS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class Transport:
         self._guess_replies = RateLimiter(REPLY_GUESS_BURST, REPLY_GUESS_REFILL)
         self._guess_scid = RateLimiter(GUESS_PER_SCID, GUESS_SCID_REFILL, max_clients=4096)
         self._connect_failures: Dict[bytes, float] = {}
+        #: (encrypted_recipient_data, path key) of a path's first hop at us -> its plaintext (``first_peer``)
+        self._our_hops: Dict[tuple, bytes] = {}
         self.stats = Stats()
         self._handlers: Dict[int, Callable[[Received], None]] = {}
         self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {Kind.MAILBOX: self._on_mailbox}
@@ -447,8 +451,16 @@ class Transport:
         the next node named in our own (encrypted) hop.  Pacing is per that peer."""
         if intro != self.node.node_id or not self.running.is_set():
             return intro
+        hop = (dest.hops[0].encrypted_recipient_data, dest.first_path_key)
+        with self._lock:
+            plain = self._our_hops.get(hop)
         try:
-            plain, _ = self.node.decrypt_encrypted_data(dest.hops[0].encrypted_recipient_data, dest.first_path_key)
+            if plain is None:   # lightningd decrypts (our node key); a path used again is decrypted once
+                plain, _ = self.node.decrypt_encrypted_data(*hop)
+                with self._lock:
+                    self._our_hops[hop] = plain
+                    if len(self._our_hops) > OUR_HOPS_KEPT:
+                        self._our_hops.pop(next(iter(self._our_hops)))
             data = EncryptedData.decode(plain)
         except (NodeError, DecodeError):
             return intro

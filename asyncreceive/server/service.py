@@ -14,7 +14,11 @@
   Checking the client and writing are done under one lock that ``remove_client`` takes too, and removal
   deletes the client record first: a serve racing a removal stores nothing.
 - ``invoice_request`` on an offer path is forwarded to the client's ``forward_invoice_request_path``
-  (with the payer's reply path), then answered with the stored ``static_invoice``.
+  (with the payer's reply path), then answered with the stored ``static_invoice``.  Serving writes
+  nothing: ``times_served``/``last_served_at`` are counted in memory and written on the tick (a
+  crash or kill loses at most one tick's counts, never an invoice); the stored invoice is not
+  re-verified (its signature was checked when it was stored).  Enrolled clients' records are kept
+  in memory once read (every write of one goes through ``_put``/``_set``/``_delete``).
 - the mailbox (``mailbox.py``): onion messages for a registered client phantom are held while the
   client is offline and relayed when it connects.
 
@@ -25,7 +29,7 @@ import functools
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..crypto.blinding import decrypt_hop
@@ -97,8 +101,16 @@ class ServerService:
         self._in_flight: Dict[bytes, Dict[Tuple[str, ...], float]] = {}
         self._delivering: Set[bytes] = set()
         self._deliver_again: Set[bytes] = set()
-        #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``)
+        #: counts and key order of what is stored (``load``, then every ``_put``/``_delete``); while
+        #: ``load`` counts it, the writes made meanwhile wait in ``_journal``
         self.tally = Tally()
+        self._loaded = threading.Event()
+        self._loaded.set()
+        self._journal: Optional[List[Tuple[str, tuple]]] = None
+        #: client -> its record as stored (None: damaged), once read; dropped on every write of it
+        self._clients: Dict[bytes, Optional[ClientRecord]] = {}
+        #: (client, slot) -> (times served, last served at) not yet written (``flush_served``)
+        self._served: Dict[Tuple[bytes, int], Tuple[int, int]] = {}
         transport.on_undeliverable = self.on_undeliverable   # holds only while config.max_held > 0 (dynamic)
 
     def now(self) -> int:
@@ -113,6 +125,7 @@ class ServerService:
         now = self.now()
         expires_at = now + expiry if expiry else None
         key = client_key(client_id)
+        self._tally_ready()
         with self._lock:
             got = self.node.ds_get(key)
             old = self._decode_client(got[0], key) if got is not None else None
@@ -162,10 +175,16 @@ class ServerService:
             return self._damaged(key, e)
 
     def _client(self, client_id: bytes) -> Optional[ClientRecord]:
-        """The enrolled client, if it has not expired (None if damaged)."""
-        key = client_key(client_id)
-        got = self.node.ds_get(key)
-        rec = self._decode_client(got[0], key) if got is not None else None
+        """The enrolled client, if it has not expired (None if damaged); read once, then from memory."""
+        with self._lock:
+            if client_id in self._clients:
+                rec = self._clients[client_id]
+            else:
+                key = client_key(client_id)
+                got = self.node.ds_get(key)
+                rec = self._decode_client(got[0], key) if got is not None else None
+                if got is not None:
+                    self._clients[client_id] = rec
         if rec is None or (rec.expires_at is not None and self.now() > rec.expires_at):
             return None
         return rec
@@ -180,6 +199,7 @@ class ServerService:
         (lightningd's listdatastore has no paging: listing the clients' key returns every client), the
         whole list one listing."""
         first = (start.hex(),) if start is not None else ()
+        self._tally_ready()
         with self._lock:
             tails, nxt = self.tally.page("clients", first, limit)
         if limit is None:
@@ -225,6 +245,8 @@ class ServerService:
             self._set_box(client_id, None)
             self._held_keys.pop(client_id, None)
             self._in_flight.pop(client_id, None)
+            for k in [k for k in self._served if k[0] == client_id]:
+                del self._served[k]
         return removed
 
     def list_invoices(self, client_id: Optional[bytes] = None) -> List[dict]:
@@ -238,6 +260,7 @@ class ServerService:
         (a client's invoices are one key's children)."""
         if client_id is not None and self.node.ds_get(client_key(client_id)) is None:
             raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+        self._tally_ready()
         with self._lock:
             tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
                                          (client_id.hex(),) if client_id is not None else ())
@@ -250,15 +273,18 @@ class ServerService:
                 rec, inv = self._stored(val, key)
                 if rec is None:
                     continue
+                with self._lock:
+                    times_served, last_served = self._served_now(bytes.fromhex(key[-2]), int(key[-1]), rec)
                 out.append({"client_id": _text(bytes.fromhex(key[-2])), "slot": int(key[-1]),
                             "offer_id": inv.offer_id.hex(), "offer": inv.offer.to_string(),
                             "created_at": inv.created_at, "expires_at": inv.expires_at, "size": len(rec.invoice),
-                            "stored_at": rec.stored_at, "last_served_at": rec.last_served_at,
-                            "times_served": rec.times_served})
+                            "stored_at": rec.stored_at, "last_served_at": last_served,
+                            "times_served": times_served})
         return _paged("invoices", out, f"{_text(bytes.fromhex(nxt[0]))}/{int(nxt[1])}" if nxt is not None else None)
 
     def totals(self) -> dict:
         """What the server stores, from the tally (no listing)."""
+        self._tally_ready()
         with self._lock:
             c = dict(self.tally.count)
             return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
@@ -267,20 +293,32 @@ class ServerService:
     # ---- datastore writes: every one the server makes goes through these, which keep the tally ----
     def _put(self, key: List[str], value: bytes, generation: Optional[int] = None) -> int:
         with self._lock:
+            self._forget(key)
             gen = self.node.ds_put(key, value, generation)
-            self.tally.stored(key, len(value))
+            self._tally_op("stored", key, len(value))
         return gen
 
     def _set(self, key: List[str], value: bytes) -> int:
         with self._lock:
+            self._forget(key)
             gen = self.node.ds_set(key, value)
-            self.tally.stored(key, len(value))
+            self._tally_op("stored", key, len(value))
         return gen
 
     def _delete(self, key: List[str]) -> None:
         with self._lock:
+            self._forget(key)
             self.node.ds_delete(key)
-            self.tally.deleted(key)
+            self._tally_op("deleted", key)
+
+    def _forget(self, key: List[str]) -> None:
+        """A write of ``key`` is about to be made: drop what memory holds of it."""
+        n = len(PREFIX)
+        if len(key) == n + 2 and key[:n + 1] == PREFIX + ["clients"]:
+            try:
+                self._clients.pop(bytes.fromhex(key[-1]), None)
+            except ValueError:
+                pass
 
     # ---- protocol ---------------------------------------------------------------------------------
     def _ids(self, msg: Received) -> Tuple[bytes, Optional[int], ClientRecord]:
@@ -364,11 +402,12 @@ class ServerService:
         else:
             self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
 
-    def _stored(self, data: bytes, key: List[str]) -> Tuple[Optional[InvoiceRecord], Optional[StaticInvoice]]:
+    def _stored(self, data: bytes, key: List[str], check_signature: bool = True
+                ) -> Tuple[Optional[InvoiceRecord], Optional[StaticInvoice]]:
         """A stored invoice record and its invoice; (None, None) if damaged (logged)."""
         try:
             rec = InvoiceRecord.decode(data)
-            return rec, StaticInvoice.decode(rec.invoice)
+            return rec, StaticInvoice.decode(rec.invoice, check_signature)
         except DecodeError as e:
             self._damaged(key, e)
             return None, None
@@ -383,7 +422,7 @@ class ServerService:
         got = self.node.ds_get(key)
         if got is None:
             raise ContextError("no_invoice", f"no static invoice for client {cid!r} slot {slot}")
-        rec, inv = self._stored(got[0], key)
+        rec, inv = self._stored(got[0], key, check_signature=False)   # checked when it was stored
         if rec is None:
             return
         now = self.now()
@@ -394,35 +433,97 @@ class ServerService:
         except TransportError as e:
             self._log(f"could not forward invoice_request to client {cid!r} (offline?): {e}", "debug")
         self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
-        try:
-            self._put(key, rec.served(now).encode(), got[1])
-        except NodeError:
-            pass  # the invoice was replaced or removed meanwhile; the count of the old one is lost, nothing else
-        self._log(f"served static invoice of client {cid!r} slot {slot}", "info")
+        with self._lock:
+            n, _ = self._served.get((cid, slot), (0, now))
+            self._served[(cid, slot)] = (n + 1, now)
+        self._log(f"served static invoice of client {cid!r} slot {slot}", "debug")
 
-    # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
-    def load(self) -> None:
-        """At startup: count what is stored (the tally), read the clients' mailbox registrations and
-        index the held messages.  One listing of everything (afterwards all is kept in step)."""
+    def flush_served(self) -> None:
+        """Write the counts of serves made since the last flush into the invoice records (on the tick).
+        A record changed meanwhile keeps its counts for the next flush; one removed loses them."""
+        with self._lock:
+            todo, self._served = self._served, {}
+        for (cid, slot), (n, last) in todo.items():
+            key = invoice_key(cid, slot)
+            with self._lock:
+                got = self.node.ds_get(key)
+                rec, _ = self._stored(got[0], key, check_signature=False) if got is not None else (None, None)
+                if rec is None:
+                    continue
+                try:
+                    self._put(key, replace(rec, times_served=rec.times_served + n, last_served_at=last).encode(),
+                              got[1])
+                except NodeError:   # written meanwhile (a new invoice for the slot): the next flush
+                    more, later = self._served.get((cid, slot), (0, last))
+                    self._served[(cid, slot)] = (n + more, max(last, later))
+
+    def _served_now(self, cid: bytes, slot: int, rec: InvoiceRecord) -> Tuple[int, Optional[int]]:
+        """(times served, last served at) of a stored record with the serves not yet written."""
+        n, last = self._served.get((cid, slot), (0, None))
+        return rec.times_served + n, last if last is not None else rec.last_served_at
+
+    # ---- start-up, and the tally ------------------------------------------------------------------
+    def load(self, background: bool = False) -> None:
+        """At startup: read the clients' mailbox registrations and index the held messages, then count
+        what is stored (the tally: one listing per client, values not kept).  With ``background`` the
+        tally is counted on a thread of its own: requests are served meanwhile (they need no tally);
+        the operator's RPCs that show counts or pages wait for it (``_tally_ready``), and the writes
+        made meanwhile are replayed on it once it is complete."""
         n = len(PREFIX)
         tally, boxes = Tally(), {}
         held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
-        for key, val, _ in self.node.ds_list(PREFIX):
+        for key, val, _ in self.node.ds_list(PREFIX + ["mailbox"]) + self.node.ds_list(PREFIX + ["held"]):
             tally.stored(key, len(val))
-            kind = key[n] if len(key) > n else None
             try:
-                if kind == "mailbox":
+                if key[n] == "mailbox":
                     rec = mb.MailboxRecord.decode(val)
                     boxes[rec.registration.phantom_id] = (bytes.fromhex(key[-1]), rec)
-                elif kind == "held":
+                else:
                     held.setdefault(bytes.fromhex(key[-2]), {})[tuple(key)] = mb.received_at_of(key)
             except (DecodeError, ValueError) as e:
                 self._damaged(key, e)
         with self._lock:
-            self.tally = tally
             self._mailboxes = boxes
             self._box_of = {cid: rec for cid, rec in boxes.values()}
             self._held_keys = held
+            self._clients = {}
+            self._journal = []
+            self._loaded.clear()
+        if background:
+            threading.Thread(target=self._count, args=(tally,), name="asyncreceive-tally", daemon=True).start()
+        else:
+            self._count(tally)
+
+    def _count(self, tally: Tally) -> None:
+        """Count the clients and invoices into ``tally`` (which holds the rest), replay the writes made
+        meanwhile, and make it the tally."""
+        t0 = time.monotonic()
+        try:
+            for kind in ("clients", "invoices"):
+                for key, size in self.node.ds_sizes(PREFIX + [kind]):
+                    tally.stored(key, size)
+        except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
+            self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
+        with self._lock:
+            for op, args in self._journal:
+                getattr(tally, op)(*args)
+            self.tally, self._journal = tally, None
+            self._loaded.set()
+        self._log(f"static invoice server: {tally.count['clients']} clients, {tally.count['invoices']} invoices "
+                  f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s", "info")
+
+    def _tally_ready(self) -> None:
+        self._loaded.wait()
+
+    def _tally_op(self, op: str, *args) -> None:
+        """A write is reflected in the tally (under ``_lock``), or kept to be replayed on the one being
+        counted."""
+        if self._journal is not None:
+            self._journal.append((op, args))
+        else:
+            getattr(self.tally, op)(*args)
+
+    # ---- mailbox: onion messages held for offline clients (see mailbox.py) ------------------------
 
     def _mailbox_of(self, cid: bytes) -> Optional[mb.MailboxRecord]:
         with self._lock:
@@ -483,9 +584,9 @@ class ServerService:
                 out.append(mb.Entry(key, None, 0, 0))
         with self._lock:
             for gone in set(self._held_keys.get(cid, {})) - set(sizes):
-                self.tally.deleted(list(gone))
+                self._tally_op("deleted", list(gone))
             for key, size in sizes.items():
-                self.tally.stored(list(key), size)
+                self._tally_op("stored", list(key), size)
             self._set_held(cid, {tuple(e.key): e.received_at for e in out})
         return out
 
@@ -638,7 +739,8 @@ class ServerService:
     def tick(self) -> None:
         """Relay to connected clients what is still held (a missed connect), expire the rest.  Who has
         messages waiting, and since when, comes from the in-memory index: nothing held for a client that
-        is not connected is read."""
+        is not connected is read.  First the serves counted since the last tick are written."""
+        self.flush_served()
         with self._lock:
             waiting = [(cid, self._box_of.get(cid)) for cid in self._held_keys]
         for cid, rec in waiting:

@@ -16,8 +16,9 @@ so that the operator's RPCs show totals and pages without listing everything.
 """
 
 import bisect
-from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError
 from ..wire.paths import BlindedPath
@@ -93,9 +94,6 @@ class InvoiceRecord:
                              decode_tu(r[4], 8, "invoice_record.stored_at"),
                              decode_tu(r[6], 8, "invoice_record.times_served"), last)
 
-    def served(self, now: int) -> "InvoiceRecord":
-        return replace(self, times_served=self.times_served + 1, last_served_at=now)
-
 
 #: the kinds of record under PREFIX (the key's next element), as Tally counts them
 KINDS = ("clients", "invoices", "mailbox", "held")
@@ -108,44 +106,49 @@ class Tally:
     clients' and invoices' keys in order.  Pure: the server reports each record it wrote
     (``stored``, with the value's length) or deleted (``deleted``); keys outside PREFIX's kinds are
     ignored, and one of a client or invoice that we never write (not hex, no slot number) is counted
-    but left out of the pages.  Memory: one small entry per record."""
+    but left out of the pages.  Memory: one small entry per record (about 200 bytes: a key's parts are
+    interned, so the 10 invoices of a client share its id, and each record's key tail is one tuple
+    shared by the sizes and the order)."""
 
     def __init__(self) -> None:
-        self._sizes: Dict[Tuple[str, ...], int] = {}
+        #: kind -> {key tail after PREFIX and kind: value bytes}
+        self._sizes: Dict[str, Dict[Tuple[str, ...], int]] = {k: {} for k in KINDS}
         self.count: Dict[str, int] = dict.fromkeys(KINDS, 0)
         self.bytes = 0
         self._order: Dict[str, List[Tuple[str, ...]]] = {k: [] for k in ORDERED}
 
     @staticmethod
-    def _kind(key: Tuple[str, ...]) -> Optional[str]:
+    def _split(key: Sequence[str]) -> Tuple[Optional[str], Tuple[str, ...]]:
+        """(kind, key tail after PREFIX and kind, interned); kind None for a key outside our kinds."""
         n = len(PREFIX)
         if len(key) <= n + 1 or list(key[:n]) != PREFIX or key[n] not in KINDS:
-            return None
-        return key[n]
+            return None, ()
+        return key[n], tuple(sys.intern(p) for p in key[n + 1:])
 
-    def stored(self, key: List[str], size: int) -> None:
-        k = tuple(key)
-        kind = self._kind(k)
+    def stored(self, key: Sequence[str], size: int) -> None:
+        kind, tail = self._split(key)
         if kind is None:
             return
-        old = self._sizes.get(k)
+        sizes = self._sizes[kind]
+        old = sizes.get(tail)
         if old is None:
             self.count[kind] += 1
-            if _ordered(kind, k):
-                bisect.insort(self._order[kind], k[len(PREFIX) + 1:])
+            if _ordered(kind, tail):
+                bisect.insort(self._order[kind], tail)
         self.bytes += size - (old or 0)
-        self._sizes[k] = size
+        sizes[tail] = size
 
-    def deleted(self, key: List[str]) -> None:
-        k = tuple(key)
-        size = self._sizes.pop(k, None)
+    def deleted(self, key: Sequence[str]) -> None:
+        kind, tail = self._split(key)
+        if kind is None:
+            return
+        size = self._sizes[kind].pop(tail, None)
         if size is None:
             return
-        kind = self._kind(k)
         self.count[kind] -= 1
         self.bytes -= size
-        if _ordered(kind, k):
-            order, tail = self._order[kind], k[len(PREFIX) + 1:]
+        if _ordered(kind, tail):
+            order = self._order[kind]
             del order[bisect.bisect_left(order, tail)]
 
     def page(self, kind: str, start: Tuple[str, ...] = (), limit: Optional[int] = None,
@@ -165,9 +168,9 @@ class Tally:
         return bisect.bisect_left(order, (client_hex, "\uffff")) - bisect.bisect_left(order, (client_hex,))
 
 
-def _ordered(kind: str, key: Tuple[str, ...]) -> bool:
-    """Is ``key`` a client's or an invoice's key as we write them (hex client id; a slot number)?"""
-    tail = key[len(PREFIX) + 1:]
+def _ordered(kind: str, tail: Tuple[str, ...]) -> bool:
+    """Is ``tail`` (a key after PREFIX and kind) a client's or an invoice's as we write them (hex client
+    id; a slot number)?"""
     if kind not in ORDERED or len(tail) != ORDERED.index(kind) + 1:
         return False
     try:

@@ -105,6 +105,9 @@ class FakeNode:
         p = tuple(prefix)
         return sorted((list(k), v, g) for k, (v, g) in self.ds.items() if k[:len(p)] == p)
 
+    def ds_sizes(self, prefix):
+        return [(k, len(v)) for k, v, _ in self.ds_list(prefix)]
+
     def ds_put(self, key, value, generation=None):
         k = tuple(key)
         cur = self.ds.get(k)

@@ -269,3 +269,9 @@ def test_valid_hmac_garbage_contents_only_decodeerror(info):
         assert e.field.startswith("onion.payload")
     else:
         assert nxt is None or len(nxt) == 1 + 33 + len(info) + 32
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=3000))
+def test_chacha_xor_is_the_data_xor_the_keystream(key, data):
+    from asyncreceive.crypto.sphinx import _xor, chacha_stream, chacha_xor
+    assert chacha_xor(key, data) == _xor(data, chacha_stream(key, len(data)))

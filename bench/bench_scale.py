@@ -1,0 +1,347 @@
+"""`make bench-scale`: the static invoice server at scale (issue 11), on one real regtest server node.
+
+Steps (``SIZES``, default 0,1000,10000 filler clients; ``make bench-scale SIZES=0,1000`` for a quick run):
+the server (lightningd + plugin) has one real client (a recipient node that enrolled and keeps 10
+slots over the real protocol) plus N filler clients x 10 slots.  Fillers are written straight into
+lightningd's datastore with the project's record encoders (ClientRecord, InvoiceRecord, their keys),
+through one JSON-RPC connection with many requests in flight: the protocol path is paced by CLN at 4
+onion messages/s per peer, which would take hours.  Each filler invoice is a real signed static
+invoice for that client and slot: its offer path is the one the server would issue (context: client,
+enrolment, slot; authenticated with the server's context key, read with ``makesecret``), signed with
+a per-client key; its payment and held_htlc paths and its forward path are copied from the real
+client (so a request to a filler is forwarded to the real recipient, which drops it, as a real online
+client's would be; paying a filler's invoice would fail, nothing here pays).
+
+After each fill the server restarts (the plugin's start-up reads everything) and a payer node (our
+plugin, dev mode) sends invoice_requests over offer paths of the real client and of filler clients
+spread over the key range, each with a reply path, and times the static_invoice arriving back.
+Prints one table, asserts nothing.
+"""
+
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import statistics
+import time
+from multiprocessing import Pool
+
+import pytest
+from coincurve import PrivateKey
+from pyln.client import RpcError
+from pyln.testing.utils import wait_for
+
+from asyncreceive.crypto.context import ContextKey, Kind, PathContext
+from asyncreceive.crypto.onion import build_reply_path
+from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.recipient.invoice import CHAINS, build_offer, build_static_invoice
+from asyncreceive.server.service import OFFER_LIFETIME, ServerService
+from asyncreceive.server.store import ClientRecord, InvoiceRecord, client_key, invoice_key
+from asyncreceive.wire import messages as m
+from asyncreceive.wire.bolt12 import StaticInvoice
+from bench.bench_transport import HAVE_NODES, PLUGIN, plugin_cpu
+
+pytestmark = pytest.mark.skipif(not HAVE_NODES, reason="needs lightningd, bitcoind, bitcoin-cli on PATH")
+
+SIZES = sorted({int(x) for x in os.environ.get("SIZES", "0,1000,10000").split(",") if x.strip()})
+SLOTS = 10
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "60"))   # invoice_requests timed per step
+PAGE = 100                                                # clients / invoices per page timed
+REAL = b"bench-real"
+PHANTOM_LABEL, CONTEXT_LABEL = "asyncreceive/phantom/v1", "asyncreceive/context/v1"
+
+
+# ---- filling ------------------------------------------------------------------------------------
+def filler_id(i: int) -> bytes:
+    return b"filler-%06d" % i
+
+
+def _filler_records(args):
+    """(key, value) of filler client ``i``'s ClientRecord and its SLOTS InvoiceRecords (in a worker)."""
+    i, server_id, phantom_id, ctx_secret, template, forward, now = args
+    cid, ctx_key = filler_id(i), ContextKey(ctx_secret)
+    enrolment = i.to_bytes(8, "big")
+    key = PrivateKey.from_int(1_000_003 + i).secret   # the filler's own offer/invoice signing key
+    exp = now + OFFER_LIFETIME
+    inv_t = StaticInvoice.decode(template)
+    out = [(client_key(cid), ClientRecord(cid, now, None, enrolment).encode())]
+    for slot in range(SLOTS):
+        ctx = PathContext(Kind.OFFER, exp, ServerService._fields(cid, enrolment, slot)).encode()
+        path = build_reply_path([server_id], phantom_id, ctx_key.path_id(ctx), ctx)
+        offer = build_offer(key, [path], exp, "regtest")
+        inv = build_static_invoice(offer, key, now, inv_t.paths, inv_t.payinfos, inv_t.message_paths)
+        out.append((invoice_key(cid, slot), InvoiceRecord(inv.encode(), forward, now).encode()))
+    return out
+
+
+class Pipelined:
+    """lightningd's JSON-RPC over one unix socket connection, up to ``depth`` requests in flight (their
+    answers, which echo the value, must fit the socket's buffer: lightningd stops reading while it
+    cannot write)."""
+
+    def __init__(self, path: str, depth: int = 16):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.depth, self.buf, self.next_id, self.pending = depth, b"", 0, 0
+        self.dec = json.JSONDecoder()
+
+    def call(self, method: str, params: dict) -> None:
+        if self.pending >= self.depth:
+            self._read_one()
+        self.next_id += 1
+        self.sock.sendall(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                      "params": params}).encode())
+        self.pending += 1
+
+    def _read_one(self) -> None:
+        while True:
+            text = self.buf.decode("utf-8", "ignore").lstrip()
+            if text:
+                try:
+                    obj, end = self.dec.raw_decode(text)
+                except ValueError:
+                    obj = None
+                if obj is not None:
+                    self.buf = text[end:].encode()
+                    if "error" in obj:
+                        raise RuntimeError(f"datastore write failed: {obj['error']}")
+                    self.pending -= 1
+                    return
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError("lightningd closed the RPC connection")
+            self.buf += chunk
+
+    def drain(self) -> None:
+        while self.pending:
+            self._read_one()
+        self.sock.close()
+
+
+def fill(server, first: int, last: int, template: bytes, forward) -> dict:
+    """Write filler clients first..last-1 (records built in 2 worker processes, written through one
+    pipelined RPC connection).  Returns timings."""
+    secret = lambda label: bytes.fromhex(server.rpc.call("makesecret", {"string": label})["secret"])  # noqa: E731
+    phantom_id = PrivateKey(secret(PHANTOM_LABEL)).public_key.format()
+    server_id = bytes.fromhex(server.info["id"])
+    now = int(time.time())
+    args = [(i, server_id, phantom_id, secret(CONTEXT_LABEL), template, forward, now) for i in range(first, last)]
+    rpc = Pipelined(os.path.join(server.daemon.lightning_dir, "regtest", "lightning-rpc"))
+    t0 = time.time()
+    n = 0
+    with Pool(2) as pool:
+        for recs in pool.imap(_filler_records, args, chunksize=50):
+            for key, value in recs:
+                rpc.call("datastore", {"key": key, "hex": value.hex(), "mode": "must-create"})
+                n += 1
+        rpc.drain()
+    return {"records": n, "seconds": time.time() - t0}
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def proc_of_plugin(node) -> int:
+    ld = node.daemon.proc.pid
+    for pid in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == ld and b"plugin.py" in cmd:
+            return int(pid)
+    raise RuntimeError("plugin process not found")
+
+
+def rss_mb(node) -> float:
+    for line in open(f"/proc/{proc_of_plugin(node)}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def db_bytes(node) -> int:
+    db = node.db
+    if hasattr(db, "conn"):   # PostgreSQL
+        with db.conn.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database())")
+            size = cur.fetchone()[0]
+        db.conn.rollback()
+        return size
+    return sum(os.path.getsize(p) for p in (db.path, db.path + "-wal") if os.path.exists(p))
+
+
+def offer_of(server, cid: bytes, slot: int) -> StaticInvoice:
+    rec = server.rpc.listdatastore(key=invoice_key(cid, slot))["datastore"][0]
+    return StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
+
+
+class Payer:
+    """A payer node (our plugin in dev mode): sends invoice_requests with a reply path to it and sees
+    what comes back (its dev-received list, the newest 200 messages)."""
+
+    def __init__(self, node, server):
+        self.node, self.server = node, server
+        self.key = os.urandom(32)
+
+    def received(self) -> list:
+        return self.node.rpc.call("asyncreceive-dev-received")["received"]
+
+    def request(self, inv: StaticInvoice, amount: int, timeout: float = 10) -> float:
+        """Seconds from sending an invoice_request for ``inv``'s offer to ``inv`` arriving back as a
+        static_invoice (nan: none came within ``timeout``)."""
+        want = hashlib.sha256(inv.encode()).hexdigest()
+        before = self.received()
+        last = before[-1] if before else None
+        offer = inv.offer
+        req = build_invoice_request(offer, amount, self.key, CHAINS["regtest"])
+        t0 = time.perf_counter()
+        self.node.rpc.call("asyncreceive-dev-send", {
+            "path": offer.paths[0].encode().hex(), "msgtype": m.INVOICE_REQUEST, "body": req.encode().hex(),
+            "reply": True, "reply_via": [self.server.info["id"]]})
+        while time.perf_counter() - t0 < timeout:
+            got = self.received()
+            new = got[len(got) - got[::-1].index(last):] if last in got else got
+            if any(r["type"] == m.STATIC_INVOICE and r["sha256"] == want for r in new):
+                return time.perf_counter() - t0
+            time.sleep(0.002)
+        return float("nan")
+
+
+def timed(fn, n=5) -> float:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def profiler(server, fillers: int):
+    """With PYSPY=<py-spy binary>: sample the server's plugin during the timed requests (on-CPU only)
+    into $PROFILE_DIR (default /tmp)/bench-scale-profile-<N>.txt (collapsed stacks; threads holding the
+    GIL only, i.e. Python on CPU); ``python -m bench.profile_summary <file>`` prints where it went."""
+    spy = os.environ.get("PYSPY")
+    if not spy:
+        return None
+    out = os.path.join(os.environ.get("PROFILE_DIR", "/tmp"), f"bench-scale-profile-{fillers}.txt")
+    return subprocess.Popen([spy, "record", "-p", str(proc_of_plugin(server)), "-f", "raw", "-r", "500", "--gil",
+                             "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(server, recipient, payer, fillers: int) -> dict:
+    row = {}
+    # start-up: lightningd start (the plugin's init, which loads the tally, runs before lightningd
+    # answers), then until a payer's invoice_request is answered
+    server.stop()
+    t0 = time.time()
+    server.start()
+    row["start_rpc"] = time.time() - t0
+    payer.node.connect(server)
+    recipient.connect(server)
+    real = [offer_of(server, REAL, s) for s in range(SLOTS)]
+    first = float("nan")
+    while time.time() - t0 < 120:
+        try:
+            if not math.isnan(payer.request(real[0], 1000, timeout=1)):
+                first = time.time() - t0
+                break
+        except RpcError:   # not connected yet
+            time.sleep(0.1)
+    row["start_first"] = first
+    status = lambda: server.rpc.call("asyncreceive-status")  # noqa: E731   (waits for the count)
+    status()
+    row["start_tally"] = time.time() - t0
+    row["rss_start"] = rss_mb(server)
+    # targets: the real client's slots and filler clients spread over the key range
+    picks = [filler_id(i * fillers // 10) for i in range(10)] if fillers else []
+    targets = real + [offer_of(server, cid, i % SLOTS) for i, cid in enumerate(picks)]
+    time.sleep(1)
+    spy = profiler(server, fillers)
+    cpu0 = plugin_cpu(server)
+    lat = []
+    for i in range(REQUESTS):
+        lat.append(payer.request(targets[i % len(targets)], 1000 + i))
+        time.sleep(0.3)   # stay clear of CLN's 4 messages/s per peer
+    cpu = plugin_cpu(server) - cpu0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    got = [x for x in lat if x == x]
+    got.sort()
+    row["answered"] = f"{len(got)}/{len(lat)}"
+    row["lat_median"] = 1e3 * statistics.median(got) if got else float("nan")
+    row["lat_p99"] = 1e3 * got[min(len(got) - 1, int(0.99 * len(got)))] if got else float("nan")
+    row["cpu_req"] = 1e3 * cpu / max(1, len(got))
+    row["rss"] = rss_mb(server)
+    totals = server.rpc.call("asyncreceive-status")["static_invoice_server"]
+    row["invoices"] = totals["invoices"]
+    row["db"] = db_bytes(server)
+    row["value_bytes"] = totals["bytes_stored"] / max(1, totals["invoices"])
+    row["listclients"] = 1e3 * timed(lambda: server.rpc.call("asyncserver-listclients", {"limit": PAGE}))
+    row["listinvoices"] = 1e3 * timed(lambda: server.rpc.call("asyncserver-listinvoices", {"limit": PAGE}))
+    return row
+
+
+def test_bench_scale(node_factory):
+    top = max(SIZES)
+    opts = {"plugin": PLUGIN, "may_reconnect": True}
+    # the server logs at info, as in production (pyln-testing's default is trace); a payer that gets the
+    # static invoice and the online recipient's invoice within 250 ms warns of CLN's onion message pacing
+    server_opts = dict(opts, **{"asyncserver-max-clients": top + 10, "log-level": "info", "allow_warning": True})
+    server, recipient = node_factory.line_graph(2, fundchannel=True, opts=[server_opts, opts])
+    payer_node = node_factory.get_node(options={"plugin": PLUGIN, "asyncreceive-dev": None}, may_reconnect=True)
+    payer_node.connect(server)
+    payer = Payer(payer_node, server)
+    r = server.rpc.call("asyncserver-addclient", {"client_id": REAL.decode()})
+    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
+    wait_for(lambda: len(recipient.rpc.call("asyncreceive-listoffers", {"status": "ready"})["offers"]) == SLOTS,
+             timeout=120)
+    rec = InvoiceRecord.decode(bytes.fromhex(
+        server.rpc.listdatastore(key=invoice_key(REAL, 0))["datastore"][0]["hex"]))
+    db = "PostgreSQL" if hasattr(server.db, "conn") else "SQLite"
+    print(f"\nBENCH-SCALE lightningd {server.rpc.getinfo()['version']}, {db}; 1 real client enrolled over the "
+          f"protocol + N filler clients x {SLOTS} slots written straight into the datastore (the protocol "
+          f"is paced by CLN at 4 onion messages/s per peer) with the plugin's record encoders")
+    rows, filled, base_db = {}, 0, None
+    for n in sorted(SIZES):
+        if n > filled:
+            f = fill(server, filled, n, rec.invoice, rec.forward_path)
+            print(f"BENCH-SCALE fill {filled}..{n}: {f['records']} records in {f['seconds']:.1f} s "
+                  f"({f['records'] / f['seconds']:.0f} records/s, signing included)")
+            filled = n
+        rows[n] = measure(server, recipient, payer, n)
+        if base_db is None:
+            base_db = (rows[n]["db"], rows[n]["invoices"])
+        added = rows[n]["invoices"] - base_db[1]
+        rows[n]["db_per_inv"] = (rows[n]["db"] - base_db[0]) / added if added else float("nan")
+    print_table(rows, db)
+
+
+LINES = [
+    ("stored invoices", "invoices", "{:.0f}"),
+    ("invoice_requests answered", "answered", "{}"),
+    ("latency invoice_request->static_invoice, median (ms)", "lat_median", "{:.1f}"),
+    ("latency, p99 (ms)", "lat_p99", "{:.1f}"),
+    ("plugin CPU per served request (ms)", "cpu_req", "{:.2f}"),
+    ("plugin RSS after start-up (MB)", "rss_start", "{:.1f}"),
+    ("plugin RSS after the requests (MB)", "rss", "{:.1f}"),
+    ("database size (MB)", "db", "{:.2f}"),
+    ("database bytes per added invoice (incl. client)", "db_per_inv", "{:.0f}"),
+    ("datastore value bytes per invoice", "value_bytes", "{:.0f}"),
+    ("start-up: lightningd+plugin start (s)", "start_rpc", "{:.2f}"),
+    ("start-up: start to first answer (s)", "start_first", "{:.2f}"),
+    ("start-up: start to all counted (status answers) (s)", "start_tally", "{:.2f}"),
+    (f"asyncserver-listclients limit={PAGE} (ms)", "listclients", "{:.1f}"),
+    (f"asyncserver-listinvoices limit={PAGE} (ms)", "listinvoices", "{:.1f}"),
+]
+
+
+def print_table(rows: dict, db: str) -> None:
+    sizes = sorted(rows)
+    print(f"BENCH-SCALE {'N clients (' + db + ')':<52}" + "".join(f"{n:>12}" for n in sizes))
+    for label, key, fmt in LINES:
+        vals = [rows[n][key] / (1 << 20) if key == "db" else rows[n][key] for n in sizes]
+        print(f"BENCH-SCALE {label:<52}" + "".join(f"{fmt.format(v):>12}" for v in vals))

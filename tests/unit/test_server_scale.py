@@ -1,0 +1,162 @@
+"""The served-request path at scale (issue 11): serving an invoice_request writes nothing to the
+datastore (counts are kept in memory and written on the tick: a crash loses counts, never an
+invoice), and a client's record is read once, not once per request."""
+
+from asyncreceive.crypto.context import Kind, PathContext
+from asyncreceive.node.lightningd import NodeError
+from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.recipient.invoice import CHAINS
+from asyncreceive.server.service import ServerConfig, ServerService
+from asyncreceive.server.store import InvoiceRecord, client_key, invoice_key
+from asyncreceive.wire import messages as m
+
+from .test_protocol import mailbox_world, stored_invoice
+
+
+def request(w, inv):
+    """A payer's invoice_request on the offer of ``inv``; the static_invoice comes back to w.released."""
+    invreq = build_invoice_request(inv.offer, 50_000, b"\x05" * 32, chain=CHAINS["regtest"])
+    w.pt.send(inv.offer_paths[0], m.INVOICE_REQUEST, invreq.encode(), reply_context=PathContext(Kind.PAYER_REPLY))
+    w.now += 1
+
+
+def answers(w):
+    return [x for x in w.released if x.msg_type == m.STATIC_INVOICE]
+
+
+def stored(w, slot=0):
+    return InvoiceRecord.decode(w.snode.ds_get(invoice_key(b"phone", slot))[0])
+
+
+def test_serving_writes_nothing_and_the_tick_writes_the_counts():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    writes = len(w.snode.events)
+    for _ in range(3):
+        request(w, inv)
+    assert len(answers(w)) == 3
+    assert [e for e in w.snode.events[writes:] if e[0] == "write"] == []     # no datastore write per request
+    served = w.server.list_invoices()[0]
+    assert (served["times_served"], served["last_served_at"]) == (3, w.now - 1)   # the counts not yet written
+    # a crash now (a new server over the same datastore) loses the counts, not the invoice
+    restarted = ServerService(w.st, ServerConfig(), lambda *a: None, clock=lambda: w.now)
+    restarted.load()
+    assert restarted.list_invoices()[0]["times_served"] == 0 and stored(w).invoice == inv.encode()
+    w.server.tick()
+    assert (stored(w).times_served, stored(w).last_served_at) == (3, w.now - 1)
+    assert restarted.list_invoices()[0]["times_served"] == 3 == w.server.list_invoices()[0]["times_served"]
+    w.server.tick()                                                          # nothing new: counted once
+    assert stored(w).times_served == 3
+
+
+def test_counts_survive_a_new_invoice_and_a_conflicting_write():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    request(w, inv)
+    request(w, inv)
+    real_put, conflicts = w.snode.ds_put, []
+
+    def put_once_conflicting(key, value, generation=None):
+        if key == invoice_key(b"phone", 0) and not conflicts:
+            conflicts.append(key)
+            raise NodeError("generation mismatch")
+        return real_put(key, value, generation)
+    w.snode.ds_put = put_once_conflicting
+    w.server.tick()                               # the write conflicts: the counts wait for the next tick
+    assert conflicts and stored(w).times_served == 0 and w.server.list_invoices()[0]["times_served"] == 2
+    w.recipient.tick()                            # whatever the recipient re-serves keeps the counts
+    request(w, inv)
+    w.server.tick()
+    assert stored(w).times_served == 3
+
+
+def test_a_clients_record_is_read_once_and_forgotten_on_removal():
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    reads = []
+    real_get = w.snode.ds_get
+    w.snode.ds_get = lambda key: (reads.append(tuple(key)), real_get(key))[1]
+    for _ in range(3):
+        request(w, inv)
+    assert len(answers(w)) == 3
+    assert reads.count(tuple(client_key(b"phone"))) <= 1
+    w.server.remove_client(b"phone")
+    request(w, inv)                               # the removed client's offer is not served any more
+    assert len(answers(w)) == 3 and w.st.stats.dropped.get("unknown_client") == 1
+    w.server.add_client(b"phone")                 # a new enrolment: the old offer paths stay dead
+    request(w, inv)
+    assert len(answers(w)) == 3 and w.st.stats.dropped.get("old_enrolment") == 1
+
+
+def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are_kept():
+    """Start-up (load in the background): the clients and invoices are still being counted, yet an
+    invoice_request is answered; a serve and a removal made meanwhile are in the counts once ready;
+    the operator's totals wait for the count."""
+    import threading
+
+    from .test_server_paging import full_count
+    w = mailbox_world()
+    w.server.add_client(b"other")
+    inv = stored_invoice(w, 0)
+    gate, counting = threading.Event(), threading.Event()
+    real_sizes = w.snode.ds_sizes
+
+    def slow_sizes(prefix):
+        counting.set()
+        gate.wait(10)
+        return real_sizes(prefix)
+    w.snode.ds_sizes = slow_sizes
+    w.server.load(background=True)
+    assert counting.wait(5)
+    request(w, inv)
+    assert len(answers(w)) == 1                       # served while counting
+    w.server.remove_client(b"other")                  # writes meanwhile: replayed on the count
+    w.recipient.refresh()
+    totals = []
+    reader = threading.Thread(target=lambda: totals.append(w.server.totals()))
+    reader.start()
+    reader.join(0.2)
+    assert totals == []                               # the totals wait for the count
+    gate.set()
+    reader.join(5)
+    assert totals == [full_count(w.snode)] and totals[0]["clients"] == 1
+
+
+def test_log_lines_lightningd_would_drop_are_not_sent():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("asyncreceive_plugin", Path(__file__).parents[2] / "plugin.py")
+    p = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(p)
+    level = p._lightningd_log_level
+    assert level({"log-level": {"values_str": ["info"]}}) == 1
+    assert level({"log-level": {"value_str": "unusual"}}) == 2
+    assert level({"log-level": {"values_str": ["trace"]}}) == 0
+    assert level({"log-level": {"values_str": ["info", "debug:plugin-plugin.py"]}}) == 0   # a subsystem's
+    assert level({}) == 0 and level({"log-level": {"values_str": ["loud"]}}) == 0
+    sent = []
+    p.plugin.log = lambda msg, level: sent.append((level, msg))
+    p.state["log_level"] = 1
+    p.log("a debug line", "debug")
+    p.log("an info line")
+    p.log("unusual", "unusual")
+    assert sent == [("info", "an info line"), ("unusual", "unusual")]
+
+
+def test_a_path_starting_at_us_is_decrypted_once():
+    """The forward path of a client (first hop: the server) is used for every invoice_request: lightningd
+    decrypts that hop once, not per request."""
+    from asyncreceive.node import transport as tr
+    w = mailbox_world()
+    w.st.running.set()
+    inv = stored_invoice(w, 0)
+    calls = []
+    real = w.snode.decrypt_encrypted_data
+    w.snode.decrypt_encrypted_data = lambda enc, pk: (calls.append(enc), real(enc, pk))[1]
+    forward = InvoiceRecord.decode(w.snode.ds_get(invoice_key(b"phone", 0))[0]).forward_path
+    for _ in range(3):
+        request(w, inv)
+    assert len(answers(w)) == 3
+    assert forward.first_node_id == w.snode.node_id
+    assert calls.count(forward.hops[0].encrypted_recipient_data) == 1
+    assert len(w.st._our_hops) <= tr.OUR_HOPS_KEPT
