@@ -5,7 +5,6 @@ the reason) and gives it to the worker, the recipient's cache, the server's limi
 """
 
 import importlib.util
-import time
 from pathlib import Path
 
 import pytest
@@ -107,21 +106,3 @@ def test_more_slots_are_requested_and_fewer_keep_the_payable_offers():
     assert len(w.server.list_invoices(b"phone")) == 4
     w.recipient.set_slots(1)  # payable offers are kept until they expire, as at a restart
     assert w.statuses()["ready"] == 4 and w.recipient.n_slots == 1
-
-
-def test_worker_takes_a_new_tick_interval_without_waiting_out_the_old_one():
-    ticks = []
-    w = Worker(lambda msg, level="info": None, tick=lambda: ticks.append(time.monotonic()), tick_seconds=3600)
-    w.start()
-    try:
-        deadline = time.monotonic() + 5
-        while not ticks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(ticks) == 1  # the first tick comes at once
-        w.set_tick_seconds(0.05)
-        deadline = time.monotonic() + 5
-        while len(ticks) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(ticks) >= 4
-    finally:
-        w.stop()

@@ -87,22 +87,39 @@ def test_exceptions_are_logged_and_the_worker_goes_on():
     assert logs == ["broken"]
 
 
-def test_tick_now_ticks_at_once_instead_of_waiting_out_the_interval():
+def wait_until(done, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return done()
+
+
+def ticking_worker():
+    """A started worker whose tick records when it ran, an hour apart unless told otherwise."""
     ticks = []
     w = Worker(lambda msg, level="info": None, tick=lambda: ticks.append(time.monotonic()), tick_seconds=3600)
     w.start()
+    assert wait_until(lambda: ticks) and len(ticks) == 1      # the first tick comes at start
+    return w, ticks
+
+
+def test_tick_now_ticks_at_once_instead_of_waiting_out_the_interval():
+    w, ticks = ticking_worker()
     try:
-        deadline = time.monotonic() + 5
-        while not ticks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert len(ticks) == 1                  # the first tick comes at start
         time.sleep(0.05)
         assert len(ticks) == 1                  # the next one would be an hour later
         w.tick_now()
-        deadline = time.monotonic() + 5
-        while len(ticks) < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert len(ticks) == 2
+        assert wait_until(lambda: len(ticks) == 2)
+    finally:
+        w.stop()
+
+
+def test_worker_takes_a_new_tick_interval_without_waiting_out_the_old_one():
+    """setconfig asyncreceive-tick-seconds: the new interval counts at once."""
+    w, ticks = ticking_worker()
+    try:
+        w.set_tick_seconds(0.05)
+        assert wait_until(lambda: len(ticks) >= 4)
     finally:
         w.stop()
 
