@@ -71,7 +71,7 @@ def test_demo_runs_end_to_end_and_cleans_up():
     assert_all_gone(base)
 
 
-def test_demo_keep_leaves_the_nodes_up_and_its_stop_command_removes_them():
+def test_demo_keep_leaves_nodes_up_until_its_stop_command():
     proc = start_demo("--keep")
     out, _ = proc.communicate(timeout=300)
     base = base_dir(out.splitlines()[0])

@@ -60,7 +60,7 @@ def test_reckless_installs_and_starts_the_plugin(node_factory, tmp_path):
     assert node.rpc.call("asyncreceive-status")["version"] == __version__
 
 
-def test_python_without_the_dependencies_tells_lightningd_what_to_install(node_factory, tmp_path):
+def test_python_without_dependencies_says_what_to_install(node_factory, tmp_path):
     """plugin.py runs under the first python3 on PATH (its #! line): here one made without any package."""
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)

@@ -215,7 +215,7 @@ def test_multi_part_async_payment(node_factory, plugin_opts):
     assert len(got) == 1 and 60_000 <= got[0]["amount_msat"] <= 60_002
 
 
-def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, plugin_opts):
+def test_pay_takes_the_payees_own_invoice_when_it_answers(node_factory, plugin_opts):
     """asyncreceive-pay on an offer whose node answers with a normal invoice (type 66, here CLN's own
     offer): it is paid through lightningd's pay, with proof of payment."""
     payer, server, recipient, offer, invoice = setup(node_factory, plugin_opts)
@@ -233,7 +233,7 @@ def test_pay_takes_a_normal_invoice_when_the_payee_answers_itself(node_factory, 
     assert done["route"] == "normal"
 
 
-def test_recipient_without_a_channel_to_its_server_connects_to_it_at_start(node_factory, plugin_opts):
+def test_recipient_connects_to_its_server_at_start(node_factory, plugin_opts):
     """payer - server - hub - recipient: the recipient's only channel is with the hub, so after a restart
     nothing but the plugin connects it to its server, whose mailbox relays only to a connected client."""
     # the server announces its address (localhost: a dev option), so the recipient can connect to it by id

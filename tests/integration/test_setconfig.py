@@ -17,7 +17,7 @@ def config(node, name):
     return node.rpc.listconfigs(name)["configs"][name]
 
 
-def test_setconfig_changes_slots_and_server_limits_without_restart(node_factory, plugin_opts):
+def test_setconfig_changes_slots_and_limits_at_run_time(node_factory, plugin_opts):
     node = node_factory.get_node(options=plugin_opts)
     assert node.rpc.call("asyncreceive-status")["slots"] == 10
     node.rpc.setconfig("asyncreceive-slots", 4)
