@@ -25,13 +25,19 @@ from asyncreceive.wire.tlv import bigsize
 def setup(node_factory, plugin_opts):
     payer, server, recipient = node_factory.line_graph(3, fundchannel=True, wait_for_announce=True,
                                                        opts=plugin_opts)
+    return (payer, server, recipient) + enrol_and_get_offer(server, recipient)
+
+
+def enrol_and_get_offer(server, recipient):
+    """Enrol ``recipient`` at ``server`` as client "phone", wait for its 10 offers, take one: the offer and
+    the static invoice the server stores for it."""
     r = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})
     recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
     wait_for(lambda: len(recipient.rpc.call("asyncreceive-listoffers", {"status": "ready"})["offers"]) == 10)
     offer = recipient.rpc.call("asyncreceive-getoffer")
     rec = server.rpc.listdatastore(key=invoice_key(b"phone", offer["slot"]))["datastore"][0]
     invoice = StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
-    return payer, server, recipient, Offer.from_string(offer["offer"]), invoice
+    return Offer.from_string(offer["offer"]), invoice
 
 
 def pay(payer, invoice, invreq, preimage, amount, payment_hash=None):
@@ -241,12 +247,7 @@ def test_recipient_connects_to_its_server_at_start(node_factory, plugin_opts):
     payer, server, hub, recipient = node_factory.line_graph(
         4, fundchannel=True, wait_for_announce=True,
         opts=[opts, dict(opts, **{"dev-allow-localhost": None}), opts, opts])
-    r = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})
-    recipient.rpc.call("asyncreceive-setserver", {"paths": r["paths_hex"]})
-    wait_for(lambda: len(recipient.rpc.call("asyncreceive-listoffers", {"status": "ready"})["offers"]) == 10)
-    offer = recipient.rpc.call("asyncreceive-getoffer")
-    rec = server.rpc.listdatastore(key=invoice_key(b"phone", offer["slot"]))["datastore"][0]
-    invoice = StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)
+    _, invoice = enrol_and_get_offer(server, recipient)
     mailbox_path = invoice.message_paths[0]
     assert mailbox_path.first_node_id == bytes.fromhex(server.info["id"])
     wait_for(lambda: any(a.get("port") == server.port

@@ -231,11 +231,15 @@ def test_expired_client_paths_are_dropped():
 
 # ---- the server's mailbox: held_htlc_available kept while the recipient is offline ----------------
 
-def mailbox_world(config=None):
+def mailbox_world(config=None, live_config=None):
+    """Server, recipient (1 slot, ready) and payer; ``live_config`` replaces the server's config after it
+    was built (as setconfig does)."""
     from asyncreceive.payments.service import PaymentsService
     from asyncreceive.crypto.context import Kind
 
     w = World(slots=1, config=config)
+    if live_config is not None:
+        w.server.config = live_config
     w.payments = PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now)
     w.pnode, w.pt = w.net.add("payer")
     w.released = []
@@ -493,18 +497,8 @@ def test_the_recipient_replies_through_its_server_when_it_has_a_channel_with_it_
 def test_turning_the_mailbox_on_at_run_time_holds_messages():
     """A server started with asyncserver-max-held=0 and switched on with setconfig holds (the handler is
     always wired; it checks the live config)."""
-    import dataclasses
-    from asyncreceive.payments.service import PaymentsService
-    from asyncreceive.crypto.context import Kind
-    w = World(slots=1, config=ServerConfig(max_held=0))     # the service is built with holding off
-    w.server.config = dataclasses.replace(w.server.config, max_held=64)    # setconfig asyncserver-max-held 64
-    w.payments = PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now)
-    w.pnode, w.pt = w.net.add("payer")
-    w.released = []
-    w.pt.on_kind(Kind.PAYER_REPLY, w.released.append)
-    w.server.load()
-    w.enrol()
-    w.recipient.tick(start=True)                           # offers now come with the server's mailbox
+    # built with holding off, then setconfig asyncserver-max-held 64: offers come with the server's mailbox
+    w = mailbox_world(ServerConfig(max_held=0), live_config=ServerConfig(max_held=64))
     inv = stored_invoice(w, 0)
     w.rnode.online = False
     send_held_htlc_available(w, inv, inv.message_paths[:1])
