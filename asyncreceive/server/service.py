@@ -223,10 +223,14 @@ class ServerService:
                         "held_messages": held})
         return _paged("clients", out, _text(bytes.fromhex(nxt[0])) if nxt is not None else None)
 
+    def _require_client(self, client_id: bytes) -> None:
+        """ServerError unless ``client_id`` is enrolled (its record is stored)."""
+        if self.node.ds_get(client_key(client_id)) is None:
+            raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+
     def remove_client(self, client_id: bytes) -> dict:
         with self._lock:
-            if self.node.ds_get(client_key(client_id)) is None:
-                raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+            self._require_client(client_id)
             removed = self._remove(client_id)
         return {"client_id": _text(client_id), "invoices_removed": removed}
 
@@ -258,8 +262,8 @@ class ServerService:
         ``remove_client``) in (client id, slot) order, from ``start`` (``"<client_id>/<slot>"``, as
         ``next_start`` gives it) on, at most ``limit`` of them.  Reads one listing per client on the page
         (a client's invoices are one key's children)."""
-        if client_id is not None and self.node.ds_get(client_key(client_id)) is None:
-            raise ServerError(f"unknown client {client_id.decode('utf-8', 'replace')}")
+        if client_id is not None:
+            self._require_client(client_id)
         self._tally_ready()
         with self._lock:
             tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
