@@ -10,7 +10,7 @@ from pyln.testing.utils import wait_for
 
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire.bolt12 import StaticInvoice
-from tests.integration.test_payments import pays
+from tests.integration.test_payments import pay_of, pays
 
 
 def enrolled(node_factory, opts, slots=2):
@@ -30,9 +30,8 @@ def stored_offer_id(server, slot):
 def pay_and_wait(payer, offer, amount=None, timeout=60):
     params = {"offer": offer} if amount is None else {"offer": offer, "amount_msat": amount}
     r = payer.rpc.call("asyncreceive-pay", params)
-    wait_for(lambda: next(p for p in pays(payer) if p["payment_id"] == r["payment_id"])["status"]
-             in ("complete", "failed"), timeout=timeout)
-    return next(p for p in pays(payer) if p["payment_id"] == r["payment_id"])
+    wait_for(lambda: pay_of(payer, r["payment_id"])["status"] in ("complete", "failed"), timeout=timeout)
+    return pay_of(payer, r["payment_id"])
 
 
 def test_amount_offer_paid_online_offline_and_by_stock_cln(node_factory, plugin_opts):
@@ -66,11 +65,10 @@ def test_amount_offer_paid_online_offline_and_by_stock_cln(node_factory, plugin_
     # recipient offline: the static route, released when it comes back
     recipient.stop()
     r = payer.rpc.call("asyncreceive-pay", {"offer": got["offer"]})
-    wait_for(lambda: pays(payer)[-1]["status"] == "waiting_release", timeout=60)
+    wait_for(lambda: pay_of(payer, r["payment_id"])["status"] == "waiting_release", timeout=60)
     recipient.start()
-    wait_for(lambda: next(p for p in pays(payer) if p["payment_id"] == r["payment_id"])["status"] == "complete",
-             timeout=180)
-    done = next(p for p in pays(payer) if p["payment_id"] == r["payment_id"])
+    wait_for(lambda: pay_of(payer, r["payment_id"])["status"] == "complete", timeout=180)
+    done = pay_of(payer, r["payment_id"])
     print(f"offline: {done['status']} via {done['route']}")
     assert done["route"] == "static" and done["amount_msat"] == 25_000
     recv = recipient.rpc.call("asyncreceive-listpayments")["payments"]

@@ -6,14 +6,14 @@ import time
 
 from pyln.testing.utils import wait_for
 
-from tests.integration.test_payments import pays, setup
+from tests.integration.test_payments import pay_of, pays, setup
 
 
 def paid_by(payer, offer, amount):
     t0 = time.time()
     r = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": amount})
-    wait_for(lambda: pays(payer)[-1]["status"] in ("complete", "failed"), timeout=60)
-    done = next(p for p in pays(payer) if p["payment_id"] == r["payment_id"])
+    wait_for(lambda: pay_of(payer, r["payment_id"])["status"] in ("complete", "failed"), timeout=60)
+    done = pay_of(payer, r["payment_id"])
     return done, time.time() - t0
 
 

@@ -142,6 +142,12 @@ def pays(node):
     return node.rpc.call("asyncreceive-listpays")["pays"]
 
 
+def pay_of(node, payment_id):
+    """One payment by id: listpays orders by created_at in seconds, so two made in the same second may
+    come in either order."""
+    return next(p for p in pays(node) if p["payment_id"] == payment_id)
+
+
 def test_pay_while_recipient_offline(node_factory, plugin_opts):
     """asyncreceive-pay: the recipient is stopped, the payer gets the static invoice from the server and
     waits; when the recipient comes back it releases the payment, which completes once."""
