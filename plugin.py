@@ -83,7 +83,12 @@ def _on_setconfig(plugin, name: str, value) -> None:
 plugin = OperatorPlugin()
 plugin.add_option("asyncreceive-server-path", None,
                   "Blinded path(s) to our static invoice server, as hex of one blinded_path or of LDK's "
-                  "u16-counted list. May be given several times.", opt_type="string", multi=True)
+                  "u16-counted list. May be given several times: all are paths to one server.",
+                  opt_type="string", multi=True)
+plugin.add_option("asyncreceive-server", None,
+                  "A static invoice server we are enrolled at, as hex of its paths (paths_hex of its "
+                  "asyncserver-addclient, or one blinded_path). May be given several times: one server each; "
+                  "offers then carry paths of every server that answers.", opt_type="string", multi=True)
 
 
 def _dynamic_int(name: str, default: int, description: str) -> None:
@@ -179,14 +184,20 @@ def _via_arg(via):
     return out
 
 
-def _server_paths_option():
-    out = []
-    for v in plugin.get_option("asyncreceive-server-path") or []:
-        try:
-            out += decode_server_paths(bytes.fromhex(v), "asyncreceive-server-path")
-        except (ValueError, DecodeError) as e:
-            raise ValueError(f"asyncreceive-server-path {v[:20]}...: {e}")
-    return out
+def _server_option(name: str, v: str):
+    try:
+        return decode_server_paths(bytes.fromhex(v), name)
+    except (ValueError, DecodeError) as e:
+        raise ValueError(f"{name} {v[:20]}...: {e}")
+
+
+def _servers_option():
+    """The servers the options name: asyncreceive-server-path's paths (one server), then one per
+    asyncreceive-server."""
+    one = [p for v in plugin.get_option("asyncreceive-server-path") or []
+           for p in _server_option("asyncreceive-server-path", v)]
+    return ([one] if one else []) + [_server_option("asyncreceive-server", v)
+                                     for v in plugin.get_option("asyncreceive-server") or []]
 
 
 def _int_option(name):
@@ -218,7 +229,7 @@ APPLY.update({name: functools.partial(_set_server_limit, name) for name in (
 @plugin.init()
 def init(options, configuration, plugin, **kwargs):
     try:
-        server_paths = _server_paths_option()
+        servers = _servers_option()
         slots, tick = _int_option("asyncreceive-slots"), _int_option("asyncreceive-tick-seconds")
         server_cfg = ServerConfig(_int_option("asyncserver-max-clients"), _int_option("asyncserver-max-slots"),
                                   _int_option("asyncserver-max-invoice-bytes"),
@@ -241,7 +252,7 @@ def init(options, configuration, plugin, **kwargs):
     final_cltv = configs.get("cltv-final", {}).get("value_int", 18)
     recipient = RecipientService(transport, slots, log, plugin.rpc.getinfo()["network"],
                                  node.makesecret(OFFER_KEY_LABEL), final_cltv)
-    recipient.load(server_paths)
+    recipient.load(servers)
     state["recipient"] = recipient
     state["payments"] = PaymentsService(transport, recipient, log,
                                         lambda p: plugin.notify("asyncreceive_payment", p))
@@ -278,7 +289,7 @@ def init(options, configuration, plugin, **kwargs):
     worker.start()
     state["worker"] = worker
     log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}; "
-        f"{len(recipient.server_paths)} server path(s), {slots} slots")
+        f"{len(recipient.servers)} server(s), {len(recipient.server_paths)} server path(s), {slots} slots")
 
 
 @plugin.subscribe("onionmessage_forward_fail")
@@ -442,22 +453,38 @@ def status(plugin):
 
 
 @plugin.method("asyncreceive-setserver")
-def setserver(plugin, paths):
-    """Set (and persist) the blinded path(s) to our static invoice server: hex of a blinded_path, of LDK's
-    u16-counted list, or a list of either."""
-    items = paths if isinstance(paths, list) else [paths]
-    parsed = []
-    for v in items:
-        try:
-            parsed += decode_server_paths(_hex_arg("paths", v), "paths")
-        except DecodeError as e:
-            raise RpcException(str(e) if str(e).startswith("paths") else f"paths: {e}")
+def setserver(plugin, paths=None, servers=None):
+    """Set (and persist) the static invoice server(s) we are enrolled at.  {paths}: one server, as hex of a
+    blinded_path, of LDK's u16-counted list (paths_hex of asyncserver-addclient), or a list of either.
+    {servers}: several independent servers, a list with one such entry (hex or list of hex) per server;
+    offers then carry the paths of every server that answers, so they outlive one server's outage.  A
+    server left out is removed: its slots not handed out yet are filled by the others."""
+    if (paths is None) == (servers is None):
+        raise RpcException("give either paths (one server) or servers (a list, one entry per server)")
+    if servers is not None and (not isinstance(servers, list) or not servers):
+        raise RpcException("servers: a non-empty list, one entry (hex, or a list of hex) per server")
+    parsed = [_server_arg("paths", paths)] if servers is None else \
+        [_server_arg(f"servers[{i}]", v) for i, v in enumerate(servers)]
     try:
-        _recipient().set_server_paths(parsed)
+        ids = _recipient().set_servers(parsed)
     except RecipientError as e:
         raise RpcException(str(e))
     state["worker"].submit(state["recipient"].tick, True)
-    return {"server_paths": [p.encode().hex() for p in parsed]}
+    return {"server_paths": [p.encode().hex() for one in parsed for p in one],
+            "servers": [{"id": i.hex(), "paths": [p.encode().hex() for p in one]} for i, one in zip(ids, parsed)]}
+
+
+def _server_arg(name: str, value):
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        try:
+            out += decode_server_paths(_hex_arg(name, v), name)
+        except DecodeError as e:
+            raise RpcException(str(e) if str(e).startswith(name) else f"{name}: {e}")
+    if not out:
+        raise RpcException(f"{name}: no path")
+    return out
 
 
 @plugin.method("asyncreceive-listoffers")

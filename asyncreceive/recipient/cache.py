@@ -20,6 +20,15 @@ Lifecycle of a slot (bLIP-66, with LDK's constants)::
   slot, so such an offer takes a ready slot (its unused amount-less offer is dropped) and keeps it; it
   is never handed out by a plain getoffer.
 
+Several servers (see :mod:`.servers`): a slot is requested from every server, and its offer carries the
+offer paths of each server that answered (its *holders*); the same static invoice is served to each.  An
+offer not handed out yet is rebuilt (a new offer_id, back to *pending*) when another server's paths
+arrive, so a slot ends up held by every server that answers; it is *ready* once one holder persisted its
+invoice.  A pending or ready slot missing a server's paths asks that server again (with the slot's
+backoff, and a down server's).  So when a server is down its slots fill from the others, and getoffer
+prefers offers that more answering servers hold.  Used and dedicated offers never change: their paths
+are out in the world.
+
 Everything here is pure: ``(cache, event, now) -> (cache, actions)``.  The shell persists the new
 cache *before* it carries out the actions (sending a message, building an invoice).
 """
@@ -38,19 +47,30 @@ EMPTY, REQUESTED, PENDING, READY, USED = "empty", "requested", "pending", "ready
 
 
 @dataclass(frozen=True)
+class Holder:
+    """One server's part of an offer: the offer paths it issued for the slot, and where its static
+    invoice goes."""
+
+    server: bytes                   # the server's id (servers.server_id)
+    paths: bytes                    # its offer paths, as received (for duplicate detection)
+    reply_path: bytes               # offer_paths' reply path: every serve_static_invoice to it goes there
+    mailbox_node: bytes = b""       # it holds messages for our phantom (its node id), or b""
+    persisted_at: Optional[int] = None  # created_at of the newest invoice of this offer it confirmed
+    paths_expiry: Optional[int] = None  # offer_paths' paths_absolute_expiry
+
+
+@dataclass(frozen=True)
 class CachedOffer:
-    """A cached offer and what we need to keep its invoice fresh at the server."""
+    """A cached offer and what we need to keep its invoice fresh at its servers."""
 
     offer: bytes                    # the offer's TLV stream
     offer_id: bytes
-    paths: bytes                    # the server's offer paths, as received (for duplicate detection)
+    holders: Tuple[Holder, ...]     # the servers whose offer paths the offer carries, in that order
     expires_at: Optional[int]       # offer_absolute_expiry
     created_at: int                 # when offer_paths was accepted
-    server_reply_path: bytes        # offer_paths' reply path: every serve_static_invoice goes there
     invoice_created_at: int         # latest invoice sent (pending) or acknowledged (ready/used)
     invoice_expires_at: Optional[int] = None
     key_nonce: bytes = b""          # derives this offer's signing key (offer_issuer_id)
-    mailbox_node: bytes = b""       # the server holds messages for our phantom (its node id), or b""
     amount_msat: Optional[int] = None   # offer_amount of a dedicated offer
     description: Optional[str] = None   # offer_description of a dedicated offer
     issuer: Optional[str] = None        # offer_issuer of a dedicated offer
@@ -59,6 +79,9 @@ class CachedOffer:
     def dedicated(self) -> bool:
         """Made by getoffer for one use (amount, description or issuer): never handed out again."""
         return self.amount_msat is not None or self.description is not None or self.issuer is not None
+
+    def holder(self, server: bytes) -> Optional[Holder]:
+        return next((h for h in self.holders if h.server == server), None)
 
 
 @dataclass(frozen=True)
@@ -78,14 +101,18 @@ class Slot:
 # ---- actions (what the shell must do, after persisting) ---------------------------------------
 @dataclass(frozen=True)
 class SendRequest:
+    """offer_paths_request for the slot, to one server."""
+
     slot: int
+    server: bytes = b""
 
 
 @dataclass(frozen=True)
 class SendInvoice:
-    """Build a fresh static invoice for the slot's offer and serve it to the server."""
+    """Build a fresh static invoice for the slot's offer and serve it to these of its holders (None: all)."""
 
     slot: int
+    servers: Optional[Tuple[bytes, ...]] = None
 
 
 Action = object
@@ -140,33 +167,71 @@ def _request(slot: Slot, now: int) -> Slot:
                    next_request_at=now + backoff(attempts))
 
 
-def tick(cache, now: int, start: bool = False):
+def _extendable(s: Slot) -> bool:
+    """May another server's paths still be added to this slot's offer (rebuilding it)?"""
+    return s.status in (PENDING, READY) and not s.offer.dedicated
+
+
+def tick(cache, now: int, start: bool = False, servers: Tuple[bytes, ...] = (b"",), may_send=None):
     """The periodic step (and, with ``start``, the first one after loading the cache).
 
-    Returns (cache, actions).  At start every slot that needs an offer is requested immediately, even if
-    an earlier run had backed off.
+    ``servers``: the ids of the servers we are enrolled at; ``may_send(server)``: whether a message to it
+    may go now (a down server's round is not due: see :mod:`.servers`; default: always).  Returns
+    (cache, actions).  At start every slot that needs an offer is requested immediately, even if an
+    earlier run had backed off.
     """
+    ok = [x for x in servers if may_send is None or may_send(x)]
     cache = prune(cache, now)
     actions: List[Action] = []
     for s in cache:
-        if s.status == EMPTY or (s.status == REQUESTED and (start or s.next_request_at is None
-                                                            or now >= s.next_request_at)):
+        due = start or s.next_request_at is None or now >= s.next_request_at
+        if s.status == EMPTY or (s.status == REQUESTED and due):
+            if not ok:
+                continue
             if start:
                 s = replace(s, attempts=0)
             s = _request(s, now)
             cache = _set(cache, s)
-            actions.append(SendRequest(s.index))
-        elif s.status == PENDING:
-            actions.append(SendInvoice(s.index))
-        elif s.status == USED and s.offer.invoice_created_at + INVOICE_REFRESH < now:
-            actions.append(SendInvoice(s.index))
+            actions += [SendRequest(s.index, x) for x in ok]
+            continue
+        if s.offer is None:
+            continue
+        missing = [x for x in ok if s.offer.holder(x) is None]
+        if _extendable(s) and missing and due:
+            s = _request(s, now)
+            cache = _set(cache, s)
+            actions += [SendRequest(s.index, x) for x in missing]
+        if s.status == PENDING:
+            to = tuple(h.server for h in s.offer.holders if may_send is None or may_send(h.server))
+            if to:
+                actions.append(SendInvoice(s.index, None if len(to) == len(s.offer.holders) else to))
+        elif s.status in (READY, USED):
+            # holders that have not confirmed the offer yet; for a used offer also those whose invoice
+            # is old (its payment paths must stay fresh; a ready offer is replaced instead)
+            to = tuple(h.server for h in s.offer.holders if (h.persisted_at is None or (
+                s.status == USED and h.persisted_at + INVOICE_REFRESH < now))
+                and (may_send is None or may_send(h.server)))
+            if to:
+                actions.append(SendInvoice(s.index, None if len(to) == len(s.offer.holders) else to))
     victim = _replaceable(cache, now)
-    if victim is not None:
+    if victim is not None and ok:
         s = cache[_pos(cache, victim)]
         if s.next_request_at is None or start or now >= s.next_request_at:
             cache = _set(cache, _request(s, now))
-            actions.append(SendRequest(victim))
+            actions += [SendRequest(victim, x) for x in ok if SendRequest(victim, x) not in actions]
     return cache, actions
+
+
+def servers_removed(cache, removed) -> Tuple[Slot, ...]:
+    """Servers we are no longer enrolled at: a slot whose offer is not out in the world yet and that one
+    of them held starts again (empty: the next tick asks the others).  Used and dedicated offers keep
+    their holders: their paths are out, and the removed server may still serve them."""
+    out = []
+    for s in cache:
+        if s.offer is not None and _extendable(s) and any(h.server in removed for h in s.offer.holders):
+            s = Slot(s.index)
+        out.append(s)
+    return tuple(out)
 
 
 def _pos(cache, index: int) -> int:
@@ -176,42 +241,61 @@ def _pos(cache, index: int) -> int:
     raise KeyError(index)
 
 
-def slot_wants_offer(cache, index: int, now: int) -> bool:
-    """Does ``index`` still need an offer (LDK: empty, or a ready offer old enough to replace)?"""
+def _replacing(s: Slot, now: int) -> bool:
+    return s.status == READY and s.offer.created_at < now - OFFER_REFRESH and s.last_request_at is not None
+
+
+def slot_wants_offer(cache, index: int, now: int, server: bytes = b"") -> bool:
+    """Does ``index`` still want offer paths from ``server``: empty, a ready offer old enough to replace
+    (LDK), or an offer not handed out yet that this server does not hold?"""
     try:
         s = cache[_pos(cache, index)]
     except KeyError:
         return False
     if s.status in (EMPTY, REQUESTED):
         return True
-    return s.status == READY and s.offer.created_at < now - OFFER_REFRESH and s.last_request_at is not None
+    return _replacing(s, now) or (_extendable(s) and s.offer.holder(server) is None)
 
 
-def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[int], now: int) -> Optional[str]:
-    """Why an ``offer_paths`` for ``index`` must be ignored, or None to accept it."""
-    if not slot_wants_offer(cache, index, now):
+def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[int], now: int,
+                      server: bytes = b"") -> Optional[str]:
+    """Why an ``offer_paths`` from ``server`` for ``index`` must be ignored, or None to accept it."""
+    if not slot_wants_offer(cache, index, now, server):
         return "slot_not_wanting"
     if paths_expiry is not None and paths_expiry < now + MIN_PATHS_LIFETIME:
         return "paths_expire_too_soon"
     if not paths:
         return "no_paths"
-    if any(s.offer is not None and s.offer.paths == paths for s in cache):
+    if any(s.offer is not None and any(h.paths == paths for h in s.offer.holders) for s in cache):
         return "duplicate_paths"
     return None
 
 
-def offer_built(cache, index: int, offer: CachedOffer):
-    """The shell accepted offer_paths and built ``offer`` and its first invoice: the slot goes pending."""
+def offer_holders(cache, index: int, holder: Holder, now: int) -> Tuple[Holder, ...]:
+    """The holders of the offer to build for ``index`` now that ``holder``'s paths were accepted: the
+    slot's current ones plus it (the offer is rebuilt, so none has persisted it yet), or it alone for a
+    new or replaced offer."""
     s = cache[_pos(cache, index)]
-    cache = _set(cache, Slot(s.index, PENDING, offer))
+    if s.offer is not None and _extendable(s) and not _replacing(s, now) and s.offer.holder(holder.server) is None:
+        return tuple(replace(h, persisted_at=None) for h in s.offer.holders) + (holder,)
+    return (holder,)
+
+
+def offer_built(cache, index: int, offer: CachedOffer):
+    """The shell accepted offer_paths and built ``offer``: the slot goes pending.  Its request backoff
+    stays (servers still asked are not asked again before their time); no replacement is wanted."""
+    s = cache[_pos(cache, index)]
+    if s.offer is not None:  # a rebuilt offer's first invoice must be newer than its predecessor's
+        offer = replace(offer, invoice_created_at=max(offer.invoice_created_at, s.offer.invoice_created_at))
+    cache = _set(cache, replace(s, status=PENDING, offer=offer, last_request_at=None))
     return cache, [SendInvoice(index)]
 
 
 def invoice_time(slot: Slot, now: int) -> int:
-    """created_at of the invoice to serve for ``slot`` now.  The server keeps the newer of two invoices
-    for a slot, so a dedicated offer's first invoice must be newer than the one it replaces (which may
-    have been made in this same second)."""
-    if slot.status == PENDING and slot.offer.dedicated:
+    """created_at of the invoice to serve for ``slot`` now.  A server keeps the newer of two invoices for
+    a slot, so a pending (new, dedicated or rebuilt) offer's invoice must be newer than the one it
+    replaces, which may have been made in this same second."""
+    if slot.status == PENDING:
         return max(now, slot.offer.invoice_created_at + 1)
     return now
 
@@ -225,52 +309,60 @@ def invoice_sent(cache, index: int, invoice_created_at: int, invoice_expires_at:
                                                 invoice_expires_at=invoice_expires_at)))
 
 
-def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_at: Optional[int] = None):
-    """``static_invoice_persisted`` for (offer_id, invoice created_at): pending -> ready (a dedicated
-    offer -> used).
+def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_at: Optional[int] = None,
+              server: bytes = b""):
+    """``static_invoice_persisted`` from ``server`` for (offer_id, invoice created_at): pending -> ready
+    (a dedicated offer -> used) at the first holder's confirmation.
 
-    Duplicates and late acks are harmless: ready/used offers only move their invoice time forward.
+    Duplicates and late acks are harmless: confirmations only move a holder's invoice time forward.
     Returns (cache, changed).
     """
     for s in cache:
         if s.offer is None or s.offer.offer_id != offer_id:
             continue
         o = s.offer
-        if s.status == PENDING:
-            o = replace(o, invoice_created_at=invoice_created_at,
+        h = o.holder(server)
+        if h is None or (h.persisted_at is not None and invoice_created_at <= h.persisted_at):
+            return cache, False
+        holders = tuple(replace(x, persisted_at=invoice_created_at) if x is h else x for x in o.holders)
+        o = replace(o, holders=holders)
+        if invoice_created_at > o.invoice_created_at or s.status == PENDING:
+            o = replace(o, invoice_created_at=max(invoice_created_at, o.invoice_created_at),
                         invoice_expires_at=invoice_expires_at or o.invoice_expires_at)
+        if s.status == PENDING:
             status = USED if o.dedicated else READY
             return _set(cache, replace(s, status=status, offer=o, attempts=0, next_request_at=None)), True
-        if invoice_created_at > o.invoice_created_at:
-            o = replace(o, invoice_created_at=invoice_created_at,
-                        invoice_expires_at=invoice_expires_at or o.invoice_expires_at)
-            return _set(cache, replace(s, offer=o)), True
-        return cache, False
+        return _set(cache, replace(s, offer=o)), True
     return cache, False
 
 
-def newest_ready(cache) -> Optional[Slot]:
-    """The ready slot getoffer takes: the newest (a dedicated offer is built on its paths, then
-    :func:`offer_built` makes it pending)."""
+def held_by(s: Slot, down=frozenset()) -> int:
+    """How many servers that are not down confirmed this slot's offer."""
+    return sum(1 for h in s.offer.holders if h.persisted_at is not None and h.server not in down)
+
+
+def newest_ready(cache, down=frozenset()) -> Optional[Slot]:
+    """The ready slot getoffer takes: the one that most servers not ``down`` hold, newest first (a
+    dedicated offer is built on its paths, then :func:`offer_built` makes it pending)."""
     ready = [s for s in cache if s.status == READY]
-    return max(ready, key=lambda s: (s.offer.created_at, s.index)) if ready else None
+    return max(ready, key=lambda s: (held_by(s, down), s.offer.created_at, s.index)) if ready else None
 
 
-def get_offer(cache, now: int):
-    """Hand out an offer: the newest ready one (now used), else the used one expiring last (never a
-    dedicated one).
+def get_offer(cache, now: int, down=frozenset()):
+    """Hand out an offer: the best ready one (:func:`newest_ready`; now used), else the used one that
+    most servers not ``down`` hold, expiring last (never a dedicated one).
 
     Returns (cache, slot or None).
     """
     cache = prune(cache, now)
-    s = newest_ready(cache)
+    s = newest_ready(cache, down)
     if s is not None:
         s = replace(s, status=USED, attempts=0, next_request_at=None)
         return _set(cache, s), s
     used = [s for s in cache if s.status == USED and not s.offer.dedicated]
     if used:
         far = 2 ** 64
-        return cache, max(used, key=lambda s: (s.offer.expires_at or far, s.offer.created_at))
+        return cache, max(used, key=lambda s: (held_by(s, down) > 0, s.offer.expires_at or far, s.offer.created_at))
     return cache, None
 
 

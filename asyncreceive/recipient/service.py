@@ -26,20 +26,23 @@ from ..node.transport import Received, Transport, TransportError
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, Offer
-from ..wire.paths import BlindedPath, decode_server_paths, encode_path_list
+from ..wire.paths import BlindedPath, decode_path_list, decode_paths, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from . import cache as c
+from . import servers as sv
 from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
                        FALLBACK_INVOICE_LIFETIME, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
                        fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, check_offer_fields, offer_signing_key,
                       payment_paths, relative_expiry, scid_int)
-from .store import (FALLBACK_PREFIX, NONCE_LEN, SERVER_PATHS_KEY, FallbackInvoice, decode_fallback, decode_slot,
-                    encode_fallback, encode_slot, fallback_key, open_preimage, record_key, seal_preimage, slot_key)
+from .store import (FALLBACK_PREFIX, MAX_SERVERS, NONCE_LEN, SERVER_PATHS_KEY, SERVERS_KEY, FallbackInvoice,
+                    decode_fallback, decode_servers, decode_slot, encode_fallback, encode_servers, encode_slot,
+                    fallback_key, open_preimage, record_key, seal_preimage, slot_key)
 
 F_REPLY_SLOT = 4
 F_OFFER_ID = 4
 F_CREATED_AT = 6
+F_SERVER = 8
 HELD_HTLC_GRACE = 2 * 3600
 FORWARD_PATH_LIFETIME = 365 * 24 * 3600
 #: a connect from our server or a channel peer retries waiting requests at once, but not more often than
@@ -79,7 +82,9 @@ class RecipientService:
         self.persisted_changed = threading.Condition(self.lock)
         self.cache = c.new_cache(slots)
         self._gens: Dict[int, int] = {}
-        self.server_paths: List[BlindedPath] = []
+        #: the servers we are enrolled at, in order: (id, paths)
+        self.servers: List[Tuple[bytes, List[BlindedPath]]] = []
+        self.health: Dict[bytes, sv.Health] = {}
         self._channels_fp: Optional[bytes] = None
         self.ignored: Dict[str, int] = {}
         #: payment_hash -> the online-fallback invoice we issued (its record is in the datastore)
@@ -98,18 +103,34 @@ class RecipientService:
         return int(self._clock())
 
     # ---- persistence ----------------------------------------------------------------------------
-    def load(self, option_paths: List[BlindedPath]) -> None:
-        stored = self.node.ds_get(SERVER_PATHS_KEY)
-        self.server_paths = list(option_paths)
-        if stored:
-            try:
-                self.server_paths = decode_server_paths(stored[0], "server_paths")
-            except DecodeError as e:
-                self._log(f"ignoring unreadable server paths record (using the option's): {e}", "unusual")
+    @staticmethod
+    def _server(paths: List[BlindedPath]) -> Tuple[bytes, List[BlindedPath]]:
+        return sv.server_id(encode_path_list(paths)), list(paths)
+
+    @property
+    def server_paths(self) -> List[BlindedPath]:
+        """Every server's paths, server by server."""
+        return [p for _, paths in self.servers for p in paths]
+
+    def load(self, option_servers: List[List[BlindedPath]]) -> None:
+        """The servers (setserver's record, else an older version's one-server record, else the options),
+        then the slots and the online-fallback records."""
+        self.servers = [self._server(p) for p in option_servers if p]
+        stored = self.node.ds_get(SERVERS_KEY)
+        legacy = self.node.ds_get(SERVER_PATHS_KEY) if stored is None else None
+        try:
+            if stored:
+                self.servers = [self._server(decode_path_list(x, "servers")) for x in decode_servers(stored[0])]
+            elif legacy:
+                self.servers = [self._server(decode_server_paths(legacy[0], "server_paths"))]
+        except DecodeError as e:
+            self._log(f"ignoring unreadable servers record (using the options'): {e}", "unusual")
+        # slots written by a version with one server are that server's: the first
+        first = self.servers[0][0] if self.servers else b""
         slots = []
         for key, val, gen in self.node.ds_list(["asyncreceive", "v1", "recipient", "slot"]):
             try:
-                s = decode_slot(val)
+                s = decode_slot(val, first)
             except DecodeError as e:
                 # the slot starts empty; its next write replaces the damaged record (compare-and-swap on
                 # its generation), else every write of that slot would fail as a must-create
@@ -160,23 +181,39 @@ class RecipientService:
             self.n_slots = n
             self.cache = c.resize(self.cache, n)
 
-    def set_server_paths(self, paths: List[BlindedPath]) -> None:
-        if not paths:
-            raise RecipientError("at least one server path is needed")
-        self.node.ds_set(SERVER_PATHS_KEY, encode_path_list(paths))
+    def set_servers(self, servers: List[List[BlindedPath]]) -> List[bytes]:
+        """asyncreceive-setserver: the servers we are enrolled at from now on (persisted).  A removed
+        server's slots whose offers are not out yet start again (the next tick asks the others).
+        Returns the servers' ids."""
+        if not servers or not all(servers):
+            raise RecipientError("at least one server, each with at least one path, is needed")
+        if len(servers) > MAX_SERVERS:
+            raise RecipientError(f"at most {MAX_SERVERS} servers")
+        new = [self._server(p) for p in servers]
+        if len({i for i, _ in new}) < len(new):
+            raise RecipientError("the same server (the same paths) is given twice")
         with self.lock:
-            self.server_paths = list(paths)
+            self.node.ds_set(SERVERS_KEY, encode_servers([encode_path_list(p) for _, p in new]))
+            removed = {i for i, _ in self.servers} - {i for i, _ in new}
+            self.servers = new
+            if removed:
+                self._commit(c.servers_removed(self.cache, removed))
+                self._log(f"{len(removed)} server(s) removed: their slots not handed out yet are asked of "
+                          "the others", "info")
+        return [i for i, _ in new]
 
     # ---- the clock --------------------------------------------------------------------------------
     def tick(self, start: bool = False) -> None:
         self.expire_fallbacks()
-        if not self.server_paths:
+        if not self.servers:
             return
         if start:
             self.connect_to_server()
         with self.lock:
             fp = self._channels_fingerprint()
-            new, actions = c.tick(self.cache, self.now(), start=start)
+            now = self.now()
+            new, actions = c.tick(self.cache, now, start=start, servers=tuple(i for i, _ in self.servers),
+                                  may_send=lambda x: sv.may_send(self.health.get(x, sv.Health()), now))
             if self._channels_fp is not None and fp != self._channels_fp:
                 _, more = c.channels_changed(new)
                 actions += [a for a in more if a not in actions]
@@ -189,11 +226,12 @@ class RecipientService:
         """Connect to our server, without waiting: its mailbox relays what it held for
         us only once we are connected, and nothing else may connect us (all slots ready: nothing to send;
         no channel with it). Done at start, on refresh and when a peer's connect retries the slots."""
-        with self.lock:   # the server's node, as its offer_paths named it (its mailbox), else its first path's
-            servers = {s.offer.mailbox_node for s in self.cache if s.offer is not None and s.offer.mailbox_node}
-        if not servers and self.server_paths:
-            servers = {self._introduction(self.server_paths[0])}
-        for intro in servers - {None, self.node.node_id}:
+        with self.lock:   # each server's node, as its offer_paths named it (its mailbox), else its first path's
+            nodes = {h.server: h.mailbox_node for s in self.cache if s.offer is not None
+                     for h in s.offer.holders if h.mailbox_node}
+            servers = list(self.servers)
+        targets = set(nodes.values()) | {self._introduction(paths[0]) for i, paths in servers if i not in nodes}
+        for intro in targets - {None, self.node.node_id}:
             try:
                 self.node.connect_then(intro, SERVER_CONNECT_TIMEOUT, functools.partial(self._server_connected, intro))
             except NodeError as e:  # too many connects pending: the next start or refresh tries again
@@ -259,11 +297,22 @@ class RecipientService:
         for a in actions:
             try:
                 if isinstance(a, c.SendRequest):
-                    self._send_request(a.slot)
+                    self._send_request(a.slot, a.server)
                 elif isinstance(a, c.SendInvoice):
-                    self._send_invoice(a.slot)
+                    self._send_invoice(a.slot, a.servers)
             except (TransportError, NodeError, ValueError) as e:
                 self._log(f"{type(a).__name__} for slot {a.slot} failed: {e}", "unusual")
+
+    def _sent_to(self, server: bytes) -> None:
+        with self.lock:
+            self.health[server] = sv.sent(self.health.get(server, sv.Health()), self.now())
+
+    def _answered_by(self, server: bytes) -> None:
+        with self.lock:
+            was = sv.state(self.health.get(server, sv.Health()), self.now())
+            self.health[server] = sv.answered(self.health.get(server, sv.Health()), self.now())
+        if was == "down":
+            self._log(f"server {server.hex()} answers again", "info")
 
     # ---- outgoing -----------------------------------------------------------------------------------
     def _reply_via(self, server_path: BlindedPath) -> List[bytes]:
@@ -272,21 +321,28 @@ class RecipientService:
         it forwards, never connect, so they must reach us over a connection that stays."""
         return self.t.reply_via(server_path, prefer_connected_intro=True)
 
-    def _send_request(self, slot: int) -> None:
-        """offer_paths_request over the first server path that takes it (the others are fallbacks).
+    def _send_request(self, slot: int, server: bytes) -> None:
+        """offer_paths_request to ``server`` over the first of its paths that takes it (the others are
+        fallbacks).
 
         Every copy would be answered, and CLN paces onion messages to 4/s per peer, so one copy per
         round fills the slots twice as fast as LDK's one copy per server path.
         """
-        ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME, {F_REPLY_SLOT: u16(slot)})
+        paths = next((p for i, p in self.servers if i == server), None)
+        if paths is None:
+            return  # removed meanwhile
+        ctx = PathContext(Kind.OFFER_PATHS_REPLY, self.now() + c.REPLY_PATH_LIFETIME,
+                          {F_REPLY_SLOT: u16(slot), F_SERVER: server})
         body = m.OfferPathsRequest(slot).encode()
-        for p in self.server_paths:
+        self._sent_to(server)
+        for p in paths:
             try:
                 self.t.send(p, m.OFFER_PATHS_REQUEST, body, reply_context=ctx, reply_via=self._reply_via(p))
                 return
             except TransportError as e:
-                self._log(f"offer_paths_request for slot {slot} not sent on one server path: {e}", "debug")
-        raise TransportError("no server path accepted the request")
+                self._log(f"offer_paths_request for slot {slot} not sent on one path of server {server.hex()}: {e}",
+                          "debug")
+        raise TransportError(f"no path of server {server.hex()} accepted the request")
 
     def _incoming(self) -> List[IncomingChannel]:
         out = []
@@ -306,11 +362,12 @@ class RecipientService:
             return b""
 
     def _message_paths(self, ctx: PathContext, channels: List[IncomingChannel],
-                       mailbox_node: bytes = b"") -> List[BlindedPath]:
-        """Paths for held_htlc_available: first ``server -> phantom`` when our server holds messages for
-        us (it keeps them while we are offline), then at least two through up to two channel peers and
-        direct (for when we are online; payers such as LDK send on every path)."""
-        paths = [self.t.make_mailbox_path(ctx, mailbox_node)] if mailbox_node else []
+                       mailbox_nodes: Tuple[bytes, ...] = ()) -> List[BlindedPath]:
+        """Paths for held_htlc_available: first ``server -> phantom`` for each of our servers (up to two)
+        that holds messages for us (it keeps them while we are offline), then at least two through up to
+        two channel peers and direct (for when we are online; payers such as LDK send on up to four)."""
+        mailbox_nodes = tuple(dict.fromkeys(x for x in mailbox_nodes if x))[:2]
+        paths = [self.t.make_mailbox_path(ctx, x) for x in mailbox_nodes]
         # message paths need no channel_update: a channel peer that listincoming does not show yet
         # (gossip still on its way) will do, and it is what reaches us while we are offline
         try:
@@ -319,7 +376,7 @@ class RecipientService:
             normal = []
         peers = list(dict.fromkeys([ch.peer_id for ch in channels] + normal))[:2]
         paths += [self.t.make_path(ctx, via=[p]) for p in peers]
-        while len(paths) < 2 + bool(mailbox_node):
+        while len(paths) < 2 + len(mailbox_nodes):
             paths.append(self.t.make_path(ctx))
         return paths
 
@@ -333,9 +390,12 @@ class RecipientService:
                                          self.node.block_height(), rel, self.final_cltv, random_bytes=os.urandom)
         held_ctx = PathContext(Kind.HELD_HTLC, now + rel + HELD_HTLC_GRACE, {F_OFFER_ID: offer_rec.offer_id})
         return build_static_invoice(offer, key, now, pay_paths, infos,
-                                    self._message_paths(held_ctx, channels, offer_rec.mailbox_node))
+                                    self._message_paths(held_ctx, channels,
+                                                        tuple(h.mailbox_node for h in offer_rec.holders)))
 
-    def _send_invoice(self, slot: int) -> None:
+    def _send_invoice(self, slot: int, servers: Optional[Tuple[bytes, ...]] = None) -> None:
+        """Build a fresh static invoice for the slot's offer and serve it to its holders (or ``servers``
+        of them): each over its own reply path, with its own forward path and mailbox registration."""
         with self.lock:
             s = next((x for x in self.cache if x.index == slot), None)
             if s is None or s.offer is None:
@@ -344,13 +404,27 @@ class RecipientService:
             inv = self.build_invoice(s.offer, now)
             self._commit(c.invoice_sent(self.cache, slot, now, inv.expires_at))
             offer_rec = s.offer
-        server_reply = BlindedPath.decode(offer_rec.server_reply_path, "server_reply_path")
+        errors = []
+        for h in offer_rec.holders:
+            if servers is not None and h.server not in servers:
+                continue
+            try:
+                self._serve(offer_rec, h, inv.encode(), now)
+            except (TransportError, NodeError, ValueError) as e:
+                errors.append(f"server {h.server.hex()}: {e}")
+        if errors:
+            raise TransportError("; ".join(errors))
+
+    def _serve(self, offer_rec: c.CachedOffer, h: c.Holder, invoice: bytes, now: int) -> None:
+        server_reply = BlindedPath.decode(h.reply_path, "server_reply_path")
         fwd_ctx = PathContext(Kind.FORWARD_INVREQ, now + FORWARD_PATH_LIFETIME, {F_OFFER_ID: offer_rec.offer_id})
         via = self._reply_via(server_reply)
         forward = self.t.make_path(fwd_ctx, via=via)
-        reply_ctx = PathContext(Kind.PERSISTED_REPLY, None, {F_OFFER_ID: offer_rec.offer_id, F_CREATED_AT: tu64(now)})
-        mailbox = self.t.mailbox_registration(offer_rec.mailbox_node) if offer_rec.mailbox_node else None
-        self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(inv.encode(), forward, mailbox).encode(),
+        reply_ctx = PathContext(Kind.PERSISTED_REPLY, None, {F_OFFER_ID: offer_rec.offer_id, F_CREATED_AT: tu64(now),
+                                                             F_SERVER: h.server})
+        mailbox = self.t.mailbox_registration(h.mailbox_node) if h.mailbox_node else None
+        self._sent_to(h.server)
+        self.t.send(server_reply, m.SERVE_STATIC_INVOICE, m.ServeStaticInvoice(invoice, forward, mailbox).encode(),
                     reply_context=reply_ctx, reply_via=via)
 
     # ---- incoming -------------------------------------------------------------------------------
@@ -358,25 +432,44 @@ class RecipientService:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
         self._log(f"ignored: {text} ({reason})", "debug")
 
+    def _context_server(self, msg: Received) -> bytes:
+        """The server a reply comes from, as our reply path's context says (older versions' contexts name
+        none: our first server's)."""
+        got = msg.context.get(F_SERVER)
+        if got is not None:
+            return got
+        return self.servers[0][0] if self.servers else b""
+
     def on_offer_paths(self, msg: Received) -> None:
         msg.expect(m.OFFER_PATHS, "an offer_paths reply path")
         slot = decode_fixed(msg.context.get(F_REPLY_SLOT) or b"", 2, "context.slot")
+        server = self._context_server(msg)
         op = m.OfferPaths.decode(msg.body)
+        self._answered_by(server)
         now = self.now()
         paths_bytes = b"".join(p.encode() for p in op.paths)
         with self.lock:
-            why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now)
+            if all(i != server for i, _ in self.servers):
+                return self._ignore("removed_server", f"offer_paths for slot {slot} from server {server.hex()}")
+            why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now, server)
             if why is not None:
-                return self._ignore(why, f"offer_paths for slot {slot}")
+                return self._ignore(why, f"offer_paths for slot {slot} from server {server.hex()}")
+            holders = c.offer_holders(self.cache, slot, c.Holder(server, paths_bytes, msg.reply_path.encode(),
+                                                                 op.mailbox_node_id or b"", None,
+                                                                 op.paths_absolute_expiry), now)
+            offer_paths = [p for h in holders for p in decode_paths(h.paths, "holder.paths")]
+            # the offer expires with its shortest-lived server paths
+            expiries = [h.paths_expiry for h in holders if h.paths_expiry is not None]
+            expiry = min(expiries) if expiries else None
             nonce = os.urandom(16)
-            offer = build_offer(offer_signing_key(self.offer_key_base, nonce), op.paths, op.paths_absolute_expiry,
-                                self.network)
-            rec = c.CachedOffer(offer.encode(), offer.offer_id, paths_bytes, offer.absolute_expiry, now,
-                          msg.reply_path.encode(), now, None, nonce, op.mailbox_node_id or b"")
+            offer = build_offer(offer_signing_key(self.offer_key_base, nonce), offer_paths, expiry, self.network)
+            # no invoice yet (offer_built keeps a rebuilt offer's invoices newer than its predecessor's)
+            rec = c.CachedOffer(offer.encode(), offer.offer_id, holders, offer.absolute_expiry, now, 0, None, nonce)
             new, actions = c.offer_built(self.cache, slot, rec)
             self._commit(new)
             crashpoint("recipient-offer-built")
-        self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built, serving its static invoice", "info")
+        self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built on {len(holders)} server(s)' paths, "
+                  "serving its static invoice", "info")
         self._run(actions)
 
     def on_persisted(self, msg: Received) -> None:
@@ -384,18 +477,21 @@ class RecipientService:
         m.StaticInvoicePersisted.decode(msg.body)
         offer_id = msg.context.get(F_OFFER_ID)
         created = decode_tu(msg.context.get(F_CREATED_AT) or b"", 8, "context.created_at")
+        server = self._context_server(msg)
+        self._answered_by(server)
         with self.lock:
             s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
             inv_exp = None
             if s is not None and s.offer.invoice_created_at == created:
                 inv_exp = s.offer.invoice_expires_at
-            new, changed = c.persisted(self.cache, offer_id, created, inv_exp)
+            new, changed = c.persisted(self.cache, offer_id, created, inv_exp, server)
             if not changed:
                 return self._ignore("stale_persisted", f"static_invoice_persisted for {offer_id.hex()[:16]}")
             self._commit(new)
             self.persisted_changed.notify_all()
             status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
-        self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice", "info")
+        self._log(f"offer {offer_id.hex()[:16]} {status}: server {server.hex()} persisted its static invoice",
+                  "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
         """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
@@ -524,7 +620,7 @@ class RecipientService:
 
     def get_offer(self) -> dict:
         with self.lock:
-            new, s = c.get_offer(self.cache, self.now())
+            new, s = c.get_offer(self.cache, self.now(), self._down())
             if s is None:
                 self._none_ready()
             self._commit(new)  # persisted as used before it is handed out
@@ -532,7 +628,7 @@ class RecipientService:
             return self.offer_json(s)
 
     def _none_ready(self) -> None:
-        if not self.server_paths:
+        if not self.servers:
             raise RecipientError("no static invoice server is set: enrol at a server (asyncserver-addclient "
                                  "there) and give its paths to asyncreceive-setserver")
         n = c.counts(self.cache)
@@ -554,7 +650,7 @@ class RecipientService:
         with self.lock:
             now = self.now()
             base = c.prune(self.cache, now)
-            s = c.newest_ready(base)
+            s = c.newest_ready(base, self._down())
             if s is None:
                 self._none_ready()
             nonce = os.urandom(16)
@@ -578,13 +674,32 @@ class RecipientService:
                     "every tick; asyncreceive-listoffers shows it as used once the server confirms")
             return self.offer_json(next(x for x in self.cache if x.index == s.index))
 
+    def _down(self) -> frozenset:
+        now = self.now()
+        return frozenset(i for i, h in self.health.items() if sv.is_down(h, now))
+
     def _slot_status(self, index: int, offer_id: bytes) -> Optional[str]:
         s = next((x for x in self.cache if x.index == index), None)
         return s.status if s is not None and s.offer is not None and s.offer.offer_id == offer_id else None
 
+    def servers_json(self) -> List[dict]:
+        """Each server: id, paths, health (see :mod:`.servers`) and how many offers it holds."""
+        now = self.now()
+        out = []
+        for i, paths in self.servers:
+            h = self.health.get(i, sv.Health())
+            held = [s for s in self.cache if s.offer is not None and s.offer.holder(i) is not None]
+            out.append({"id": i.hex(), "paths_hex": encode_path_list(paths).hex(), "state": sv.state(h, now),
+                        "last_answer_at": h.last_answer_at, "waiting_since": h.waiting_since,
+                        "unanswered": h.unanswered, "next_try_at": h.next_try_at if sv.is_down(h, now) else None,
+                        "offers": len(held), "payable_offers": sum(1 for s in held if s.payable and
+                                                                 s.offer.holder(i).persisted_at is not None)})
+        return out
+
     def status(self) -> dict:
         with self.lock:
-            return {"server_paths": [p.encode().hex() for p in self.server_paths], "slots": len(self.cache),
+            return {"server_paths": [p.encode().hex() for p in self.server_paths], "servers": self.servers_json(),
+                    "slots": len(self.cache),
                     "slot_status": c.counts(self.cache), "ignored": dict(self.ignored),
                     "forwarded_invoice_requests": self.forwarded_invreqs,
                     "fallback_invoices": len(self._fallbacks)}

@@ -1,7 +1,8 @@
 """Datastore encoding of the recipient's slots and server paths (TLV values, versioned keys)::
 
     asyncreceive/v1/recipient/slot/<index 05d>     one Slot
-    asyncreceive/v1/recipient/server_paths         the server paths set at runtime (setserver)
+    asyncreceive/v1/recipient/servers              the servers set at runtime (setserver): their path lists
+    asyncreceive/v1/recipient/server_paths         (older versions) one server's paths set at runtime
     asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (sealed preimage, amount)
 
 Decoders raise only DecodeError on a damaged record; callers skip it with a log line.
@@ -17,11 +18,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import DecodeError
-from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.tlv import Reader, decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64, u16
 from . import cache as c
 
 PREFIX = ["asyncreceive", "v1", "recipient"]
 SERVER_PATHS_KEY = PREFIX + ["server_paths"]
+SERVERS_KEY = PREFIX + ["servers"]
+#: most servers a recipient is enrolled at (each costs a request per slot)
+MAX_SERVERS = 8
 #: slot numbers travel as u16 (offer_paths_request)
 MAX_SLOT_INDEX = 0xFFFF
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
@@ -105,6 +109,49 @@ def decode_fallback(payment_hash: bytes, data: bytes) -> FallbackInvoice:
                            decode_tu(r[6], 8, "fallback_invoice.expires_at"), pre, sealed, note)
 
 
+def encode_servers(path_lists: List[bytes]) -> bytes:
+    """The servers record: u16 count, then per server u16 length || its path list (LDK's encoding)."""
+    return u16(len(path_lists)) + b"".join(u16(len(p)) + p for p in path_lists)
+
+
+def decode_servers(data: bytes) -> List[bytes]:
+    r = Reader(data)
+    n = r.u16("servers.count")
+    if n > MAX_SERVERS:
+        raise DecodeError("servers.count", f"{n} servers, more than {MAX_SERVERS}")
+    out = [r.read(r.u16(f"servers[{i}].len"), f"servers[{i}]") for i in range(n)]
+    r.expect_end("servers")
+    return out
+
+
+def _encode_holder(h: c.Holder) -> bytes:
+    recs = [(0, h.server), (2, h.paths), (4, h.reply_path)]
+    if h.mailbox_node:
+        recs.append((5, h.mailbox_node))
+    if h.persisted_at is not None:
+        recs.append((7, tu64(h.persisted_at)))
+    if h.paths_expiry is not None:
+        recs.append((9, tu64(h.paths_expiry)))
+    return encode_tlv(recs)
+
+
+def _decode_holders(data: bytes) -> tuple:
+    r, out = Reader(data), []
+    while not r.at_end():
+        i = len(out)
+        rec = dict(decode_tlv(r.read(r.u16(f"slot_record.holders[{i}].len"), "holder"), f"holders[{i}]",
+                              known={0, 2, 4, 5, 7, 9}).records)
+        for t in (0, 2, 4):
+            if t not in rec:
+                raise DecodeError(f"slot_record.holders[{i}][{t}]", "missing")
+        out.append(c.Holder(rec[0], rec[2], rec[4], rec.get(5, b""),
+                            decode_tu(rec[7], 8, "holder.persisted_at") if 7 in rec else None,
+                            decode_tu(rec[9], 8, "holder.paths_expiry") if 9 in rec else None))
+    if not out or len(out) > MAX_SERVERS:
+        raise DecodeError("slot_record.holders", f"{len(out)} holders, expected 1 to {MAX_SERVERS}")
+    return tuple(out)
+
+
 def slot_key(index: int) -> List[str]:
     return PREFIX + ["slot", f"{index:05d}"]
 
@@ -117,14 +164,13 @@ def encode_slot(s: c.Slot) -> bytes:
         recs.append((6, tu64(s.last_request_at)))
     o = s.offer
     if o is not None:
-        recs += [(8, o.offer), (10, o.offer_id), (12, o.paths), (16, tu64(o.created_at)),
-                 (18, o.server_reply_path), (20, tu64(o.invoice_created_at)), (24, o.key_nonce)]
+        # 35: the offer's holders (one per server). Older versions wrote one server in 12, 18 and 27.
+        recs += [(8, o.offer), (10, o.offer_id), (16, tu64(o.created_at)), (20, tu64(o.invoice_created_at)),
+                 (24, o.key_nonce), (35, b"".join(u16(len(x)) + x for x in map(_encode_holder, o.holders)))]
         if o.expires_at is not None:
             recs.append((14, tu64(o.expires_at)))
         if o.invoice_expires_at is not None:
             recs.append((22, tu64(o.invoice_expires_at)))
-        if o.mailbox_node:
-            recs.append((27, o.mailbox_node))  # odd: older versions ignore it
         if o.amount_msat is not None:          # a dedicated offer's fields, odd as well
             recs.append((29, tu64(o.amount_msat)))
         if o.description is not None:
@@ -143,14 +189,17 @@ def _text(r: dict, t: int, name: str) -> Optional[str]:
         raise DecodeError(f"slot_record.{name}", "not UTF-8")
 
 
-def decode_slot(data: bytes) -> c.Slot:
-    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 33).records)
+def decode_slot(data: bytes, legacy_server: bytes = b"") -> c.Slot:
+    """A slot record.  One written by an older version (one server: fields 12, 18, 27) is held by
+    ``legacy_server``, which confirmed its invoice if the slot is ready or used."""
+    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 35).records)
     for t in (0, 1, 2):
         if t not in r:
             raise DecodeError(f"slot_record[{t}]", "missing")
     code = decode_fixed(r[0], 1, "slot_record.status")
     if code >= len(_STATUS):
         raise DecodeError("slot_record.status", f"unknown status {code}")
+    status = _STATUS[code]
 
     def tu(t, name):
         return decode_tu(r[t], 8, f"slot_record.{name}") if t in r else None
@@ -160,11 +209,17 @@ def decode_slot(data: bytes) -> c.Slot:
         raise DecodeError("slot_record.index", f"{index} is beyond any slot")
     offer = None
     if 8 in r:
-        for t in (10, 12, 16, 18, 20, 24):
+        for t in (10, 16, 20, 24):
             if t not in r:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
-        offer = c.CachedOffer(r[8], r[10], r[12], tu(14, "expires_at"), tu(16, "created_at"), r[18],
-                        tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24], r.get(27, b""),
-                        tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
-    return c.Slot(index, _STATUS[code], offer, tu(2, "attempts"), tu(4, "next_request_at"),
-                  tu(6, "last_request_at"))
+        if 35 in r:
+            holders = _decode_holders(r[35])
+        elif 12 in r and 18 in r:
+            acked = tu(20, "invoice_created_at") if status in (c.READY, c.USED) else None
+            holders = (c.Holder(legacy_server, r[12], r[18], r.get(27, b""), acked, tu(14, "expires_at")),)
+        else:
+            raise DecodeError("slot_record.holders", "missing")
+        offer = c.CachedOffer(r[8], r[10], holders, tu(14, "expires_at"), tu(16, "created_at"),
+                              tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24],
+                              tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
+    return c.Slot(index, status, offer, tu(2, "attempts"), tu(4, "next_request_at"), tu(6, "last_request_at"))

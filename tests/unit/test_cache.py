@@ -10,9 +10,11 @@ NOW = 1_800_000_000
 YEAR = 365 * 24 * 3600
 
 
-def offer(i, created=NOW, paths=None, expires=NOW + YEAR, inv=NOW):
-    return c.CachedOffer(offer=b"offer%d" % i, offer_id=bytes([i]) * 32, paths=paths or b"paths%d" % i,
-                   expires_at=expires, created_at=created, server_reply_path=b"reply", invoice_created_at=inv)
+def offer(i, created=NOW, paths=None, expires=NOW + YEAR, inv=NOW, server=b""):
+    """Offer ``i``, held by one server, which confirmed its invoice made at ``inv``."""
+    return c.CachedOffer(offer=b"offer%d" % i, offer_id=bytes([i]) * 32,
+                         holders=(c.Holder(server, paths or b"paths%d" % i, b"reply", persisted_at=inv),),
+                         expires_at=expires, created_at=created, invoice_created_at=inv)
 
 
 def filled(n=3, status=c.READY, created=NOW):
@@ -191,8 +193,8 @@ def test_invariants_under_any_event_order(evs):
                 if replaced.payable:  # only an old ready offer, and never the last payable one
                     assert replaced.status == c.READY and len(payable_before) >= 2
                     payable_before.discard(replaced.offer.offer_id)
-                o = c.CachedOffer(b"o", bytes([i, t % 256]) + t.to_bytes(8, "big") + bytes(22), p, t + YEAR, t,
-                            b"r", t)
+                o = c.CachedOffer(b"o", bytes([i, t % 256]) + t.to_bytes(8, "big") + bytes(22),
+                                  (c.Holder(b"", p, b"r"),), t + YEAR, t, t)
                 cache, _ = c.offer_built(cache, i, o)
         elif kind == "persisted":
             s = cache[i % len(cache)]
@@ -205,7 +207,7 @@ def test_invariants_under_any_event_order(evs):
         assert [s.index for s in cache] == list(range(4))
         for s in cache:
             assert (s.offer is None) == (s.status in (c.EMPTY, c.REQUESTED))
-        paths = [s.offer.paths for s in cache if s.offer is not None]
+        paths = [h.paths for s in cache if s.offer is not None for h in s.offer.holders]
         assert len(paths) == len(set(paths))
         still = {s.offer.offer_id for s in cache if s.payable}
         assert payable_before <= still  # nothing payable is lost, except by expiry or replacement

@@ -34,7 +34,7 @@ class World:
 
     def enrol(self, client=b"phone"):
         r = self.server.add_client(client)
-        self.recipient.set_server_paths(decode_path_list(bytes.fromhex(r["paths_hex"])))
+        self.recipient.set_servers([decode_path_list(bytes.fromhex(r["paths_hex"]))])
         self.recipient.load([])
         return r
 
@@ -222,7 +222,7 @@ def test_getoffer_persists_used_before_returning():
 def test_expired_client_paths_are_dropped():
     w = World(slots=1)
     r = w.server.add_client(b"phone", expiry=3600)
-    w.recipient.set_server_paths(decode_path_list(bytes.fromhex(r["paths_hex"])))
+    w.recipient.set_servers([decode_path_list(bytes.fromhex(r["paths_hex"]))])
     w.now += 3601
     w.recipient.tick(start=True)
     assert w.statuses()["requested"] == 1
@@ -264,7 +264,7 @@ def send_held_htlc_available(w, inv, paths=None):
 def test_offer_paths_name_the_mailbox_and_the_invoice_routes_through_it():
     w = mailbox_world()
     s = w.recipient.cache[0]
-    assert s.offer.mailbox_node == w.snode.node_id
+    assert s.offer.holders[0].mailbox_node == w.snode.node_id
     inv = stored_invoice(w, 0)
     first = inv.message_paths[0]
     assert first.first_node_id == w.snode.node_id and len(first.hops) == 2   # server -> phantom
@@ -388,7 +388,7 @@ def test_relayed_messages_are_authenticated_like_direct_ones():
 
 def test_server_without_mailbox_keeps_the_plain_paths():
     w = mailbox_world(ServerConfig(max_held=0))
-    assert w.recipient.cache[0].offer.mailbox_node == b""
+    assert w.recipient.cache[0].offer.holders[0].mailbox_node == b""
     inv = stored_invoice(w, 0)
     assert all(p.first_node_id != w.snode.node_id or len(p.hops) == 3 for p in inv.message_paths)
     assert w.server.list_clients()[0]["mailbox"] is False

@@ -347,8 +347,15 @@ def test_slot_index_beyond_u16_is_damage():
         store.decode_slot(store.encode_slot(c.Slot(70_000)))
 
 
-def test_damaged_server_paths_record_does_not_stop_loading():
+def test_damaged_servers_record_does_not_stop_loading():
+    """A damaged servers record (or an older version's server_paths record, read when there is none):
+    logged, and the options' servers are used."""
     w = world()
+    assert tuple(store.SERVERS_KEY) in w.rnode.ds
+    w.rnode.ds[tuple(store.SERVERS_KEY)] = (b"\xff\x01", 0)
+    w.recipient.load([])
+    assert w.recipient.servers == [] and w.recipient.cache
+    del w.rnode.ds[tuple(store.SERVERS_KEY)]
     w.rnode.ds[tuple(store.SERVER_PATHS_KEY)] = (b"\xff\x01", 0)
     w.recipient.load([])
-    assert w.recipient.server_paths == [] and w.recipient.cache
+    assert w.recipient.servers == [] and w.recipient.cache

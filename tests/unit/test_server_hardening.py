@@ -181,7 +181,7 @@ def test_a_client_enrolled_before_enrolment_ids_keeps_working():
     w = World(slots=1)
     w.snode.ds_set(client_key(b"phone"), ClientRecord(b"phone", NOW).encode())     # an old record
     paths = w.server.client_paths(PathContext(Kind.CLIENT, None, {F_CLIENT: b"phone"}))  # old paths
-    w.recipient.set_server_paths(paths)
+    w.recipient.set_servers([paths])
     w.recipient.load([])
     w.recipient.tick(start=True)
     w.now += 1
