@@ -1,8 +1,10 @@
 """``asyncreceive-pay``: pay a BOLT 12 offer whose recipient may be offline (CLN has no payer for this).
 
-1. Send an invoice_request to the offer's paths, with a reply path (context: the payment, step
+1. Send an invoice_request on one of the offer's paths, with a reply path (context: the payment, step
    *invoice*) that starts at one of our channel peers, so that the answer can follow it back.  Retried
-   with backoff (5 s doubling to 5 min) until an answer arrives; each try is counted and shown.
+   with backoff (5 s doubling to 5 min) until an answer arrives; each try is counted and shown, and
+   starts at the next offer path (:func:`.payer.path_order`: an offer may name several servers, and a
+   send to one that is down does not fail here).
 2. A ``static_invoice`` reply is checked (:func:`.payer.check_static_invoice`: this offer's records byte
    for byte, unexpired, signed by the offer's issuer).  A normal ``invoice`` (type 66) from the payee
    itself is checked as BOLT 12 asks of a payer (:func:`.payer.check_invoice`: signed by the offer's
@@ -42,7 +44,7 @@ from ..wire import messages as m
 from ..wire.bolt12 import INVOICE_PAYMENT_HASH, Invoice, InvoiceRequest, Offer, StaticInvoice
 from ..wire.tlv import bigsize, decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import PayLimits, build_invoice_request, build_payment_onion, check_invoice, check_static_invoice, \
-    usable_paths
+    path_order, usable_paths
 
 PREFIX = ["asyncreceive", "v1", "payer"]
 #: reply-path context fields: the payment, and which answer the path is for
@@ -498,7 +500,8 @@ class PayService:
             self._log(f"pay {payment_id.hex()[:8]}: no answer to the invoice_request yet; trying again "
                       f"(next at {p.next_try_at})", "info")
         sent, errors = False, []
-        for path in Offer.decode(p.offer).paths:
+        paths = Offer.decode(p.offer).paths
+        for path in (paths[i] for i in path_order(len(paths), p.attempts)):  # p.attempts counts this try
             try:
                 self.t.send(path, m.INVOICE_REQUEST, p.invreq, reply_context=self._ctx(p, STEP_INVOICE),
                             reply_via=self._reply_via(path), may_connect=True)  # the user asked for it

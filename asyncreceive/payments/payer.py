@@ -138,6 +138,13 @@ class PayLimits:
         return max(self.exemptfee_msat, int(amount_msat * self.maxfeepercent / 100))
 
 
+def path_order(n_paths: int, attempt: int) -> List[int]:
+    """The order in which try number ``attempt`` (1 for the first) sends on an offer's ``n_paths``
+    paths: each try starts one path further, so that retries reach every path's server even when the
+    send on one succeeds but its server never answers (the others are fallbacks for a send that fails)."""
+    return [(attempt - 1 + i) % n_paths for i in range(n_paths)]
+
+
 def path_fee(info: BlindedPayInfo, amount_msat: int) -> int:
     """The blinded path's fee for ``amount_msat`` (proportional part rounded up, as BOLT 4 says)."""
     return info.fee_base_msat + (amount_msat * info.fee_proportional_millionths + 999_999) // 1_000_000

@@ -10,11 +10,11 @@ from pyln.client import RpcError
 
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.transport import Received
+from asyncreceive.node.transport import Received, TransportError
 from asyncreceive.payments import pay as pay_mod
 from asyncreceive.payments.pay import F_PAYMENT_ID, F_STEP, STEP_INVOICE, STEP_RELEASE, Payment, PayError, PayService
 from asyncreceive.payments.payer import (PayLimits, build_invoice_request, check_invoice, path_fee,
-                                         usable_paths)
+                                         path_order, usable_paths)
 from asyncreceive.recipient.fallback import build_invoice
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.wire import messages as m
@@ -334,6 +334,50 @@ def test_listpays_shows_step_attempts_next_try_and_deadline():
     got = w.svc.list_pays()[0]
     assert got["attempts"] == 3 and got["next_try_at"] == NOW + 15 + 20 and "no answer yet" in got["step"]
     assert any("no answer to the invoice_request yet" in msg for lvl, msg in w.logs if lvl == "info")
+
+
+@given(st.integers(0, 20), st.integers(1, 10 ** 6))
+def test_path_order_is_a_rotation_that_moves_on_each_try(n, attempt):
+    order = path_order(n, attempt)
+    assert sorted(order) == list(range(n))                              # every path, once
+    assert all(order[(i + 1) % n] == (order[i] + 1) % n for i in range(n))   # fallbacks in the offer's order
+    assert path_order(n, 1) == list(range(n))                           # the first try starts at path 0
+    if n:
+        assert order[0] == (attempt - 1) % n and path_order(n, attempt + 1)[0] == (order[0] + 1) % n
+
+
+def test_each_invoice_request_try_starts_at_the_next_offer_path():
+    """Two servers hold the offer's invoice: a send to one that is down "succeeds" (the message is
+    lost), so the next try must go to the other server."""
+    w = World()
+    _, b = w.net.add("server-b")
+    paths = [w.st.make_path(PathContext(Kind.PROBE)), b.make_path(PathContext(Kind.PROBE))]
+    w.offer = Offer.build(w.issuer_id, paths, chains=[CHAINS["regtest"]])
+    tried, down = [], set()
+    send = w.pt.send
+
+    def recording_send(path, *args, **kwargs):
+        tried.append(paths.index(path))
+        if paths.index(path) in down:
+            raise TransportError("no route")
+        return send(path, *args, **kwargs)
+
+    w.pt.send = recording_send
+    pid = w.pay()
+    for _ in range(3):
+        w.now += 300
+        w.sched.run("_retry_invreq")
+    assert tried == [0, 1, 0, 1]                       # the 2nd (and every even) try goes over server B's path
+    down.add(1)
+    tried.clear()
+    w.sched.run("_retry_invreq")                       # 5th try: starts at path 0
+    w.sched.run("_retry_invreq")                       # 6th: path 1 cannot be sent on, so path 0 in the same try
+    assert tried == [0, 1, 0]
+    down.clear()
+    tried.clear()
+    w.sched.run("_retry_invreq")                       # 7th: path 0
+    w.svc.resume()                                     # as after a restart: the count goes on, 8th try, path 1
+    assert tried == [0, 1] and w.record(pid).attempts == 8
 
 
 def test_timeout_fails_visibly_and_notifies():

@@ -1,17 +1,23 @@
 """Recipient and server talking over the in-memory network (real crypto, codecs and services)."""
 
-import pytest
+import functools
+import os
 
-from asyncreceive.crypto.context import ContextError
+import pytest
+from coincurve import PrivateKey
+
+from asyncreceive.crypto.context import ContextError, Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.node.lightningd import NodeError
+from asyncreceive.node.transport import Received
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient.service import RecipientService
 from asyncreceive.server.ratelimit import RateLimiter
-from asyncreceive.server.service import ServerConfig, ServerError, ServerService
+from asyncreceive.server.service import MAX_OFFER_PATHS_CHECKED, ServerConfig, ServerError, ServerService
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import StaticInvoice
+from asyncreceive.recipient.invoice import CHAINS
+from asyncreceive.wire.bolt12 import Offer, StaticInvoice
 from asyncreceive.wire.paths import decode_path_list
 
 from .fakes import FakeNetwork
@@ -145,29 +151,29 @@ def _offer_and_invoice(w, slot):
     return s, w.recipient.build_invoice(s.offer, w.now)
 
 
+def serve_directly(w, slot, invoice_bytes, client=b"phone"):
+    """Feed the server's serve handler a serve_static_invoice on the client's serve reply path."""
+    rec = w.server._client(client)  # the context names the client's enrolment, as the server issues it
+    ctx = PathContext(Kind.SERVE_REPLY, w.now + 100, w.server._fields(client, rec and rec.enrolment, slot))
+    fwd = w.rt.make_path(PathContext(Kind.FORWARD_INVREQ, None, {4: b"x" * 32}))
+    body = m.ServeStaticInvoice(invoice_bytes, fwd).encode()
+    w.server.on_serve_static_invoice(Received(m.SERVE_STATIC_INVOICE, m.SERVE_STATIC_INVOICE, body,
+                                              w.rt.make_path(PathContext(Kind.PROBE)), ctx, b""))
+
+
 def test_server_validation_rules():
     w = World(slots=2)
     w.enrol()
     w.recipient.tick(start=True)
     # the server's serve handler, fed directly: each rule refuses something
-    from asyncreceive.crypto.context import Kind, PathContext
-    from asyncreceive.node.transport import Received
-
-    def serve(slot, invoice_bytes, client=b"phone"):
-        rec = w.server._client(client)  # the context names the client's enrolment, as the server issues it
-        ctx = PathContext(Kind.SERVE_REPLY, w.now + 100, w.server._fields(client, rec and rec.enrolment, slot))
-        fwd = w.rt.make_path(PathContext(Kind.FORWARD_INVREQ, None, {4: b"x" * 32}))
-        body = m.ServeStaticInvoice(invoice_bytes, fwd).encode()
-        w.server.on_serve_static_invoice(Received(m.SERVE_STATIC_INVOICE, m.SERVE_STATIC_INVOICE, body,
-                                                  w.rt.make_path(PathContext(Kind.PROBE)), ctx, b""))
-
+    serve = functools.partial(serve_directly, w)
     w.server.persist_limit = RateLimiter(capacity=100)  # this test is about validation, not rate
     s0, inv0 = _offer_and_invoice(w, 0)
     serve(0, inv0.encode())  # valid: accepted
-    with pytest.raises(DecodeError, match="offer paths we issued"):
+    with pytest.raises(DecodeError, match="an offer path we issued"):
         serve(1, inv0.encode())  # slot 0's offer served into slot 1
     w.server.add_client(b"other")
-    with pytest.raises(DecodeError, match="offer paths we issued"):
+    with pytest.raises(DecodeError, match="an offer path we issued"):
         serve(0, inv0.encode(), client=b"other")  # another client's offer
     with pytest.raises(DecodeError):
         serve(0, inv0.encode()[:-1] + bytes([inv0.encode()[-1] ^ 1]))  # bad signature
@@ -181,6 +187,41 @@ def test_server_validation_rules():
     w.now = NOW
     with pytest.raises(ContextError, match="unknown_client"):
         serve(0, inv0.encode(), client=b"nobody")
+
+
+def invoice_with_offer_paths(inv, paths):
+    """``inv`` again, a second later (newer than the stored one), for an offer (of a key of its own) on ``paths``."""
+    key = os.urandom(32)
+    offer = Offer.build(PrivateKey(key).public_key.format(), paths, chains=[CHAINS["regtest"]])
+    return StaticInvoice.build(offer, inv.paths, inv.payinfos, inv.created_at + 1, 3600, inv.message_paths, b"", key)
+
+
+def test_server_stores_an_invoice_whose_offer_also_names_another_server():
+    w = World(slots=2)
+    w.enrol()
+    w.recipient.tick(start=True)
+    w.server.persist_limit = RateLimiter(capacity=100)
+    _, b = w.net.add("server-b")   # the other static invoice server the offer names
+    foreign = b.make_path(PathContext(Kind.OFFER, w.now + 1000, {4: b"phone"}))
+    ours = stored_invoice(w, 0).offer_paths[0]
+    other_slot = stored_invoice(w, 1).offer_paths[0]   # at our node, but issued for slot 1
+    rpcs = []
+    decrypt = w.snode.decrypt_encrypted_data
+    w.snode.decrypt_encrypted_data = lambda *a: (rpcs.append(a), decrypt(*a))[1]
+    inv = invoice_with_offer_paths(stored_invoice(w, 0), [foreign, ours])
+    acks = w.st.stats.sent["static_invoice_persisted"]
+    serve_directly(w, 0, inv.encode())
+    assert stored_invoice(w, 0) == inv                                           # stored ...
+    assert w.st.stats.sent["static_invoice_persisted"] == acks + 1               # ... and acknowledged
+    assert len(rpcs) == 1            # server B's path was skipped without a decryptencrypteddata call
+    for paths in ([foreign], [foreign, other_slot]):                    # none of ours for slot 0: refused
+        with pytest.raises(DecodeError, match="none of them is an offer path we issued"):
+            serve_directly(w, 0, invoice_with_offer_paths(inv, paths).encode())
+    rpcs.clear()
+    too_many = [ours] + [foreign] * MAX_OFFER_PATHS_CHECKED
+    with pytest.raises(DecodeError, match=f"{MAX_OFFER_PATHS_CHECKED + 1} offer paths: more than"):
+        serve_directly(w, 0, invoice_with_offer_paths(inv, too_many).encode())
+    assert rpcs == [] and stored_invoice(w, 0) == inv
 
 
 def test_persist_rate_limit():
