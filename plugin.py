@@ -439,7 +439,8 @@ def listpayments(plugin):
 
 @plugin.method("asyncreceive-status")
 def status(plugin):
-    """Show asyncreceive's state: server paths, offer slots per status, onion messages sent, received,
+    """Show asyncreceive's state: server paths and each server (id, paths_hex, state answering, waiting,
+    down or unknown, last answer, unanswered messages, next try while down, offers it holds), offer slots per status, onion messages sent, received,
     relayed to us by our server's mailbox and dropped (per reason), the last error, and (as a server) the
     onion messages held for offline clients and what it stores (static_invoice_server: clients,
     invoices, mailboxes, held_messages, bytes_stored; counted as they change, nothing is listed)."""
@@ -489,7 +490,9 @@ def _server_arg(name: str, value):
 
 @plugin.method("asyncreceive-listoffers")
 def listoffers(plugin, status=None):
-    """List cached async offers, optionally only those with {status} (pending, ready or used)."""
+    """List cached async offers, optionally only those with {status} (pending, ready or used); each names the
+    servers whose paths it carries (id, as in asyncreceive-status) and whether each confirmed it stored its
+    static invoice."""
     try:
         return {"offers": _recipient().list_offers(status)}
     except RecipientError as e:

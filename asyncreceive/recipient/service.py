@@ -490,8 +490,8 @@ class RecipientService:
             self._commit(new)
             self.persisted_changed.notify_all()
             status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
-        self._log(f"offer {offer_id.hex()[:16]} {status}: server {server.hex()} persisted its static invoice",
-                  "info")
+        self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice (server "
+                  f"{server.hex()})", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
         """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
@@ -609,6 +609,7 @@ class RecipientService:
         for k in ("amount_msat", "description", "issuer"):
             if getattr(o, k) is not None:
                 out[k] = getattr(o, k)
+        out["servers"] = [{"id": h.server.hex(), "confirmed": h.persisted_at is not None} for h in o.holders]
         return out
 
     def list_offers(self, status: Optional[str] = None) -> List[dict]:
