@@ -42,6 +42,11 @@ MIN_PATHS_LIFETIME = 90 * 24 * 3600  # LDK MIN_OFFER_PATHS_RELATIVE_EXPIRY_SECS
 REPLY_PATH_LIFETIME = 2 * 3600      # expiry of the offer_paths_request reply path
 RETRY_BASE = 5
 RETRY_CAP = 3600
+#: a server's offer_paths may add at most this many paths to an offer, of at most this many bytes all
+#: together with the other servers' (our server refuses invoices whose offer has more than 8 paths, and
+#: invoices over 5120 bytes: the offer is part of the invoice, with payment and message paths)
+MAX_PATHS_PER_SERVER = 2
+MAX_OFFER_PATHS_BYTES = 2000
 
 EMPTY, REQUESTED, PENDING, READY, USED = "empty", "requested", "pending", "ready", "used"
 
@@ -91,7 +96,10 @@ class Slot:
     offer: Optional["CachedOffer"] = None
     attempts: int = 0               # offer_paths_request rounds sent since the slot last got an offer
     next_request_at: Optional[int] = None
-    last_request_at: Optional[int] = None
+    last_request_at: Optional[int] = None   # when a new or replacement offer was last requested
+    #: created_at of the newest invoice served for this slot, whatever its offer: a server keeps the newer
+    #: of two invoices for a slot, so every invoice we serve must be newer than this
+    invoice_floor: int = 0
 
     @property
     def payable(self) -> bool:
@@ -145,7 +153,7 @@ def prune(cache, now: int):
     out = []
     for s in cache:
         if s.offer is not None and s.offer.expires_at is not None and now > s.offer.expires_at:
-            s = Slot(s.index)
+            s = Slot(s.index, invoice_floor=s.invoice_floor)
         out.append(s)
     return tuple(out)
 
@@ -160,11 +168,13 @@ def _replaceable(cache, now: int) -> Optional[int]:
     return min(old, key=lambda s: (s.offer.created_at, s.index)).index
 
 
-def _request(slot: Slot, now: int) -> Slot:
+def _request(slot: Slot, now: int, replacing: bool = True) -> Slot:
+    """The slot asks for offer paths: for a new or replacement offer (``last_request_at`` marks that),
+    or, with ``replacing`` False, only for a missing server's paths to add to its offer."""
     attempts = slot.attempts + 1
     status = REQUESTED if slot.status in (EMPTY, REQUESTED) else slot.status
-    return replace(slot, status=status, attempts=attempts, last_request_at=now,
-                   next_request_at=now + backoff(attempts))
+    return replace(slot, status=status, attempts=attempts, next_request_at=now + backoff(attempts),
+                   last_request_at=now if replacing else slot.last_request_at)
 
 
 def _extendable(s: Slot) -> bool:
@@ -198,7 +208,7 @@ def tick(cache, now: int, start: bool = False, servers: Tuple[bytes, ...] = (b""
             continue
         missing = [x for x in ok if s.offer.holder(x) is None]
         if _extendable(s) and missing and due:
-            s = _request(s, now)
+            s = _request(s, now, replacing=False)
             cache = _set(cache, s)
             actions += [SendRequest(s.index, x) for x in missing]
         if s.status == PENDING:
@@ -229,7 +239,7 @@ def servers_removed(cache, removed) -> Tuple[Slot, ...]:
     out = []
     for s in cache:
         if s.offer is not None and _extendable(s) and any(h.server in removed for h in s.offer.holders):
-            s = Slot(s.index)
+            s = Slot(s.index, invoice_floor=s.invoice_floor)
         out.append(s)
     return tuple(out)
 
@@ -259,9 +269,14 @@ def slot_wants_offer(cache, index: int, now: int, server: bytes = b"") -> bool:
 
 def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[int], now: int,
                       server: bytes = b"") -> Optional[str]:
-    """Why an ``offer_paths`` from ``server`` for ``index`` must be ignored, or None to accept it."""
+    """Why an ``offer_paths`` from ``server`` for ``index`` (its paths as the offer would carry them: at
+    most ``MAX_PATHS_PER_SERVER``) must be ignored, or None to accept it."""
     if not slot_wants_offer(cache, index, now, server):
         return "slot_not_wanting"
+    s = cache[_pos(cache, index)]
+    kept = s.offer.holders if s.offer is not None and _extendable(s) and not _replacing(s, now) else ()
+    if len(paths) + sum(len(h.paths) for h in kept) > MAX_OFFER_PATHS_BYTES:
+        return "offer_too_large"
     if paths_expiry is not None and paths_expiry < now + MIN_PATHS_LIFETIME:
         return "paths_expire_too_soon"
     if not paths:
@@ -285,28 +300,26 @@ def offer_built(cache, index: int, offer: CachedOffer):
     """The shell accepted offer_paths and built ``offer``: the slot goes pending.  Its request backoff
     stays (servers still asked are not asked again before their time); no replacement is wanted."""
     s = cache[_pos(cache, index)]
-    if s.offer is not None:  # a rebuilt offer's first invoice must be newer than its predecessor's
-        offer = replace(offer, invoice_created_at=max(offer.invoice_created_at, s.offer.invoice_created_at))
     cache = _set(cache, replace(s, status=PENDING, offer=offer, last_request_at=None))
     return cache, [SendInvoice(index)]
 
 
 def invoice_time(slot: Slot, now: int) -> int:
     """created_at of the invoice to serve for ``slot`` now.  A server keeps the newer of two invoices for
-    a slot, so a pending (new, dedicated or rebuilt) offer's invoice must be newer than the one it
-    replaces, which may have been made in this same second."""
-    if slot.status == PENDING:
-        return max(now, slot.offer.invoice_created_at + 1)
-    return now
+    a slot, so each must be newer than any served for the slot before (a new, dedicated or rebuilt
+    offer's may follow its predecessor's in the same second)."""
+    return max(now, slot.invoice_floor + 1)
 
 
 def invoice_sent(cache, index: int, invoice_created_at: int, invoice_expires_at: Optional[int]):
-    """Record the invoice we are about to serve for a *pending* offer (ready/used keep their acked time)."""
+    """Record the invoice we are about to serve: the slot's floor moves up; a *pending* offer also
+    records it (ready/used keep their acked time)."""
     s = cache[_pos(cache, index)]
-    if s.status != PENDING:
-        return cache
-    return _set(cache, replace(s, offer=replace(s.offer, invoice_created_at=invoice_created_at,
-                                                invoice_expires_at=invoice_expires_at)))
+    s = replace(s, invoice_floor=max(s.invoice_floor, invoice_created_at))
+    if s.status == PENDING:
+        s = replace(s, offer=replace(s.offer, invoice_created_at=invoice_created_at,
+                                     invoice_expires_at=invoice_expires_at))
+    return _set(cache, s)
 
 
 def persisted(cache, offer_id: bytes, invoice_created_at: int, invoice_expires_at: Optional[int] = None,

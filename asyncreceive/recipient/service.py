@@ -145,6 +145,12 @@ class RecipientService:
         by_index = {s.index: s for s in slots}
         base = tuple(by_index.get(i, c.Slot(i)) for i in range(max([self.n_slots] + [i + 1 for i in by_index])))
         self.cache = c.resize(base, self.n_slots)
+        # servers removed while we were down (options changed, or a kill after setserver wrote the servers
+        # record and before it reset their slots): the same as setserver without them
+        gone = {h.server for s in self.cache if s.offer is not None for h in s.offer.holders} - \
+            {i for i, _ in self.servers}
+        if gone:
+            self._commit(c.servers_removed(self.cache, gone))
         self._load_fallbacks()
 
     def _load_fallbacks(self) -> None:
@@ -445,9 +451,8 @@ class RecipientService:
         slot = decode_fixed(msg.context.get(F_REPLY_SLOT) or b"", 2, "context.slot")
         server = self._context_server(msg)
         op = m.OfferPaths.decode(msg.body)
-        self._answered_by(server)
         now = self.now()
-        paths_bytes = b"".join(p.encode() for p in op.paths)
+        paths_bytes = b"".join(p.encode() for p in op.paths[:c.MAX_PATHS_PER_SERVER])
         with self.lock:
             if all(i != server for i, _ in self.servers):
                 return self._ignore("removed_server", f"offer_paths for slot {slot} from server {server.hex()}")
@@ -468,6 +473,7 @@ class RecipientService:
             new, actions = c.offer_built(self.cache, slot, rec)
             self._commit(new)
             crashpoint("recipient-offer-built")
+        self._answered_by(server)  # only answers we take count: a replayed one does not keep it "answering"
         self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built on {len(holders)} server(s)' paths, "
                   "serving its static invoice", "info")
         self._run(actions)
@@ -478,7 +484,6 @@ class RecipientService:
         offer_id = msg.context.get(F_OFFER_ID)
         created = decode_tu(msg.context.get(F_CREATED_AT) or b"", 8, "context.created_at")
         server = self._context_server(msg)
-        self._answered_by(server)
         with self.lock:
             s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
             inv_exp = None
@@ -490,6 +495,7 @@ class RecipientService:
             self._commit(new)
             self.persisted_changed.notify_all()
             status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
+        self._answered_by(server)
         self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice (server "
                   f"{server.hex()})", "info")
 
@@ -658,8 +664,10 @@ class RecipientService:
             old = Offer.decode(s.offer.offer)
             offer = build_offer(offer_signing_key(self.offer_key_base, nonce), old.offer_paths, old.absolute_expiry,
                                 self.network, amount_msat, description, issuer)
+            # a new offer: no holder has confirmed it yet
             rec = replace(s.offer, offer=offer.encode(), offer_id=offer.offer_id, created_at=now, key_nonce=nonce,
-                          amount_msat=amount_msat, description=description, issuer=issuer)
+                          amount_msat=amount_msat, description=description, issuer=issuer,
+                          holders=tuple(replace(h, persisted_at=None) for h in s.offer.holders))
             new, actions = c.offer_built(base, s.index, rec)
             self._commit(new)  # persisted before its invoice goes out: a restart re-serves it
         self._log(f"slot {s.index}: dedicated offer {offer.offer_id.hex()[:16]} built (amount {amount_msat}), "

@@ -24,8 +24,9 @@ from . import cache as c
 PREFIX = ["asyncreceive", "v1", "recipient"]
 SERVER_PATHS_KEY = PREFIX + ["server_paths"]
 SERVERS_KEY = PREFIX + ["servers"]
-#: most servers a recipient is enrolled at (each costs a request per slot)
-MAX_SERVERS = 8
+#: most servers a recipient is enrolled at: each costs a request per slot, and an offer carries at most
+#: cache.MAX_PATHS_PER_SERVER paths of each, 8 in all (what our server checks)
+MAX_SERVERS = 4
 #: slot numbers travel as u16 (offer_paths_request)
 MAX_SLOT_INDEX = 0xFFFF
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
@@ -162,11 +163,17 @@ def encode_slot(s: c.Slot) -> bytes:
         recs.append((4, tu64(s.next_request_at)))
     if s.last_request_at is not None:
         recs.append((6, tu64(s.last_request_at)))
+    recs.append((37, tu64(s.invoice_floor)))
     o = s.offer
     if o is not None:
-        # 35: the offer's holders (one per server). Older versions wrote one server in 12, 18 and 27.
-        recs += [(8, o.offer), (10, o.offer_id), (16, tu64(o.created_at)), (20, tu64(o.invoice_created_at)),
-                 (24, o.key_nonce), (35, b"".join(u16(len(x)) + x for x in map(_encode_holder, o.holders)))]
+        # 35: the offer's holders (one per server).  The first one also in 12, 18 and 27, as older versions
+        # (one server) wrote them: they read this record still (and ignore 35)
+        first = o.holders[0]
+        recs += [(8, o.offer), (10, o.offer_id), (12, first.paths), (16, tu64(o.created_at)),
+                 (18, first.reply_path), (20, tu64(o.invoice_created_at)), (24, o.key_nonce),
+                 (35, b"".join(u16(len(x)) + x for x in map(_encode_holder, o.holders)))]
+        if first.mailbox_node:
+            recs.append((27, first.mailbox_node))
         if o.expires_at is not None:
             recs.append((14, tu64(o.expires_at)))
         if o.invoice_expires_at is not None:
@@ -192,7 +199,7 @@ def _text(r: dict, t: int, name: str) -> Optional[str]:
 def decode_slot(data: bytes, legacy_server: bytes = b"") -> c.Slot:
     """A slot record.  One written by an older version (one server: fields 12, 18, 27) is held by
     ``legacy_server``, which confirmed its invoice if the slot is ready or used."""
-    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 35).records)
+    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 37).records)
     for t in (0, 1, 2):
         if t not in r:
             raise DecodeError(f"slot_record[{t}]", "missing")
@@ -222,4 +229,6 @@ def decode_slot(data: bytes, legacy_server: bytes = b"") -> c.Slot:
         offer = c.CachedOffer(r[8], r[10], holders, tu(14, "expires_at"), tu(16, "created_at"),
                               tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24],
                               tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
-    return c.Slot(index, status, offer, tu(2, "attempts"), tu(4, "next_request_at"), tu(6, "last_request_at"))
+    # older records have no floor: their offer's invoice time is the newest they served
+    floor = tu(37, "invoice_floor") if 37 in r else (offer.invoice_created_at if offer is not None else 0)
+    return c.Slot(index, status, offer, tu(2, "attempts"), tu(4, "next_request_at"), tu(6, "last_request_at"), floor)

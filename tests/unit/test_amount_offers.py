@@ -41,7 +41,8 @@ def _offer(**kw):
 
 
 def test_a_dedicated_offer_is_used_once_persisted_and_never_handed_out_again():
-    cache = (c.Slot(0, c.READY, _offer()), c.Slot(1, c.READY, _offer()))
+    # each slot's invoice was served at NOW
+    cache = (c.Slot(0, c.READY, _offer(), invoice_floor=NOW), c.Slot(1, c.READY, _offer(), invoice_floor=NOW))
     s = c.newest_ready(cache)
     dedicated = replace(s.offer, offer_id=os.urandom(32), amount_msat=5000, description="tea")
     cache, actions = c.offer_built(cache, s.index, dedicated)

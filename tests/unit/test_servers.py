@@ -11,11 +11,12 @@ from asyncreceive.recipient import cache as c
 from asyncreceive.recipient import servers as sv
 from asyncreceive.recipient import store
 from asyncreceive.recipient.invoice import CHAINS
+from asyncreceive.recipient.store import SERVERS_KEY, encode_servers
 from asyncreceive.server.service import ServerConfig, ServerService
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.bolt12 import Offer, StaticInvoice
-from asyncreceive.wire.paths import decode_path_list
+from asyncreceive.wire.paths import decode_path_list, encode_path_list
 
 from asyncreceive.wire.tlv import decode_tlv, encode_tlv
 
@@ -80,6 +81,7 @@ def test_each_slot_is_asked_of_every_server_and_its_offer_grows_with_each_answer
     hs = c.offer_holders(cache, 0, holder(A, b"pA"), NOW)
     assert hs == (holder(A, b"pA"),)
     cache, _ = built(cache, 0, hs, b"\x01" * 32)
+    cache = c.invoice_sent(cache, 0, c.invoice_time(cache[0], NOW), None)   # its invoice, made at NOW
     cache, _ = c.persisted(cache, b"\x01" * 32, NOW, server=A)
     assert cache[0].status == c.READY
     # B's answer for the same slot: the offer (not handed out yet) is rebuilt on both servers' paths
@@ -147,10 +149,15 @@ def test_slot_record_keeps_every_holder_and_reads_an_older_versions_record():
         holder(B, b"pB"), mailbox_node=b"\x02" * 33)), NOW + YEAR, NOW, NOW, NOW + 99, b"n" * 16))
     assert store.decode_slot(store.encode_slot(s)) == s
     # an older version's record: one server's paths in 12, its reply path in 18, its mailbox in 27
-    recs = [r for r in decode_tlv(store.encode_slot(s), "x", allow_unknown_even=True).records if r[0] != 35]
+    recs = [r for r in decode_tlv(store.encode_slot(s), "x", allow_unknown_even=True).records
+            if r[0] not in (12, 18, 27, 35, 37)]
     old = encode_tlv(sorted(recs + [(12, b"pA"), (18, b"reply-A"), (27, b"\x02" * 33)]))
     got = store.decode_slot(old, legacy_server=A)
     assert got.offer.holders == (c.Holder(A, b"pA", b"reply-A", b"\x02" * 33, NOW, NOW + YEAR),)
+    assert got.invoice_floor == NOW    # its offer's invoice time
+    # and an older version reads ours: the first holder in 12, 18 and 27
+    mine = dict(decode_tlv(store.encode_slot(s), "x", allow_unknown_even=True).records)
+    assert (mine[12], mine[18]) == (b"pA", b"reply-" + A) and 27 not in mine
     assert store.decode_servers(store.encode_servers([b"x", b"yy"])) == [b"x", b"yy"]
 
 
@@ -303,3 +310,85 @@ def test_two_server_invariants_under_any_event_order(evs):
         assert len(paths) == len(set(paths))
         for index, o in handed.items():
             assert cache[index].offer.offer_id == o.offer_id and cache[index].offer.holders[0].paths == o.holders[0].paths
+
+
+# ---- found by review: each failed before its fix -------------------------------------------------------
+def test_a_dedicated_offer_is_confirmed_by_each_holder_anew():
+    """(review) make_offer copied the ready offer's holders with their confirmations: a holder that never
+    stored the dedicated offer's invoice counted as confirmed, and was not re-served for 2 h."""
+    w = TwoServers(slots=2)
+    w.recipient.tick(start=True)
+    w.settle()
+    assert c.counts(w.recipient.cache)["ready"] == 2
+    w.nodes[1].online = False     # B unreachable while the dedicated offer is served
+    got = w.recipient.make_offer(1000, "coffee", None, timeout=0.1)
+    w.nodes[1].online = True
+    s = next(x for x in w.recipient.cache if x.offer.offer_id.hex() == got["offer_id"])
+    for _ in range(5):
+        w.now += 1
+        w.recipient.tick()
+    inv_b = w.stored(1, s.index)
+    assert got["servers"][1]["confirmed"] is False, "B shown confirmed for a dedicated offer it never stored"
+    assert inv_b.offer_id.hex() == got["offer_id"]
+
+
+def _fat_b(w, n):
+    """Server B answers offer_paths with its path repeated n times (a server may send any number)."""
+    t = w.servers[1].t
+    orig = t.send
+    def send(path, typ, body, **kw):
+        if typ == m.OFFER_PATHS:
+            op = m.OfferPaths.decode(body)
+            body = m.OfferPaths(op.paths * n, op.paths_absolute_expiry, op.mailbox_node_id).encode()
+        return orig(path, typ, body, **kw)
+    t.send = send
+
+
+def test_a_server_sending_many_paths_cannot_keep_offers_from_ready():
+    """(review) every path a server sent went into the offer: 8 from B made 9, which A refuses."""
+    w = TwoServers(slots=2)
+    _fat_b(w, 8)
+    w.recipient.tick(start=True)
+    w.settle(10)
+    assert c.counts(w.recipient.cache)["ready"] == 2
+    # each offer takes at most MAX_PATHS_PER_SERVER of B's paths, and both servers store its invoice
+    assert all(len(Offer.decode(s.offer.offer).paths) == 1 + c.MAX_PATHS_PER_SERVER and c.held_by(s) == 2
+               for s in w.recipient.cache)
+
+
+def test_a_missing_servers_late_answer_extends_an_old_offer():
+    """(review) asking a missing server marked a replacement request: its answer, on an offer over 2 h old,
+    replaced the offer (dropping A's confirmed paths, even if it was the last payable one)."""
+    hA = holder(A, b"pA", persisted=NOW)
+    cache = (c.Slot(0, c.READY, c.CachedOffer(b"o", b"\x01" * 32, (hA,), NOW + YEAR, NOW, NOW)),)
+    t = NOW + 3 * 3600
+    cache, actions = c.tick(cache, t, servers=(A, B))   # B is missing: asked again
+    assert c.SendRequest(0, B) in actions
+    hs = c.offer_holders(cache, 0, holder(B, b"pB"), t + 1)
+    assert [h.server for h in hs] == [A, B]   # added to A's, not a replacement on B's alone
+
+
+def test_after_a_removal_the_new_offers_invoice_is_newer_than_the_stored():
+    """(review) a slot emptied by a removal forgot its last invoice time: the new offer's invoice, made in
+    the same second, was older than A's stored one, which A acknowledged without storing it."""
+    w = TwoServers(slots=1)
+    w.recipient.tick(start=True)          # A and B answer at NOW: offer rebuilt, invoice NOW+1 stored at A
+    w.recipient.set_servers([w.path_lists[0]])
+    w.recipient.tick(start=True)          # same second: new offer, invoice at NOW
+    s = w.recipient.cache[0]
+    stored = w.stored(0, 0)
+    assert not (s.status == c.READY and stored.offer_id != s.offer.offer_id)
+
+
+def test_a_kill_after_setserver_wrote_its_record_still_frees_slots():
+    """SIGKILL between set_servers' ds_set(SERVERS_KEY) and its slot commits (or a restart with changed
+    --asyncreceive-server options): the removed server's unused offers keep its paths."""
+    w = TwoServers(slots=2)
+    w.recipient.tick(start=True)
+    w.settle()
+    w.rnode.ds_set(SERVERS_KEY, encode_servers([encode_path_list(w.path_lists[0])]))   # the first write only
+    w.recipient.load([])
+    w.recipient.tick(start=True)
+    w.settle()
+    for s in w.recipient.cache:
+        assert [h.server for h in s.offer.holders] == [w.ids[0]]
