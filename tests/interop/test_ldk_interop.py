@@ -356,3 +356,79 @@ def test_ldk_server_holds_for_offline_cln_recipient(node_factory, ldk_factory, b
               sep="\n")
     print(f"paid {time.time() - t1:.1f}s after the recipient started")
     assert cln.rpc.call("asyncreceive-status")["messages"]["relayed"] == {}  # LDK's mailbox, not ours
+
+
+def test_ldk_and_cln_servers_hold_same_offers(node_factory, ldk_factory, bitcoind):
+    """A CLN recipient enrolled at two static invoice servers at once: ldk-node (role Server, announced
+    channel to the recipient) and a CLN node with our plugin (announced channel to the recipient).  Every
+    offer carries both servers' offer paths and the same static invoice is served to both; LDK's server
+    checks only the invoice's expiry, size and reply path (lightning 0.2.7, `verify_serve_static_invoice_
+    message`), not the offer's paths, so it stores and confirms the invoice as ours does.  Then one offer is
+    paid with asyncreceive-pay from the CLN server (recipient online: it answers the invoice_request)."""
+    slots = 3
+    opts = {"plugin": PLUGIN, "asyncreceive-slots": slots, "asyncreceive-tick-seconds": 2}
+    cln, server = node_factory.get_nodes(2, opts=dict(opts, **CLN_WITH_LDK))
+    ldk = ldk_factory("server")
+    fund_ldk(bitcoind, ldk)
+    ldk.call("open_announced_channel", cln.info["id"], f"127.0.0.1:{cln.port}", 1_000_000)
+    server.fundwallet(10**7)
+    server.rpc.connect(cln.info["id"], "127.0.0.1", cln.port)
+    server.rpc.fundchannel(cln.info["id"], 1_000_000)
+    bitcoind.generate_block(6, wait_for_mempool=2)
+    wait_for(lambda: cln_channel_normal(cln, ldk.id) and cln_channel_normal(cln, server.info["id"]), timeout=90)
+    wait_for(lambda: ldk_channel_usable(ldk, cln.info["id"]), timeout=90)
+    wait_for(lambda: ldk.id in ldk.call("graph_nodes"), timeout=90)
+
+    paths_ldk = ldk.call("blinded_paths_for_async_recipient", b"cln-recipient".hex())
+    paths_cln = server.rpc.call("asyncserver-addclient", {"client_id": "phone"})["paths_hex"]
+    t0 = time.time()
+    cln.rpc.call("asyncreceive-setserver", {"servers": [paths_ldk, paths_cln]})
+    ids = {s["paths_hex"]: s["id"] for s in cln.rpc.call("asyncreceive-status")["servers"]}
+    assert set(ids) == {paths_ldk, paths_cln}
+
+    def held_by_both():
+        offers = ready(cln)
+        return len(offers) == slots and all(sorted(s["id"] for s in o["servers"]) == sorted(ids.values())
+                                            and [s["confirmed"] for s in o["servers"]] == [True, True]
+                                            for o in offers)
+    try:
+        wait_for(held_by_both, timeout=150)
+    finally:
+        print("recipient offers:", cln.rpc.call("asyncreceive-listoffers")["offers"])
+        print("recipient servers:", cln.rpc.call("asyncreceive-status")["servers"])
+    took = time.time() - t0
+    print(f"{slots} slots held by both the LDK and the CLN server {took:.1f}s after setserver")
+
+    offers = ready(cln)
+    assert sorted(o["slot"] for o in offers) == list(range(slots))
+    for o in offers:
+        d = cln.rpc.decode(o["offer"])
+        assert d["valid"] and d["type"] == "bolt12 offer" and d["offer_id"] == o["offer_id"]
+        intros = [intro_node(cln, p) for p in d["offer_paths"]]
+        assert set(intros) == {ldk.id, server.info["id"]}, (intros, d["offer_paths"])
+        print(f"slot {o['slot']}: offer paths start at", ["LDK" if i == ldk.id else "CLN" for i in intros])
+    stored = server.rpc.call("asyncserver-listinvoices", {"client_id": "phone"})["invoices"]
+    assert {o["offer_id"] for o in offers} <= {i["offer_id"] for i in stored}, (offers, stored)
+    st = cln.rpc.call("asyncreceive-status")
+    for s in st["servers"]:
+        assert s["state"] == "answering" and s["offers"] == slots and s["payable_offers"] == slots, s
+    print("recipient messages:", st["messages"], "ignored:", st["ignored"])
+    assert st["messages"]["received"]["static_invoice_persisted"] >= 2 * slots
+    assert st["messages"]["dropped"] == {}
+    # an offer first built on one server's paths is rebuilt (a new offer_id) when the other's arrive; the
+    # first server's confirmation of the replaced offer is then stale, and only that is ignored
+    assert set(st["ignored"]) <= {"stale_persisted"}, st["ignored"]
+    assert server.rpc.call("asyncreceive-status")["messages"]["dropped"] == {}
+    assert ldk_onion_errors(ldk) == []
+
+    # one of these offers paid: asyncreceive-pay on the CLN server (recipient online)
+    wait_for(lambda: any(c["id"] == server.info["id"] for c in cln.rpc.listincoming()["incoming"]), timeout=90)
+    offer = cln.rpc.call("asyncreceive-getoffer")
+    t1 = time.time()
+    pid = server.rpc.call("asyncreceive-pay", {"offer": offer["offer"], "amount_msat": 20_000})["payment_id"]
+    wait_for(lambda: cln_pay(server, pid)["status"] in ("complete", "failed"), timeout=90)
+    p = cln_pay(server, pid)
+    print(f"asyncreceive-pay from the CLN server: {p['status']} via {p.get('route')} in {time.time() - t1:.1f}s")
+    assert p["status"] == "complete", p
+    got = cln.rpc.call("asyncreceive-listpayments")["payments"]
+    assert [(x["offer_id"], x["preimage"]) for x in got] == [(offer["offer_id"], p["payment_preimage"])], got
