@@ -296,6 +296,16 @@ def offer_holders(cache, index: int, holder: Holder, now: int) -> Tuple[Holder, 
     return (holder,)
 
 
+def ordered(holders: Tuple[Holder, ...], index: int, servers: Tuple[bytes, ...]) -> Tuple[Holder, ...]:
+    """The order of an offer's holders (so of its paths): the servers' order, turned by the slot index, so
+    that each server comes first in some offers.  Payers such as stock CLN try only the first path they can
+    route to; when its server is down, getoffer hands out an offer whose first path is another's."""
+    pos = {x: i for i, x in enumerate(servers)}
+    hs = sorted(holders, key=lambda h: pos.get(h.server, len(pos)))
+    k = index % len(hs) if hs else 0
+    return tuple(hs[k:] + hs[:k])
+
+
 def offer_built(cache, index: int, offer: CachedOffer):
     """The shell accepted offer_paths and built ``offer``: the slot goes pending.  Its request backoff
     stays (servers still asked are not asked again before their time); no replacement is wanted."""
@@ -354,11 +364,18 @@ def held_by(s: Slot, down=frozenset()) -> int:
     return sum(1 for h in s.offer.holders if h.persisted_at is not None and h.server not in down)
 
 
+def _first_up(s: Slot, down) -> bool:
+    """Is the server of the offer's first path (the one stock CLN payers use) not down?"""
+    return s.offer.holders[0].server not in down
+
+
 def newest_ready(cache, down=frozenset()) -> Optional[Slot]:
-    """The ready slot getoffer takes: the one that most servers not ``down`` hold, newest first (a
-    dedicated offer is built on its paths, then :func:`offer_built` makes it pending)."""
+    """The ready slot getoffer takes: the one that most servers not ``down`` hold, then one whose first
+    path's server is not down, then the newest (a dedicated offer is built on its paths, then
+    :func:`offer_built` makes it pending)."""
     ready = [s for s in cache if s.status == READY]
-    return max(ready, key=lambda s: (held_by(s, down), s.offer.created_at, s.index)) if ready else None
+    return max(ready, key=lambda s: (held_by(s, down), _first_up(s, down), s.offer.created_at, s.index)) \
+        if ready else None
 
 
 def get_offer(cache, now: int, down=frozenset()):

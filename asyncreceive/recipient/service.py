@@ -459,9 +459,9 @@ class RecipientService:
             why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now, server)
             if why is not None:
                 return self._ignore(why, f"offer_paths for slot {slot} from server {server.hex()}")
-            holders = c.offer_holders(self.cache, slot, c.Holder(server, paths_bytes, msg.reply_path.encode(),
-                                                                 op.mailbox_node_id or b"", None,
-                                                                 op.paths_absolute_expiry), now)
+            holders = c.ordered(c.offer_holders(self.cache, slot, c.Holder(
+                server, paths_bytes, msg.reply_path.encode(), op.mailbox_node_id or b"", None,
+                op.paths_absolute_expiry), now), slot, tuple(i for i, _ in self.servers))
             offer_paths = [p for h in holders for p in decode_paths(h.paths, "holder.paths")]
             # the offer expires with its shortest-lived server paths
             expiries = [h.paths_expiry for h in holders if h.paths_expiry is not None]
@@ -683,9 +683,26 @@ class RecipientService:
                     "every tick; asyncreceive-listoffers shows it as used once the server confirms")
             return self.offer_json(next(x for x in self.cache if x.index == s.index))
 
+    def _server_nodes(self) -> Dict[bytes, bytes]:
+        """Each server's node, as its offer_paths named it (servers with a mailbox: ours do, LDK's do not)."""
+        return {h.server: h.mailbox_node for s in self.cache if s.offer is not None for h in s.offer.holders
+                if h.mailbox_node}
+
+    def _disconnected(self) -> set:
+        """Servers whose node we know and are not connected to now (we connect to each at start)."""
+        nodes = self._server_nodes()
+        if not nodes:
+            return set()
+        try:
+            peers = self.node.connected_peers()
+        except NodeError:
+            return set()
+        return {i for i, n in nodes.items() if n not in peers}
+
     def _down(self) -> frozenset:
+        """Servers getoffer avoids: down by their answers (see :mod:`.servers`), or not connected now."""
         now = self.now()
-        return frozenset(i for i, h in self.health.items() if sv.is_down(h, now))
+        return frozenset({i for i, h in self.health.items() if sv.is_down(h, now)} | self._disconnected())
 
     def _slot_status(self, index: int, offer_id: bytes) -> Optional[str]:
         s = next((x for x in self.cache if x.index == index), None)
@@ -695,12 +712,14 @@ class RecipientService:
         """Each server: id, paths, health (see :mod:`.servers`) and how many offers it holds."""
         now = self.now()
         out = []
+        nodes, disconnected = self._server_nodes(), self._disconnected()
         for i, paths in self.servers:
             h = self.health.get(i, sv.Health())
             held = [s for s in self.cache if s.offer is not None and s.offer.holder(i) is not None]
             out.append({"id": i.hex(), "paths_hex": encode_path_list(paths).hex(), "state": sv.state(h, now),
                         "last_answer_at": h.last_answer_at, "waiting_since": h.waiting_since,
                         "unanswered": h.unanswered, "next_try_at": h.next_try_at if sv.is_down(h, now) else None,
+                        "connected": (i not in disconnected) if i in nodes else None,
                         "offers": len(held), "payable_offers": sum(1 for s in held if s.payable and
                                                                  s.offer.holder(i).persisted_at is not None)})
         return out

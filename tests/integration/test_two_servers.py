@@ -45,6 +45,15 @@ def held_by_both(recipient, n=SLOTS):
     return len([o for o in offers if sum(s["confirmed"] for s in o["servers"]) == 2]) >= n
 
 
+def server_id(recipient, server):
+    """The recipient's id for a server, found by the node its offers' paths name."""
+    for o in recipient.rpc.call("asyncreceive-listoffers")["offers"]:
+        for p, srv in zip(Offer.from_string(o["offer"]).paths, o["servers"]):
+            if p.first_node_id.hex() == server.info["id"]:
+                return srv["id"]
+    raise AssertionError(f"no offer has a path at {server.info['id']}")
+
+
 def pay(payer, offer, amount):
     r = payer.rpc.call("asyncreceive-pay", {"offer": offer, "amount_msat": amount})
     return r["payment_id"]
@@ -52,8 +61,9 @@ def pay(payer, offer, amount):
 
 def test_two_servers_one_down_payer_paid_via_b(node_factory, plugin_opts):
     """(a) Redundant offers, paid by stock fetchinvoice + pay; the server of the offer's first path stopped:
-    asyncreceive-pay is answered by the other and paid, recipient online; then recipient offline too: the
-    other server's mailbox holds the release request, paid when the recipient returns."""
+    an offer handed out since starts at the other server and stock CLN pays it; the offer handed out
+    before is paid by asyncreceive-pay (answered by the other), recipient online; then recipient offline
+    too: the other server's mailbox holds the release request, paid when the recipient returns."""
     payer, a, b, recipient = four_nodes(node_factory, plugin_opts)
     recipient.rpc.call("asyncreceive-setserver", {"servers": [enrol(a), enrol(b)]})
     t0 = time.time()
@@ -74,6 +84,16 @@ def test_two_servers_one_down_payer_paid_via_b(node_factory, plugin_opts):
     # introduction node; see docs/recipient.md.)
     down, up = (a, b) if ids[0] == a.info["id"] else (b, a)
     down.stop()
+    # the recipient sees it is no longer connected to it: getoffer now hands out an offer whose first path
+    # is the other server's, which a stock CLN payer can use
+    wait_for(lambda: [s["connected"] for s in servers(recipient) if s["id"] == server_id(recipient, down)] == [False])
+    fresh = recipient.rpc.call("asyncreceive-getoffer")
+    assert Offer.from_string(fresh["offer"]).paths[0].first_node_id.hex() == up.info["id"]
+    t0 = time.time()
+    inv = payer.rpc.fetchinvoice(offer=fresh["offer"], amount_msat=10_000, timeout=30)
+    assert payer.rpc.pay(inv["invoice"])["status"] == "complete"
+    print(f"stock fetchinvoice + pay, one server down, an offer handed out since: complete in "
+          f"{time.time() - t0:.1f} s")
 
     # our payer, recipient online: its first try goes to A's path (lost), the next to B's
     t0 = time.time()

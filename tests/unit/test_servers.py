@@ -134,6 +134,26 @@ def test_getoffer_prefers_offers_that_answering_servers_hold():
     assert got.index == 2 and cache[2].status == c.USED
 
 
+@given(st.integers(1, 4), st.integers(0, 100), st.randoms())
+def test_ordered_turns_the_servers_order_by_slot(n, index, rnd):
+    servers = tuple(bytes([65 + i]) * 8 for i in range(n))
+    hs = [holder(x, b"p" + x) for x in servers]
+    rnd.shuffle(hs)                       # whatever order the answers came in
+    got = [h.server for h in c.ordered(tuple(hs), index, servers)]
+    k = index % n
+    assert got == list(servers[k:] + servers[:k])
+    assert {c.ordered(tuple(hs), i, servers)[0].server for i in range(n)} == set(servers)  # each comes first
+
+
+def test_getoffer_prefers_an_offer_whose_first_path_is_up():
+    both = lambda i, first: c.Slot(i, c.READY, c.CachedOffer(  # noqa: E731
+        b"o", bytes([i]) * 32, tuple(holder(x, b"p%d" % i + x, persisted=NOW) for x in first), NOW + YEAR,
+        NOW + i, NOW))
+    cache = (both(0, (B, A)), both(1, (A, B)))
+    assert c.newest_ready(cache).index == 1                   # all up: the newest
+    assert c.newest_ready(cache, frozenset({A})).index == 0   # A down: B's path first
+
+
 def test_a_removed_server_frees_the_slots_not_handed_out_and_keeps_used_offers():
     hs = (holder(A, b"pA", NOW), holder(B, b"pB", NOW))
     o = lambda i: c.CachedOffer(b"o", bytes([i]) * 32, hs if i < 2 else hs[1:], NOW + YEAR, NOW, NOW)  # noqa
@@ -196,7 +216,9 @@ def test_one_offer_through_two_servers_each_storing_its_invoice():
     w.settle()
     assert c.counts(w.recipient.cache)["ready"] == 2
     for s in w.recipient.cache:
-        assert [h.server for h in s.offer.holders] == w.ids and c.held_by(s) == 2
+        # the servers' order, turned by the slot index: each server comes first in some offers
+        k = s.index % 2
+        assert [h.server for h in s.offer.holders] == w.ids[k:] + w.ids[:k] and c.held_by(s) == 2
         offer = Offer.decode(s.offer.offer)
         # the offer carries both servers' paths, each ending at that server's phantom
         assert len(offer.paths) == 2
@@ -230,6 +252,11 @@ def test_server_a_down_a_payer_is_answered_by_b_and_slots_fill_from_b():
     w.payer.send(offer.paths[1], m.INVOICE_REQUEST, invreq, reply_context=PathContext(Kind.PAYER_REPLY))
     static = [g for g in got if g.msg_type == m.STATIC_INVOICE]
     assert len(static) == 1 and StaticInvoice.decode(static[0].body).offer_id == offer.offer_id
+    # A is not connected: getoffer hands out the offer whose first path is B's (stock CLN payers use the
+    # first path), slot 1
+    assert [x["connected"] for x in w.recipient.status()["servers"]] == [False, True]
+    out = Offer.from_string(w.recipient.get_offer()["offer"])
+    assert out.paths[0].first_node_id == w.nodes[1].node_id
     # the recipient loses A: a new slot (more slots) fills from B alone, and A is shown down
     w.recipient.set_slots(3)
     w.recipient.tick()
@@ -238,15 +265,15 @@ def test_server_a_down_a_payer_is_answered_by_b_and_slots_fill_from_b():
         w.recipient.tick()
     new = next(s for s in w.recipient.cache if s.index == 2)
     assert new.status == c.READY and [h.server for h in new.offer.holders] == [w.ids[1]]
-    assert [x["state"] for x in w.recipient.status()["servers"]] == ["down", "answering"]
-    assert c.get_offer(w.recipient.cache, w.now, w.recipient._down())[1].index in (0, 1, 2)
+    status = w.recipient.status()["servers"]
+    assert [x["state"] for x in status] == ["down", "answering"] and [x["connected"] for x in status] == [False, True]
     # A comes back: its round asks it again, and the slot not handed out yet gains A's paths
     w.nodes[0].online = True
     w.now += sv.DOWN_RETRY_CAP
     w.recipient.tick()
     w.settle()
     again = next(s for s in w.recipient.cache if s.index == 2)
-    assert [h.server for h in again.offer.holders] == [w.ids[1], w.ids[0]] and c.held_by(again) == 2
+    assert [h.server for h in again.offer.holders] == w.ids and c.held_by(again) == 2   # slot 2: A first
     assert [x["state"] for x in w.recipient.status()["servers"]] == ["answering", "answering"]
 
 
