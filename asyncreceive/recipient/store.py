@@ -125,9 +125,10 @@ def decode_servers(data: bytes) -> List[bytes]:
     return out
 
 
-def _encode_holder(h: c.Holder) -> bytes:
-    recs = [(0, h.server), (2, h.paths), (4, h.reply_path)]
-    if h.mailbox_node:
+def _encode_holder(h: c.Holder, first: bool) -> bytes:
+    """One holder; the first one's paths, reply path and mailbox are the slot record's 12, 18 and 27."""
+    recs = [(0, h.server)] if first else [(0, h.server), (2, h.paths), (4, h.reply_path)]
+    if h.mailbox_node and not first:
         recs.append((5, h.mailbox_node))
     if h.persisted_at is not None:
         recs.append((7, tu64(h.persisted_at)))
@@ -136,12 +137,16 @@ def _encode_holder(h: c.Holder) -> bytes:
     return encode_tlv(recs)
 
 
-def _decode_holders(data: bytes) -> tuple:
+def _decode_holders(data: bytes, first: dict) -> tuple:
+    """The holders in field 35; ``first``: the first one's paths (2), reply path (4) and mailbox (5), from
+    the slot record's 12, 18 and 27."""
     r, out = Reader(data), []
     while not r.at_end():
         i = len(out)
         rec = dict(decode_tlv(r.read(r.u16(f"slot_record.holders[{i}].len"), "holder"), f"holders[{i}]",
                               known={0, 2, 4, 5, 7, 9}).records)
+        if i == 0:
+            rec = {**first, **rec}
         for t in (0, 2, 4):
             if t not in rec:
                 raise DecodeError(f"slot_record.holders[{i}][{t}]", "missing")
@@ -166,12 +171,13 @@ def encode_slot(s: c.Slot) -> bytes:
     recs.append((37, tu64(s.invoice_floor)))
     o = s.offer
     if o is not None:
-        # 35: the offer's holders (one per server).  The first one also in 12, 18 and 27, as older versions
-        # (one server) wrote them: they read this record still (and ignore 35)
+        # 35: the offer's holders (one per server); the first one's paths, reply path and mailbox are in 12,
+        # 18 and 27, where older versions (one server) wrote them: they read this record still (and ignore 35)
         first = o.holders[0]
+        holders = [_encode_holder(h, i == 0) for i, h in enumerate(o.holders)]
         recs += [(8, o.offer), (10, o.offer_id), (12, first.paths), (16, tu64(o.created_at)),
                  (18, first.reply_path), (20, tu64(o.invoice_created_at)), (24, o.key_nonce),
-                 (35, b"".join(u16(len(x)) + x for x in map(_encode_holder, o.holders)))]
+                 (35, b"".join(u16(len(x)) + x for x in holders))]
         if first.mailbox_node:
             recs.append((27, first.mailbox_node))
         if o.expires_at is not None:
@@ -220,7 +226,7 @@ def decode_slot(data: bytes, legacy_server: bytes = b"") -> c.Slot:
             if t not in r:
                 raise DecodeError(f"slot_record[{t}]", "missing offer field")
         if 35 in r:
-            holders = _decode_holders(r[35])
+            holders = _decode_holders(r[35], {t: r[u] for t, u in ((2, 12), (4, 18), (5, 27)) if u in r})
         elif 12 in r and 18 in r:
             acked = tu(20, "invoice_created_at") if status in (c.READY, c.USED) else None
             holders = (c.Holder(legacy_server, r[12], r[18], r.get(27, b""), acked, tu(14, "expires_at")),)

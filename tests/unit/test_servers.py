@@ -178,6 +178,7 @@ def test_slot_record_keeps_every_holder_and_reads_an_older_versions_record():
     # and an older version reads ours: the first holder in 12, 18 and 27
     mine = dict(decode_tlv(store.encode_slot(s), "x", allow_unknown_even=True).records)
     assert (mine[12], mine[18]) == (b"pA", b"reply-" + A) and 27 not in mine
+    assert store.encode_slot(s).count(b"reply-" + A) == 1    # not written twice (12/18 and 35)
     assert store.decode_servers(store.encode_servers([b"x", b"yy"])) == [b"x", b"yy"]
 
 
