@@ -1,7 +1,7 @@
 """The one adapter to lightningd: every RPC the package makes goes through here."""
 
 import threading
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from pyln.client import RpcError
 
@@ -254,9 +254,58 @@ class Lightningd:
         return None
 
     def send_onion(self, out: OutgoingOnion) -> None:
-        hops = [{"pubkey": node.hex(), "payload": (bigsize(len(p)) + p).hex()} for node, p in out.hops]
         try:
-            onion = self.rpc.call("createonion", {"hops": hops, "assocdata": "", "onion_size": out.onion_size})
-            self.rpc.call("injectonionmessage", {"path_key": out.path_key.hex(), "message": onion["onion"]})
+            onion, _ = self.createonion(out.hops, b"", out.onion_size)
+            self.rpc.call("injectonionmessage", {"path_key": out.path_key.hex(), "message": onion})
         except RpcError as e:
             raise NodeError(f"sending onion message failed: {e.error.get('message', e.error)}")
+
+    def channel_peer_ids(self) -> Set[bytes]:
+        """The peers we have a channel with, in any state (open, opening, closing, onchain).  Raises
+        what lightningd's ``listpeerchannels`` raises."""
+        return {bytes.fromhex(c["peer_id"]) for c in self.rpc.listpeerchannels()["channels"] if c.get("peer_id")}
+
+    def incoming_channels(self) -> List[dict]:
+        """lightningd's ``listincoming`` entries (one per channel a payment can reach us through: the
+        peer's ``id``, ``short_channel_id``, the peer's fees and ``cltv_expiry_delta``, ``htlc_min_msat``,
+        ``htlc_max_msat``, ``incoming_capacity_msat``, ``peer_can_forward``), as lightningd gives them."""
+        return self.rpc.listincoming()["incoming"]
+
+    # ---- payments: lightningd's RpcError is raised as is (callers read its code) ----
+    def listpays(self, payment_hash: bytes) -> List[dict]:
+        """lightningd's ``pay`` attempts for ``payment_hash`` (``status``, and ``preimage`` once complete)."""
+        return self.rpc.listpays(payment_hash=payment_hash.hex())["pays"]
+
+    def listsendpays(self, payment_hash: bytes) -> List[dict]:
+        """The HTLCs (parts) lightningd sent for ``payment_hash``, each with its ``status``."""
+        return self.rpc.listsendpays(payment_hash=payment_hash.hex())["payments"]
+
+    def pay(self, bolt11: str, maxfee_msat: int, maxdelay: int) -> dict:
+        """Pay a BOLT 11 invoice with lightningd's ``pay`` and wait for the end: its answer (``status``,
+        ``payment_preimage`` when complete).  Raises RpcError when ``pay`` fails or refuses."""
+        return self.rpc.call("pay", {"bolt11": bolt11, "maxfee": maxfee_msat, "maxdelay": maxdelay})
+
+    def createonion(self, hops: Sequence[Tuple[bytes, bytes]], assocdata: bytes,
+                    onion_size: Optional[int] = None) -> Tuple[str, List[str]]:
+        """A sphinx onion to the (node id, payload) ``hops``: (onion, shared secrets), hex as lightningd
+        gives them (sendonion takes both).  ``onion_size`` None: lightningd's payment onion size."""
+        params = {"hops": [{"pubkey": node.hex(), "payload": (bigsize(len(p)) + p).hex()} for node, p in hops],
+                  "assocdata": assocdata.hex()}
+        if onion_size is not None:
+            params["onion_size"] = onion_size
+        onion = self.rpc.call("createonion", params)
+        return onion["onion"], onion["shared_secrets"]
+
+    def sendonion(self, onion: str, shared_secrets: List[str], payment_hash: bytes, first_hop: bytes,
+                  amount_msat: int, delay: int, partid: int, groupid: int) -> None:
+        """Offer ``first_hop`` an HTLC of ``amount_msat`` expiring ``delay`` blocks from now, carrying
+        ``onion`` (from :meth:`createonion`); returns once it is on its way (see :meth:`waitsendpay`).
+        Raises RpcError if lightningd refuses it."""
+        self.rpc.call("sendonion", {"onion": onion, "payment_hash": payment_hash.hex(),
+                                    "first_hop": {"id": first_hop.hex(), "amount_msat": amount_msat, "delay": delay},
+                                    "shared_secrets": shared_secrets, "partid": partid, "groupid": groupid})
+
+    def waitsendpay(self, payment_hash: bytes, partid: int, groupid: int) -> None:
+        """Wait for the result of the HTLC sent with :meth:`sendonion`: returns when it is complete;
+        raises RpcError otherwise (its code says whether it failed for good or is still pending)."""
+        self.rpc.call("waitsendpay", {"payment_hash": payment_hash.hex(), "partid": partid, "groupid": groupid})

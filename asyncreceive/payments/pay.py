@@ -42,7 +42,7 @@ from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
 from ..wire.bolt12 import INVOICE_PAYMENT_HASH, Invoice, InvoiceRequest, Offer, StaticInvoice
-from ..wire.tlv import bigsize, decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import PayLimits, build_invoice_request, build_payment_onion, check_invoice, check_static_invoice, \
     path_order, usable_paths
 
@@ -360,10 +360,9 @@ class PayService:
         invoice is judged by ``listpays`` (lightningd's ``pay`` may still retry after failed attempts: a
         failure counts once it has stood ``FAILURE_STANDS`` seconds); our own async HTLCs by
         ``listsendpays``.  Nothing at lightningd: see :meth:`_nothing_at_lightningd`."""
-        h = p.payment_hash.hex()
         preimage = None
         if p.normal_invoice:
-            pays = self.node.rpc.listpays(payment_hash=h)["pays"]
+            pays = self.node.listpays(p.payment_hash)
             done = next((x for x in pays if x["status"] == "complete"), None)
             if done is not None:
                 status, preimage = "complete", done.get("preimage")
@@ -378,7 +377,7 @@ class PayService:
                     self._nothing_at_lightningd(p, self._pay_invoice)
                 return
         else:
-            parts = self.node.rpc.listsendpays(payment_hash=h)["payments"]
+            parts = self.node.listsendpays(p.payment_hash)
             if not parts:
                 self._nothing_at_lightningd(p, self._send_htlc)
                 return
@@ -662,10 +661,9 @@ class PayService:
     def _pay_invoice(self, p: Payment) -> None:
         if not self._mark_sent(p.payment_id):
             return
-        params = {"bolt11": Invoice.decode(p.invoice, check_signature=False).to_string(),
-                  "maxfee": p.max_fee_msat, "maxdelay": p.max_delay}
         try:
-            res = self.node.rpc.call("pay", params)
+            res = self.node.pay(Invoice.decode(p.invoice, check_signature=False).to_string(), p.max_fee_msat,
+                                p.max_delay)
         except RpcError as e:
             if e.error.get("code") == PAY_IN_PROGRESS:  # another pay of this invoice runs: its result counts
                 return self._log(f"pay {p.payment_id.hex()[:8]}: {e.error.get('message')}; left in sending", "info")
@@ -685,7 +683,6 @@ class PayService:
                                 "static invoice")
         if not self._mark_sent(p.payment_id):
             return
-        rpc = self.node.rpc
         error = ""
         for i in order:
             height = self.node.block_height()
@@ -695,19 +692,16 @@ class PayService:
                 error = f"path {i}: {e}"
                 continue
             try:
-                onion = rpc.call("createonion", {"hops": [{"pubkey": k.hex(), "payload": (bigsize(len(x)) + x).hex()}
-                                                          for k, x in po.hops], "assocdata": payment_hash.hex()})
-                rpc.call("sendonion", {"onion": onion["onion"], "payment_hash": payment_hash.hex(),
-                                       "first_hop": {"id": po.first_node_id.hex(), "amount_msat": po.first_amount_msat,
-                                                     "delay": po.first_cltv - height},
-                                       "shared_secrets": onion["shared_secrets"], "partid": i, "groupid": 1})
+                onion, secrets = self.node.createonion(po.hops, payment_hash)
+                self.node.sendonion(onion, secrets, payment_hash, po.first_node_id, po.first_amount_msat,
+                                    po.first_cltv - height, partid=i, groupid=1)
                 crashpoint("payer-onion-sent")
             except RpcError as e:  # refused before anything went out: the next path may do
                 error = f"path {i}: {e.error.get('message', e.error)}"
                 self._log(f"pay {p.payment_id.hex()[:8]}: {error}", "info")
                 continue
             try:
-                rpc.call("waitsendpay", {"payment_hash": payment_hash.hex(), "partid": i, "groupid": 1})
+                self.node.waitsendpay(payment_hash, partid=i, groupid=1)
                 return self._finish(p.payment_id, "complete", "", None, "static invoice")
             except RpcError as e:
                 if e.error.get("code") not in DEFINITE_FAILURES:

@@ -276,7 +276,7 @@ class RecipientService:
             except NodeError:
                 continue
         try:
-            return any(ch.get("peer_id") == node_id.hex() for ch in self.node.rpc.listpeerchannels()["channels"])
+            return node_id in self.node.channel_peer_ids()
         except Exception as e:  # lightningd's answer, not remote input: a failed call means "not known"
             self._log(f"listpeerchannels failed: {e}", "debug")
             return False
@@ -352,7 +352,7 @@ class RecipientService:
 
     def _incoming(self) -> List[IncomingChannel]:
         out = []
-        for ch in self.node.rpc.listincoming()["incoming"]:
+        for ch in self.node.incoming_channels():
             if ch.get("peer_can_forward") is False:
                 continue
             out.append(IncomingChannel(bytes.fromhex(ch["id"]), scid_int(ch["short_channel_id"]),

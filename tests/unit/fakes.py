@@ -1,7 +1,8 @@
 """An in-memory stand-in for lightningd and the onion-message network, for fast protocol tests.
 
 ``FakeNode`` answers the adapter calls the services make (datastore with generations,
-decryptencrypteddata, channel queries).  ``FakeNetwork`` carries an outgoing onion message the way real
+decryptencrypteddata, channel queries); for lightningd's channel and payment calls it runs the real
+adapter's methods on ``FakeRpc`` (which a test may give more lightningd calls).  ``FakeNetwork`` carries an outgoing onion message the way real
 nodes would: it builds the real sphinx packet, lets each real node peel its layer with its key, and when
 a node cannot forward (the next hop is a phantom key, which is nobody's peer, or an offline node), hands
 the remaining onion to *that node's* transport exactly as lightningd's ``onionmessage_forward_fail``
@@ -16,7 +17,7 @@ from coincurve import PrivateKey
 from asyncreceive.crypto.blinding import EncryptedData, blinded_privkey, decrypt_hop
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message, peel_packet
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.lightningd import NodeError
+from asyncreceive.node.lightningd import Lightningd, NodeError
 from asyncreceive.node.graph import ChannelGraph
 from asyncreceive.node.sender import Sender
 from asyncreceive.node.transport import Transport
@@ -89,6 +90,16 @@ class FakeNode:
 
     def block_height(self) -> int:
         return self.height
+
+    # the real adapter's code, on FakeRpc (a test gives it listpays, listsendpays, call when it needs them)
+    channel_peer_ids = Lightningd.channel_peer_ids
+    incoming_channels = Lightningd.incoming_channels
+    listpays = Lightningd.listpays
+    listsendpays = Lightningd.listsendpays
+    pay = Lightningd.pay
+    createonion = Lightningd.createonion
+    sendonion = Lightningd.sendonion
+    waitsendpay = Lightningd.waitsendpay
 
     def decrypt_encrypted_data(self, encrypted: bytes, path_key: bytes):
         data, nxt = decrypt_hop(self.priv, path_key, encrypted)
