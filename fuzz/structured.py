@@ -203,7 +203,7 @@ def fuzz_onion_phantom(data: bytes) -> None:
         k = int.from_bytes(data[2:4], "big")
         rest = data[4:]
         enc = w.routes[route % len(w.routes)][3].encrypted_recipient_data
-        payload = rest[:k] + encode_record(m.ENCRYPTED_RECIPIENT_DATA, enc) + rest[k:]
+        payload = rest[:k] + encode_record(m.ONIONMSG_ENCRYPTED_RECIPIENT_DATA, enc) + rest[k:]
     else:
         enc = w.routes[route % len(w.routes)][3].encrypted_recipient_data
         reply = w.reply_path if data[1] & 2 else None

@@ -21,12 +21,11 @@ from ..wire.messages import OnionMessagePayload
 from ..wire.paths import BlindedPath
 from .blinding import EncryptedData, blinded_privkey, build_blinded_path, decrypt_hop, pad_payloads
 from .context import CONTEXT_TLV_TYPE
-from .sphinx import decode_onion_message, peel_packet
+from .sphinx import HMAC_LEN, decode_onion_message, peel_packet
 
 #: sphinx routing-info sizes lightningd uses for onion messages
 SMALL_ONION = 1300
 LARGE_ONION = 32768
-HMAC_LEN = 32
 
 
 @dataclass(frozen=True)

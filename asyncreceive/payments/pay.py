@@ -41,19 +41,19 @@ from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
-from ..wire.bolt12 import INVOICE_PAYMENT_HASH, Invoice, InvoiceRequest, Offer, StaticInvoice
+from ..wire.bolt12 import Invoice, InvoiceRequest, Offer, StaticInvoice, TLV_INVOICE_PAYMENT_HASH
 from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import PayLimits, build_invoice_request, build_payment_onion, check_invoice, check_static_invoice, \
     path_order, usable_paths
 
-PREFIX = ["asyncreceive", "v1", "payer"]
+PAYER_PREFIX = ["asyncreceive", "v1", "payer"]
 #: reply-path context fields: the payment, and which answer the path is for
 F_PAYMENT_ID = 4
 F_STEP = 6
 STEP_INVOICE = b"\x01"      # static_invoice or invoice, answering our invoice_request
 STEP_RELEASE = b"\x02"      # release_held_htlc, answering our held_htlc_available
-RETRY_BASE = 5
-RETRY_CAP = 300
+PAYER_RETRY_BASE = 5
+PAYER_RETRY_CAP = 300
 #: the order is stored (index): append only
 STATUSES = ["requested", "waiting_release", "sending", "complete", "failed", "cancelled"]
 OPEN = ("requested", "waiting_release")
@@ -76,7 +76,7 @@ MAX_ERROR = 300
 
 
 def key(payment_id: bytes) -> List[str]:
-    return PREFIX + [payment_id.hex()]
+    return PAYER_PREFIX + [payment_id.hex()]
 
 
 class PayError(Exception):
@@ -172,7 +172,7 @@ class Payment:
     def payment_hash(self) -> bytes:
         """The normal invoice's payment hash, else that of the preimage we send with the async HTLC."""
         if self.normal_invoice:
-            h = dict(decode_tlv(self.invoice, "invoice", known=lambda t: True).records).get(INVOICE_PAYMENT_HASH)
+            h = dict(decode_tlv(self.invoice, "invoice", known=lambda t: True).records).get(TLV_INVOICE_PAYMENT_HASH)
             if h is not None and len(h) == 32:
                 return h
         return hashlib.sha256(self.preimage).digest()
@@ -252,7 +252,7 @@ class PayService:
 
     def _all(self) -> List[Payment]:
         out = []
-        for k, v, _ in self.node.ds_list(PREFIX):
+        for k, v, _ in self.node.ds_list(PAYER_PREFIX):
             try:
                 out.append(Payment.decode(bytes.fromhex(k[-1]), v))
             except (DecodeError, ValueError) as e:
@@ -461,7 +461,7 @@ class PayService:
     # ---- retries ------------------------------------------------------------------------------------
     def _later(self, payment_id: bytes, attempt: int, fn, delay: Optional[float] = None) -> None:
         if delay is None:
-            delay = min(RETRY_CAP, RETRY_BASE * 2 ** attempt)
+            delay = min(PAYER_RETRY_CAP, PAYER_RETRY_BASE * 2 ** attempt)
         p, _ = self._load(payment_id)
         if p is None or p.status not in OPEN:
             return
@@ -479,7 +479,7 @@ class PayService:
 
     def _tried(self, payment_id: bytes, status: str, attempt: int, held: bool = False) -> Optional[Payment]:
         """Count one try (and when the next one is due) on the record; None if the payment moved on."""
-        nxt = self.now() + min(RETRY_CAP, RETRY_BASE * 2 ** attempt)
+        nxt = self.now() + min(PAYER_RETRY_CAP, PAYER_RETRY_BASE * 2 ** attempt)
 
         def count(x: Payment) -> bool:
             if x.status != status:

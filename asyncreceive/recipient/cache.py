@@ -9,8 +9,8 @@ Lifecycle of a slot (bLIP-66, with LDK's constants)::
     any state with an offer --(offer expired)--> empty
 
 - *requested* carries the number of attempts and when to try again: exponential backoff from
-  ``RETRY_BASE`` doubling up to ``RETRY_CAP``.  At start, every slot that needs an offer is requested at
-  once (LDK asks for one slot per tick; we want all slots ready within seconds).
+  ``OFFER_PATHS_RETRY_BASE`` doubling up to ``OFFER_PATHS_RETRY_CAP``.  At start, every slot that needs an offer
+  is requested at once (LDK asks for one slot per tick; we want all slots ready within seconds).
 - *pending* offers re-send their static invoice on every tick until the server acknowledges it.
 - *ready* offers are unused; one older than ``OFFER_REFRESH`` may be replaced, but never the last
   payable one, and a replacement keeps serving the old offer until the new one is built.
@@ -40,8 +40,8 @@ OFFER_REFRESH = 2 * 3600            # LDK OFFER_REFRESH_THRESHOLD
 INVOICE_REFRESH = 2 * 3600          # LDK INVOICE_REFRESH_THRESHOLD
 MIN_PATHS_LIFETIME = 90 * 24 * 3600  # LDK MIN_OFFER_PATHS_RELATIVE_EXPIRY_SECS
 REPLY_PATH_LIFETIME = 2 * 3600      # expiry of the offer_paths_request reply path
-RETRY_BASE = 5
-RETRY_CAP = 3600
+OFFER_PATHS_RETRY_BASE = 5
+OFFER_PATHS_RETRY_CAP = 3600
 #: a server's offer_paths may add at most this many paths to an offer, of at most this many bytes all
 #: together with the other servers' (our server refuses invoices whose offer has more than 8 paths, and
 #: invoices over 5120 bytes: the offer is part of the invoice, with payment and message paths)
@@ -126,8 +126,8 @@ class SendInvoice:
 Action = object
 
 
-def backoff(attempts: int) -> int:
-    return min(RETRY_CAP, RETRY_BASE * (2 ** max(0, attempts - 1)))
+def offer_paths_backoff(attempts: int) -> int:
+    return min(OFFER_PATHS_RETRY_CAP, OFFER_PATHS_RETRY_BASE * (2 ** max(0, attempts - 1)))
 
 
 def new_cache(n: int) -> Tuple[Slot, ...]:
@@ -173,7 +173,7 @@ def _request(slot: Slot, now: int, replacing: bool = True) -> Slot:
     or, with ``replacing`` False, only for a missing server's paths to add to its offer."""
     attempts = slot.attempts + 1
     status = REQUESTED if slot.status in (EMPTY, REQUESTED) else slot.status
-    return replace(slot, status=status, attempts=attempts, next_request_at=now + backoff(attempts),
+    return replace(slot, status=status, attempts=attempts, next_request_at=now + offer_paths_backoff(attempts),
                    last_request_at=now if replacing else slot.last_request_at)
 
 

@@ -20,7 +20,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from coincurve import PrivateKey
 
-from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, InvoiceRequest, SIGNATURE, is_signature_type, merkle_root,
+from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, InvoiceRequest, TLV_SIGNATURE, is_signature_type, merkle_root,
                            schnorr_sign, sighash)
 from ..wire.paths import BlindedPath, BlindedPayInfo, encode_paths, encode_payinfos
 from ..wire.tlv import TlvStream, encode_tlv, tu64
@@ -114,4 +114,4 @@ def build_invoice(invreq: InvoiceRequest, signing_key: bytes, payment_hash: byte
              (174, BASIC_MPP_OPTIONAL), (176, PrivateKey(signing_key).public_key.format())]
     recs.sort()
     sig = schnorr_sign(signing_key, sighash("invoice", "signature", merkle_root(TlvStream(tuple(recs)))))
-    return encode_tlv(sorted(recs + [(SIGNATURE, sig)]))  # invreq records 1e9+ come after 240
+    return encode_tlv(sorted(recs + [(TLV_SIGNATURE, sig)]))  # invreq records 1e9+ come after 240

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 from coincurve import PrivateKey
 
 from ..crypto.blinding import EncryptedData, PaymentConstraints, PaymentRelay, build_blinded_path
-from ..wire.bolt12 import BASIC_MPP_OPTIONAL, OFFER_ISSUER, Offer, StaticInvoice
+from ..wire.bolt12 import BASIC_MPP_OPTIONAL, Offer, StaticInvoice, TLV_OFFER_ISSUER
 from ..wire.paths import BlindedPath, BlindedPayInfo
 
 MAX_U32 = 2 ** 32 - 1
@@ -54,7 +54,7 @@ def build_offer(signing_key: bytes, paths: Sequence[BlindedPath], paths_expiry: 
     chain = CHAINS.get(network)
     return Offer.build(PrivateKey(signing_key).public_key.format(), list(paths), absolute_expiry=paths_expiry,
                        chains=[chain] if chain else None, description=description, amount=amount_msat,
-                       extra_records=[(OFFER_ISSUER, issuer.encode())] if issuer is not None else ())
+                       extra_records=[(TLV_OFFER_ISSUER, issuer.encode())] if issuer is not None else ())
 
 
 def _text_problem(name: str, value, max_bytes: int) -> Optional[str]:

@@ -7,7 +7,7 @@ out).  Health is kept in memory only (a restart starts every server as *unknown*
 - *answering*: it answered (``offer_paths`` or ``static_invoice_persisted``) since we last sent to it;
 - *waiting*: we sent to it and it has not answered yet, for less than ``SERVER_TIMEOUT``;
 - *down*: it has not answered for ``SERVER_TIMEOUT`` since then.  Messages to a down server (requests and
-  invoice refreshes) are sent in rounds at most every ``backoff(tries)`` seconds, so a dead server costs
+  invoice refreshes) are sent in rounds at most every ``down_backoff(tries)`` seconds, so a dead server costs
   little; the first answer makes it *answering* again.
 """
 
@@ -37,7 +37,7 @@ class Health:
     next_try_at: Optional[int] = None       # while down: the next round
 
 
-def backoff(tries: int) -> int:
+def down_backoff(tries: int) -> int:
     return min(DOWN_RETRY_CAP, DOWN_RETRY_BASE * (2 ** max(0, tries - 1)))
 
 
@@ -55,7 +55,7 @@ def sent(h: Health, now: int) -> Health:
     (more messages in the same round change nothing)."""
     h = replace(h, waiting_since=now if h.waiting_since is None else h.waiting_since, unanswered=h.unanswered + 1)
     if is_down(h, now) and (h.next_try_at is None or now >= h.next_try_at):
-        h = replace(h, tries=h.tries + 1, next_try_at=now + backoff(h.tries + 1))
+        h = replace(h, tries=h.tries + 1, next_try_at=now + down_backoff(h.tries + 1))
     return h
 
 

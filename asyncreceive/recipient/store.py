@@ -21,9 +21,9 @@ from ..errors import DecodeError
 from ..wire.tlv import Reader, decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64, u16
 from . import cache as c
 
-PREFIX = ["asyncreceive", "v1", "recipient"]
-SERVER_PATHS_KEY = PREFIX + ["server_paths"]
-SERVERS_KEY = PREFIX + ["servers"]
+RECIPIENT_PREFIX = ["asyncreceive", "v1", "recipient"]
+SERVER_PATHS_KEY = RECIPIENT_PREFIX + ["server_paths"]
+SERVERS_KEY = RECIPIENT_PREFIX + ["servers"]
 #: most servers a recipient is enrolled at: each costs a request per slot, and an offer carries at most
 #: cache.MAX_PATHS_PER_SERVER paths of each, 8 in all (what our server checks)
 MAX_SERVERS = 4
@@ -32,7 +32,7 @@ MAX_SLOT_INDEX = 0xFFFF
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
 
 
-FALLBACK_PREFIX = PREFIX + ["invoice"]
+FALLBACK_PREFIX = RECIPIENT_PREFIX + ["invoice"]
 NONCE_LEN = 12
 
 
@@ -159,7 +159,7 @@ def _decode_holders(data: bytes, first: dict) -> tuple:
 
 
 def slot_key(index: int) -> List[str]:
-    return PREFIX + ["slot", f"{index:05d}"]
+    return RECIPIENT_PREFIX + ["slot", f"{index:05d}"]
 
 
 def encode_slot(s: c.Slot) -> bytes:

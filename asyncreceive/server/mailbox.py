@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import DecodeError
 from ..wire.messages import MailboxRegistration
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
-from .store import PREFIX
+from .store import SERVER_PREFIX
 
 #: defaults of asyncserver-max-held (a count) and asyncserver-hold-seconds; and of the byte budget
 MAX_HELD = 64
@@ -77,11 +77,11 @@ PEER_HOLD_REFILL_SECONDS = 0.5
 
 
 def mailbox_key(client_id: bytes) -> List[str]:
-    return PREFIX + ["mailbox", client_id.hex()]
+    return SERVER_PREFIX + ["mailbox", client_id.hex()]
 
 
 def held_prefix(client_id: bytes = None) -> List[str]:
-    return PREFIX + ["held"] + ([client_id.hex()] if client_id is not None else [])
+    return SERVER_PREFIX + ["held"] + ([client_id.hex()] if client_id is not None else [])
 
 
 def held_key(client_id: bytes, received_at: int, onion_message: bytes) -> List[str]:

@@ -46,7 +46,7 @@ from ..wire.tlv import decode_fixed, u16
 from . import mailbox as mb
 from .ratelimit import RateLimiter
 from .store import (ENROLMENT_BYTES, ClientRecord, InvoiceRecord, Tally, client_key, invoice_key, invoices_prefix,
-                    PREFIX)
+                    SERVER_PREFIX)
 
 F_CLIENT = 4
 F_SLOT = 6
@@ -207,7 +207,7 @@ class ServerService:
         with self._lock:
             tails, nxt = self.tally.page("clients", first, limit)
         if limit is None:
-            got = [(k, v) for k, v, _ in self.node.ds_list(PREFIX + ["clients"]) if (k[-1],) >= first]
+            got = [(k, v) for k, v, _ in self.node.ds_list(SERVER_PREFIX + ["clients"]) if (k[-1],) >= first]
         else:
             keys = [client_key(bytes.fromhex(t[0])) for t in tails]
             got = [(k, r[0]) for k, r in zip(keys, map(self.node.ds_get, keys)) if r is not None]
@@ -321,8 +321,8 @@ class ServerService:
 
     def _forget(self, key: List[str]) -> None:
         """A write of ``key`` is about to be made: drop what memory holds of it."""
-        n = len(PREFIX)
-        if len(key) == n + 2 and key[:n + 1] == PREFIX + ["clients"]:
+        n = len(SERVER_PREFIX)
+        if len(key) == n + 2 and key[:n + 1] == SERVER_PREFIX + ["clients"]:
             try:
                 self._clients.pop(bytes.fromhex(key[-1]), None)
             except ValueError:
@@ -481,10 +481,11 @@ class ServerService:
         tally is counted on a thread of its own: requests are served meanwhile (they need no tally);
         the operator's RPCs that show counts or pages wait for it (``_tally_ready``), and the writes
         made meanwhile are replayed on it once it is complete."""
-        n = len(PREFIX)
+        n = len(SERVER_PREFIX)
         tally, boxes = Tally(), {}
         held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
-        for key, val, _ in self.node.ds_list(PREFIX + ["mailbox"]) + self.node.ds_list(PREFIX + ["held"]):
+        listed = self.node.ds_list(SERVER_PREFIX + ["mailbox"]) + self.node.ds_list(SERVER_PREFIX + ["held"])
+        for key, val, _ in listed:
             tally.stored(key, len(val))
             try:
                 if key[n] == "mailbox":
@@ -512,7 +513,7 @@ class ServerService:
         t0 = time.monotonic()
         try:
             for kind in ("clients", "invoices"):
-                for key, size in self.node.ds_sizes(PREFIX + [kind]):
+                for key, size in self.node.ds_sizes(SERVER_PREFIX + [kind]):
                     tally.stored(key, size)
         except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
             self._log(f"counting the stored clients and invoices failed: {e}", "unusual")

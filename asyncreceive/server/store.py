@@ -24,19 +24,19 @@ from ..errors import DecodeError
 from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
 
-PREFIX = ["asyncreceive", "v1", "server"]
+SERVER_PREFIX = ["asyncreceive", "v1", "server"]
 
 
 def client_key(client_id: bytes) -> List[str]:
-    return PREFIX + ["clients", client_id.hex()]
+    return SERVER_PREFIX + ["clients", client_id.hex()]
 
 
 def invoice_key(client_id: bytes, slot: int) -> List[str]:
-    return PREFIX + ["invoices", client_id.hex(), f"{slot:05d}"]
+    return SERVER_PREFIX + ["invoices", client_id.hex(), f"{slot:05d}"]
 
 
 def invoices_prefix(client_id: Optional[bytes] = None) -> List[str]:
-    return PREFIX + ["invoices"] + ([client_id.hex()] if client_id is not None else [])
+    return SERVER_PREFIX + ["invoices"] + ([client_id.hex()] if client_id is not None else [])
 
 
 ENROLMENT_BYTES = 8
@@ -95,7 +95,7 @@ class InvoiceRecord:
                              decode_tu(r[6], 8, "invoice_record.times_served"), last)
 
 
-#: the kinds of record under PREFIX (the key's next element), as Tally counts them
+#: the kinds of record under SERVER_PREFIX (the key's next element), as Tally counts them
 KINDS = ("clients", "invoices", "mailbox", "held")
 #: kinds kept in key order, for pages: a client is (hex id,), an invoice (hex id, slot 05d)
 ORDERED = ("clients", "invoices")
@@ -104,14 +104,14 @@ ORDERED = ("clients", "invoices")
 class Tally:
     """What the server keeps, counted in memory: records per kind, the bytes of their values, and the
     clients' and invoices' keys in order.  Pure: the server reports each record it wrote
-    (``stored``, with the value's length) or deleted (``deleted``); keys outside PREFIX's kinds are
+    (``stored``, with the value's length) or deleted (``deleted``); keys outside SERVER_PREFIX's kinds are
     ignored, and one of a client or invoice that we never write (not hex, no slot number) is counted
     but left out of the pages.  Memory: one small entry per record (about 200 bytes: a key's parts are
     interned, so the 10 invoices of a client share its id, and each record's key tail is one tuple
     shared by the sizes and the order)."""
 
     def __init__(self) -> None:
-        #: kind -> {key tail after PREFIX and kind: value bytes}
+        #: kind -> {key tail after SERVER_PREFIX and kind: value bytes}
         self._sizes: Dict[str, Dict[Tuple[str, ...], int]] = {k: {} for k in KINDS}
         self.count: Dict[str, int] = dict.fromkeys(KINDS, 0)
         self.bytes = 0
@@ -119,9 +119,9 @@ class Tally:
 
     @staticmethod
     def _split(key: Sequence[str]) -> Tuple[Optional[str], Tuple[str, ...]]:
-        """(kind, key tail after PREFIX and kind, interned); kind None for a key outside our kinds."""
-        n = len(PREFIX)
-        if len(key) <= n + 1 or list(key[:n]) != PREFIX or key[n] not in KINDS:
+        """(kind, key tail after SERVER_PREFIX and kind, interned); kind None for a key outside our kinds."""
+        n = len(SERVER_PREFIX)
+        if len(key) <= n + 1 or list(key[:n]) != SERVER_PREFIX or key[n] not in KINDS:
             return None, ()
         return key[n], tuple(sys.intern(p) for p in key[n + 1:])
 
@@ -153,7 +153,7 @@ class Tally:
 
     def page(self, kind: str, start: Tuple[str, ...] = (), limit: Optional[int] = None,
              within: Tuple[str, ...] = ()) -> Tuple[List[Tuple[str, ...]], Optional[Tuple[str, ...]]]:
-        """Up to ``limit`` (all if None) keys of ``kind`` (tails after PREFIX and kind) from ``start``
+        """Up to ``limit`` (all if None) keys of ``kind`` (tails after SERVER_PREFIX and kind) from ``start``
         on, in order, among those beginning with ``within``; and the key the next page starts at (None
         at the end)."""
         order = self._order[kind]
@@ -169,7 +169,7 @@ class Tally:
 
 
 def _ordered(kind: str, tail: Tuple[str, ...]) -> bool:
-    """Is ``tail`` (a key after PREFIX and kind) a client's or an invoice's as we write them (hex client
+    """Is ``tail`` (a key after SERVER_PREFIX and kind) a client's or an invoice's as we write them (hex client
     id; a slot number)?"""
     if kind not in ORDERED or len(tail) != ORDERED.index(kind) + 1:
         return False

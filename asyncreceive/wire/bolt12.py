@@ -224,23 +224,23 @@ def in_invoice_range(t: int) -> bool:
 # Offers
 # --------------------------------------------------------------------------------------------------
 
-OFFER_CHAINS = 2
-OFFER_METADATA = 4
-OFFER_CURRENCY = 6
-OFFER_AMOUNT = 8
-OFFER_DESCRIPTION = 10
-OFFER_FEATURES = 12
-OFFER_ABSOLUTE_EXPIRY = 14
-OFFER_PATHS = 16
-OFFER_ISSUER = 18
-OFFER_QUANTITY_MAX = 20
-OFFER_ISSUER_ID = 22
+TLV_OFFER_CHAINS = 2
+TLV_OFFER_METADATA = 4
+TLV_OFFER_CURRENCY = 6
+TLV_OFFER_AMOUNT = 8
+TLV_OFFER_DESCRIPTION = 10
+TLV_OFFER_FEATURES = 12
+TLV_OFFER_ABSOLUTE_EXPIRY = 14
+TLV_OFFER_PATHS = 16
+TLV_OFFER_ISSUER = 18
+TLV_OFFER_QUANTITY_MAX = 20
+TLV_OFFER_ISSUER_ID = 22
 
 OFFER_FIELD_NAMES: Dict[int, str] = {
-    OFFER_CHAINS: "offer_chains", OFFER_METADATA: "offer_metadata", OFFER_CURRENCY: "offer_currency",
-    OFFER_AMOUNT: "offer_amount", OFFER_DESCRIPTION: "offer_description", OFFER_FEATURES: "offer_features",
-    OFFER_ABSOLUTE_EXPIRY: "offer_absolute_expiry", OFFER_PATHS: "offer_paths", OFFER_ISSUER: "offer_issuer",
-    OFFER_QUANTITY_MAX: "offer_quantity_max", OFFER_ISSUER_ID: "offer_issuer_id",
+    TLV_OFFER_CHAINS: "offer_chains", TLV_OFFER_METADATA: "offer_metadata", TLV_OFFER_CURRENCY: "offer_currency",
+    TLV_OFFER_AMOUNT: "offer_amount", TLV_OFFER_DESCRIPTION: "offer_description", TLV_OFFER_FEATURES: "offer_features",
+    TLV_OFFER_ABSOLUTE_EXPIRY: "offer_absolute_expiry", TLV_OFFER_PATHS: "offer_paths",
+    TLV_OFFER_ISSUER: "offer_issuer", TLV_OFFER_QUANTITY_MAX: "offer_quantity_max", TLV_OFFER_ISSUER_ID: "offer_issuer_id",
 }
 
 BITCOIN_CHAIN = bytes.fromhex("6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000")
@@ -258,31 +258,31 @@ def _validate_offer_records(stream: TlvStream, prefix: str, require_id_or_paths:
         f = _offer_field(prefix, t)
         if t % 2 == 0 and t not in OFFER_FIELD_NAMES:
             raise DecodeError(f, "unknown even offer field")
-        if t == OFFER_CHAINS:
+        if t == TLV_OFFER_CHAINS:
             if not v or len(v) % 32:
                 raise DecodeError(f, "must be a non-empty list of 32-byte chain hashes")
-        elif t == OFFER_CURRENCY:
+        elif t == TLV_OFFER_CURRENCY:
             _utf8(v, f)
-        elif t == OFFER_AMOUNT:
+        elif t == TLV_OFFER_AMOUNT:
             if decode_tu(v, 8, f) == 0:
                 raise DecodeError(f, "amount must not be zero")
-        elif t in (OFFER_DESCRIPTION, OFFER_ISSUER):
+        elif t in (TLV_OFFER_DESCRIPTION, TLV_OFFER_ISSUER):
             _utf8(v, f)
-        elif t == OFFER_FEATURES:
+        elif t == TLV_OFFER_FEATURES:
             _check_features(v, (), f)
-        elif t in (OFFER_ABSOLUTE_EXPIRY, OFFER_QUANTITY_MAX):
+        elif t in (TLV_OFFER_ABSOLUTE_EXPIRY, TLV_OFFER_QUANTITY_MAX):
             decode_tu(v, 8, f)
-        elif t == OFFER_PATHS:
+        elif t == TLV_OFFER_PATHS:
             if not decode_paths(v, f):
                 raise DecodeError(f, "empty list of blinded paths")
-        elif t == OFFER_ISSUER_ID:
+        elif t == TLV_OFFER_ISSUER_ID:
             decode_point(v, f)
-    if OFFER_AMOUNT in recs and OFFER_DESCRIPTION not in recs:
-        raise DecodeError(_offer_field(prefix, OFFER_DESCRIPTION), "required when offer_amount is set")
-    if OFFER_CURRENCY in recs and OFFER_AMOUNT not in recs:
-        raise DecodeError(_offer_field(prefix, OFFER_AMOUNT), "required when offer_currency is set")
-    if require_id_or_paths and OFFER_ISSUER_ID not in recs and OFFER_PATHS not in recs:
-        raise DecodeError(_offer_field(prefix, OFFER_ISSUER_ID), "neither offer_issuer_id nor offer_paths set")
+    if TLV_OFFER_AMOUNT in recs and TLV_OFFER_DESCRIPTION not in recs:
+        raise DecodeError(_offer_field(prefix, TLV_OFFER_DESCRIPTION), "required when offer_amount is set")
+    if TLV_OFFER_CURRENCY in recs and TLV_OFFER_AMOUNT not in recs:
+        raise DecodeError(_offer_field(prefix, TLV_OFFER_AMOUNT), "required when offer_currency is set")
+    if require_id_or_paths and TLV_OFFER_ISSUER_ID not in recs and TLV_OFFER_PATHS not in recs:
+        raise DecodeError(_offer_field(prefix, TLV_OFFER_ISSUER_ID), "neither offer_issuer_id nor offer_paths set")
 
 
 class _OfferFields:
@@ -295,55 +295,55 @@ class _OfferFields:
 
     @property
     def chains(self) -> List[bytes]:
-        v = self.stream.get(OFFER_CHAINS)
+        v = self.stream.get(TLV_OFFER_CHAINS)
         return [v[i:i + 32] for i in range(0, len(v), 32)] if v is not None else []
 
     @property
     def metadata(self) -> Optional[bytes]:
-        return self.stream.get(OFFER_METADATA)
+        return self.stream.get(TLV_OFFER_METADATA)
 
     @property
     def currency(self) -> Optional[str]:
-        v = self.stream.get(OFFER_CURRENCY)
+        v = self.stream.get(TLV_OFFER_CURRENCY)
         return v.decode() if v is not None else None
 
     @property
     def amount(self) -> Optional[int]:
-        v = self.stream.get(OFFER_AMOUNT)
+        v = self.stream.get(TLV_OFFER_AMOUNT)
         return int.from_bytes(v, "big") if v is not None else None
 
     @property
     def description(self) -> Optional[str]:
-        v = self.stream.get(OFFER_DESCRIPTION)
+        v = self.stream.get(TLV_OFFER_DESCRIPTION)
         return v.decode() if v is not None else None
 
     @property
     def offer_features(self) -> bytes:
-        return self.stream.get(OFFER_FEATURES) or b""
+        return self.stream.get(TLV_OFFER_FEATURES) or b""
 
     @property
     def absolute_expiry(self) -> Optional[int]:
-        v = self.stream.get(OFFER_ABSOLUTE_EXPIRY)
+        v = self.stream.get(TLV_OFFER_ABSOLUTE_EXPIRY)
         return int.from_bytes(v, "big") if v is not None else None
 
     @property
     def offer_paths(self) -> List[BlindedPath]:
-        v = self.stream.get(OFFER_PATHS)
+        v = self.stream.get(TLV_OFFER_PATHS)
         return decode_paths(v, "offer_paths") if v is not None else []
 
     @property
     def issuer(self) -> Optional[str]:
-        v = self.stream.get(OFFER_ISSUER)
+        v = self.stream.get(TLV_OFFER_ISSUER)
         return v.decode() if v is not None else None
 
     @property
     def quantity_max(self) -> Optional[int]:
-        v = self.stream.get(OFFER_QUANTITY_MAX)
+        v = self.stream.get(TLV_OFFER_QUANTITY_MAX)
         return int.from_bytes(v, "big") if v is not None else None
 
     @property
     def issuer_id(self) -> Optional[bytes]:
-        return self.stream.get(OFFER_ISSUER_ID)
+        return self.stream.get(TLV_OFFER_ISSUER_ID)
 
     def offer_records(self) -> TlvStream:
         """The offer-range records (1..79, 1e9..1999999999), byte for byte."""
@@ -400,17 +400,17 @@ class Offer(_OfferFields):
         """Build (and validate) an offer.  ``extra_records`` are added as-is (e.g. unknown odd types)."""
         recs: Dict[int, bytes] = {}
         if chains:
-            recs[OFFER_CHAINS] = b"".join(chains)
+            recs[TLV_OFFER_CHAINS] = b"".join(chains)
         if amount is not None:
-            recs[OFFER_AMOUNT] = tu64(amount)
+            recs[TLV_OFFER_AMOUNT] = tu64(amount)
         if description is not None:
-            recs[OFFER_DESCRIPTION] = description.encode("utf-8")
+            recs[TLV_OFFER_DESCRIPTION] = description.encode("utf-8")
         if absolute_expiry is not None:
-            recs[OFFER_ABSOLUTE_EXPIRY] = tu64(absolute_expiry)
+            recs[TLV_OFFER_ABSOLUTE_EXPIRY] = tu64(absolute_expiry)
         if paths:
-            recs[OFFER_PATHS] = encode_paths(list(paths))
+            recs[TLV_OFFER_PATHS] = encode_paths(list(paths))
         if issuer_id is not None:
-            recs[OFFER_ISSUER_ID] = issuer_id
+            recs[TLV_OFFER_ISSUER_ID] = issuer_id
         for t, v in extra_records:
             if t in recs:
                 raise ValueError(f"duplicate record {t}")
@@ -434,24 +434,24 @@ class Offer(_OfferFields):
 # Static invoices (LDK async payments)
 # --------------------------------------------------------------------------------------------------
 
-INVOICE_PATHS = 160
-INVOICE_BLINDEDPAY = 162
-INVOICE_CREATED_AT = 164
-INVOICE_RELATIVE_EXPIRY = 166
-INVOICE_PAYMENT_HASH = 168
-INVOICE_AMOUNT = 170
-INVOICE_FALLBACKS = 172
-INVOICE_FEATURES = 174
-INVOICE_NODE_ID = 176
-INVOICE_HELD_HTLC_PATHS = 236
-SIGNATURE = 240
+TLV_INVOICE_PATHS = 160
+TLV_INVOICE_BLINDEDPAY = 162
+TLV_INVOICE_CREATED_AT = 164
+TLV_INVOICE_RELATIVE_EXPIRY = 166
+TLV_INVOICE_PAYMENT_HASH = 168
+TLV_INVOICE_AMOUNT = 170
+TLV_INVOICE_FALLBACKS = 172
+TLV_INVOICE_FEATURES = 174
+TLV_INVOICE_NODE_ID = 176
+TLV_INVOICE_HELD_HTLC_PATHS = 236
+TLV_SIGNATURE = 240
 
 STATIC_INVOICE_FIELD_NAMES: Dict[int, str] = {
-    INVOICE_PATHS: "invoice_paths", INVOICE_BLINDEDPAY: "invoice_blindedpay",
-    INVOICE_CREATED_AT: "invoice_created_at", INVOICE_RELATIVE_EXPIRY: "invoice_relative_expiry",
-    INVOICE_FALLBACKS: "invoice_fallbacks", INVOICE_FEATURES: "invoice_features",
-    INVOICE_NODE_ID: "invoice_node_id", INVOICE_HELD_HTLC_PATHS: "held_htlc_available_paths",
-    SIGNATURE: "signature",
+    TLV_INVOICE_PATHS: "invoice_paths", TLV_INVOICE_BLINDEDPAY: "invoice_blindedpay",
+    TLV_INVOICE_CREATED_AT: "invoice_created_at", TLV_INVOICE_RELATIVE_EXPIRY: "invoice_relative_expiry",
+    TLV_INVOICE_FALLBACKS: "invoice_fallbacks", TLV_INVOICE_FEATURES: "invoice_features",
+    TLV_INVOICE_NODE_ID: "invoice_node_id", TLV_INVOICE_HELD_HTLC_PATHS: "held_htlc_available_paths",
+    TLV_SIGNATURE: "signature",
 }
 
 DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY = 1_209_600  # 14 days
@@ -494,25 +494,26 @@ def _check_invoice_records(recs: Dict[int, bytes], field, required: Sequence[int
     """The invoice-range records an invoice and a static invoice share: required ones present (and
     ``required`` too), non-empty payment paths with one payinfo each, created_at, relative expiry,
     fallbacks, features, node id, a 64-byte signature.  ``field(t)`` names a record in errors."""
-    for t in (INVOICE_PATHS, INVOICE_BLINDEDPAY, INVOICE_CREATED_AT, *required, INVOICE_NODE_ID, SIGNATURE):
+    for t in (TLV_INVOICE_PATHS, TLV_INVOICE_BLINDEDPAY, TLV_INVOICE_CREATED_AT, *required, TLV_INVOICE_NODE_ID,
+              TLV_SIGNATURE):
         if t not in recs:
             raise DecodeError(field(t), "required field missing")
-    paths = decode_paths(recs[INVOICE_PATHS], field(INVOICE_PATHS))
+    paths = decode_paths(recs[TLV_INVOICE_PATHS], field(TLV_INVOICE_PATHS))
     if not paths:
-        raise DecodeError(field(INVOICE_PATHS), "empty list of payment paths")
-    payinfos = decode_payinfos(recs[INVOICE_BLINDEDPAY], field(INVOICE_BLINDEDPAY))
+        raise DecodeError(field(TLV_INVOICE_PATHS), "empty list of payment paths")
+    payinfos = decode_payinfos(recs[TLV_INVOICE_BLINDEDPAY], field(TLV_INVOICE_BLINDEDPAY))
     if len(payinfos) != len(paths):
-        raise DecodeError(field(INVOICE_BLINDEDPAY), f"{len(payinfos)} payinfos for {len(paths)} payment paths")
-    decode_tu(recs[INVOICE_CREATED_AT], 8, field(INVOICE_CREATED_AT))
-    if INVOICE_RELATIVE_EXPIRY in recs:
-        decode_tu(recs[INVOICE_RELATIVE_EXPIRY], 4, field(INVOICE_RELATIVE_EXPIRY))
-    if INVOICE_FALLBACKS in recs:
-        _decode_fallbacks(recs[INVOICE_FALLBACKS], field(INVOICE_FALLBACKS))
-    if INVOICE_FEATURES in recs:
-        _check_features(recs[INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, field(INVOICE_FEATURES))
-    decode_point(recs[INVOICE_NODE_ID], field(INVOICE_NODE_ID))
-    if len(recs[SIGNATURE]) != 64:
-        raise DecodeError(field(SIGNATURE), f"expected 64 bytes, got {len(recs[SIGNATURE])}")
+        raise DecodeError(field(TLV_INVOICE_BLINDEDPAY), f"{len(payinfos)} payinfos for {len(paths)} payment paths")
+    decode_tu(recs[TLV_INVOICE_CREATED_AT], 8, field(TLV_INVOICE_CREATED_AT))
+    if TLV_INVOICE_RELATIVE_EXPIRY in recs:
+        decode_tu(recs[TLV_INVOICE_RELATIVE_EXPIRY], 4, field(TLV_INVOICE_RELATIVE_EXPIRY))
+    if TLV_INVOICE_FALLBACKS in recs:
+        _decode_fallbacks(recs[TLV_INVOICE_FALLBACKS], field(TLV_INVOICE_FALLBACKS))
+    if TLV_INVOICE_FEATURES in recs:
+        _check_features(recs[TLV_INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, field(TLV_INVOICE_FEATURES))
+    decode_point(recs[TLV_INVOICE_NODE_ID], field(TLV_INVOICE_NODE_ID))
+    if len(recs[TLV_SIGNATURE]) != 64:
+        raise DecodeError(field(TLV_SIGNATURE), f"expected 64 bytes, got {len(recs[TLV_SIGNATURE])}")
 
 
 class _InvoiceFields(_OfferFields):
@@ -523,19 +524,19 @@ class _InvoiceFields(_OfferFields):
 
     @property
     def paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(INVOICE_PATHS), "invoice_paths")
+        return decode_paths(self.stream.get(TLV_INVOICE_PATHS), "invoice_paths")
 
     @property
     def payinfos(self) -> List[BlindedPayInfo]:
-        return decode_payinfos(self.stream.get(INVOICE_BLINDEDPAY), "invoice_blindedpay")
+        return decode_payinfos(self.stream.get(TLV_INVOICE_BLINDEDPAY), "invoice_blindedpay")
 
     @property
     def created_at(self) -> int:
-        return int.from_bytes(self.stream.get(INVOICE_CREATED_AT), "big")
+        return int.from_bytes(self.stream.get(TLV_INVOICE_CREATED_AT), "big")
 
     @property
     def relative_expiry(self) -> int:
-        v = self.stream.get(INVOICE_RELATIVE_EXPIRY)
+        v = self.stream.get(TLV_INVOICE_RELATIVE_EXPIRY)
         return self.DEFAULT_RELATIVE_EXPIRY if v is None else int.from_bytes(v, "big")
 
     @property
@@ -544,7 +545,7 @@ class _InvoiceFields(_OfferFields):
 
     @property
     def node_id(self) -> bytes:
-        return self.stream.get(INVOICE_NODE_ID)
+        return self.stream.get(TLV_INVOICE_NODE_ID)
 
     def encode(self) -> bytes:
         return self.stream.encode()
@@ -568,9 +569,9 @@ class StaticInvoice(_InvoiceFields):
         recs = dict(stream.records)
         for t in stream.types():
             f = _si_field(t)
-            if t == INVOICE_PAYMENT_HASH:
+            if t == TLV_INVOICE_PAYMENT_HASH:
                 raise DecodeError(f"{_SI}[168]", "payment_hash not allowed in a static invoice")
-            if t == INVOICE_AMOUNT:
+            if t == TLV_INVOICE_AMOUNT:
                 raise DecodeError(f"{_SI}[170]", "amount not allowed in a static invoice")
             if in_invreq_range(t) and not in_offer_range(t):
                 raise DecodeError(f, "invoice_request field not allowed in a static invoice")
@@ -580,26 +581,26 @@ class StaticInvoice(_InvoiceFields):
                 raise DecodeError(f, "unknown even TLV type")
         # offer part
         _validate_offer_records(stream, _SI)
-        if OFFER_PATHS not in recs:
-            raise DecodeError(_si_field(OFFER_PATHS), "required in a static invoice")
-        chains = recs.get(OFFER_CHAINS)
+        if TLV_OFFER_PATHS not in recs:
+            raise DecodeError(_si_field(TLV_OFFER_PATHS), "required in a static invoice")
+        chains = recs.get(TLV_OFFER_CHAINS)
         if chains is not None and len(chains) > 32:
-            raise DecodeError(_si_field(OFFER_CHAINS), "a static invoice allows at most one chain")
+            raise DecodeError(_si_field(TLV_OFFER_CHAINS), "a static invoice allows at most one chain")
         # invoice part
-        _check_invoice_records(recs, _si_field, (INVOICE_HELD_HTLC_PATHS,))
-        node_id = recs[INVOICE_NODE_ID]
-        decode_paths(recs[INVOICE_HELD_HTLC_PATHS], _si_field(INVOICE_HELD_HTLC_PATHS))
+        _check_invoice_records(recs, _si_field, (TLV_INVOICE_HELD_HTLC_PATHS,))
+        node_id = recs[TLV_INVOICE_NODE_ID]
+        decode_paths(recs[TLV_INVOICE_HELD_HTLC_PATHS], _si_field(TLV_INVOICE_HELD_HTLC_PATHS))
         # signing key rule
-        issuer_id = recs.get(OFFER_ISSUER_ID)
+        issuer_id = recs.get(TLV_OFFER_ISSUER_ID)
         if issuer_id is not None:
             if node_id != issuer_id:
-                raise DecodeError(_si_field(INVOICE_NODE_ID), "does not equal offer_issuer_id")
+                raise DecodeError(_si_field(TLV_INVOICE_NODE_ID), "does not equal offer_issuer_id")
         else:
-            finals = {p.final_blinded_node_id for p in decode_paths(recs[OFFER_PATHS], _si_field(OFFER_PATHS))}
+            finals = {p.final_blinded_node_id for p in decode_paths(recs[TLV_OFFER_PATHS], _si_field(TLV_OFFER_PATHS))}
             if node_id not in finals:
-                raise DecodeError(_si_field(INVOICE_NODE_ID),
+                raise DecodeError(_si_field(TLV_INVOICE_NODE_ID),
                                   "no offer_issuer_id and not the final blinded node of any offer path")
-        return StaticInvoice(stream)._verified(check_signature, _si_field(SIGNATURE))
+        return StaticInvoice(stream)._verified(check_signature, _si_field(TLV_SIGNATURE))
 
     @staticmethod
     def build(offer: Offer, payment_paths: Sequence[BlindedPath], payinfos: Sequence[BlindedPayInfo],
@@ -613,21 +614,21 @@ class StaticInvoice(_InvoiceFields):
         from coincurve import PrivateKey
         node_id = PrivateKey(signing_key).public_key.format()
         recs: List[Record] = list(offer.offer_records().records)
-        recs.append((INVOICE_PATHS, encode_paths(list(payment_paths))))
-        recs.append((INVOICE_BLINDEDPAY, encode_payinfos(list(payinfos))))
-        recs.append((INVOICE_CREATED_AT, tu64(created_at)))
+        recs.append((TLV_INVOICE_PATHS, encode_paths(list(payment_paths))))
+        recs.append((TLV_INVOICE_BLINDEDPAY, encode_payinfos(list(payinfos))))
+        recs.append((TLV_INVOICE_CREATED_AT, tu64(created_at)))
         if relative_expiry is not None:
             if not 0 <= relative_expiry <= 0xFFFFFFFF:
                 raise ValueError("relative_expiry must fit a u32")
-            recs.append((INVOICE_RELATIVE_EXPIRY, tu64(relative_expiry)))
+            recs.append((TLV_INVOICE_RELATIVE_EXPIRY, tu64(relative_expiry)))
         if features:
-            recs.append((INVOICE_FEATURES, bytes(features)))
-        recs.append((INVOICE_NODE_ID, node_id))
-        recs.append((INVOICE_HELD_HTLC_PATHS, encode_paths(list(message_paths))))
+            recs.append((TLV_INVOICE_FEATURES, bytes(features)))
+        recs.append((TLV_INVOICE_NODE_ID, node_id))
+        recs.append((TLV_INVOICE_HELD_HTLC_PATHS, encode_paths(list(message_paths))))
         recs.sort(key=lambda r: r[0])
         digest = sighash("static_invoice", "signature", merkle_root(recs))
         sig = schnorr_sign(signing_key, digest, aux_randomness)
-        recs.append((SIGNATURE, sig))
+        recs.append((TLV_SIGNATURE, sig))
         recs.sort(key=lambda r: r[0])
         return StaticInvoice.decode(encode_tlv(recs))
 
@@ -645,20 +646,20 @@ class StaticInvoice(_InvoiceFields):
 
     @property
     def fallbacks(self) -> List[Tuple[int, bytes]]:
-        v = self.stream.get(INVOICE_FALLBACKS)
-        return _decode_fallbacks(v, _si_field(INVOICE_FALLBACKS)) if v is not None else []
+        v = self.stream.get(TLV_INVOICE_FALLBACKS)
+        return _decode_fallbacks(v, _si_field(TLV_INVOICE_FALLBACKS)) if v is not None else []
 
     @property
     def features(self) -> bytes:
-        return self.stream.get(INVOICE_FEATURES) or b""
+        return self.stream.get(TLV_INVOICE_FEATURES) or b""
 
     @property
     def message_paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(INVOICE_HELD_HTLC_PATHS), _si_field(INVOICE_HELD_HTLC_PATHS))
+        return decode_paths(self.stream.get(TLV_INVOICE_HELD_HTLC_PATHS), _si_field(TLV_INVOICE_HELD_HTLC_PATHS))
 
     @property
     def signature(self) -> bytes:
-        return self.stream.get(SIGNATURE)
+        return self.stream.get(TLV_SIGNATURE)
 
     @property
     def offer(self) -> Offer:
@@ -677,21 +678,21 @@ class StaticInvoice(_InvoiceFields):
 # invoice_request (minimal)
 # --------------------------------------------------------------------------------------------------
 
-INVREQ_METADATA = 0
-INVREQ_CHAIN = 80
-INVREQ_AMOUNT = 82
-INVREQ_FEATURES = 84
-INVREQ_QUANTITY = 86
-INVREQ_PAYER_ID = 88
-INVREQ_PAYER_NOTE = 89
-INVREQ_PATHS = 90
-INVREQ_BIP_353_NAME = 91
+TLV_INVREQ_METADATA = 0
+TLV_INVREQ_CHAIN = 80
+TLV_INVREQ_AMOUNT = 82
+TLV_INVREQ_FEATURES = 84
+TLV_INVREQ_QUANTITY = 86
+TLV_INVREQ_PAYER_ID = 88
+TLV_INVREQ_PAYER_NOTE = 89
+TLV_INVREQ_PATHS = 90
+TLV_INVREQ_BIP_353_NAME = 91
 
 INVREQ_FIELD_NAMES: Dict[int, str] = {
-    INVREQ_METADATA: "invreq_metadata", INVREQ_CHAIN: "invreq_chain", INVREQ_AMOUNT: "invreq_amount",
-    INVREQ_FEATURES: "invreq_features", INVREQ_QUANTITY: "invreq_quantity", INVREQ_PAYER_ID: "invreq_payer_id",
-    INVREQ_PAYER_NOTE: "invreq_payer_note", INVREQ_PATHS: "invreq_paths",
-    INVREQ_BIP_353_NAME: "invreq_bip_353_name", SIGNATURE: "signature",
+    TLV_INVREQ_METADATA: "invreq_metadata", TLV_INVREQ_CHAIN: "invreq_chain", TLV_INVREQ_AMOUNT: "invreq_amount",
+    TLV_INVREQ_FEATURES: "invreq_features", TLV_INVREQ_QUANTITY: "invreq_quantity",
+    TLV_INVREQ_PAYER_ID: "invreq_payer_id", TLV_INVREQ_PAYER_NOTE: "invreq_payer_note", TLV_INVREQ_PATHS: "invreq_paths",
+    TLV_INVREQ_BIP_353_NAME: "invreq_bip_353_name", TLV_SIGNATURE: "signature",
 }
 
 _IR = "invoice_request"
@@ -721,27 +722,27 @@ class InvoiceRequest(_OfferFields):
                 raise DecodeError(f, "unknown even TLV type")
         if any(in_offer_range(t) for t in recs):
             _validate_offer_records(stream, _IR)
-        for t in (INVREQ_METADATA, INVREQ_PAYER_ID, SIGNATURE):
+        for t in (TLV_INVREQ_METADATA, TLV_INVREQ_PAYER_ID, TLV_SIGNATURE):
             if t not in recs:
                 raise DecodeError(_ir_field(t), "required field missing")
-        decode_point(recs[INVREQ_PAYER_ID], _ir_field(INVREQ_PAYER_ID))
-        if INVREQ_CHAIN in recs and len(recs[INVREQ_CHAIN]) != 32:
-            raise DecodeError(_ir_field(INVREQ_CHAIN), "expected a 32-byte chain hash")
-        for t in (INVREQ_AMOUNT, INVREQ_QUANTITY):
+        decode_point(recs[TLV_INVREQ_PAYER_ID], _ir_field(TLV_INVREQ_PAYER_ID))
+        if TLV_INVREQ_CHAIN in recs and len(recs[TLV_INVREQ_CHAIN]) != 32:
+            raise DecodeError(_ir_field(TLV_INVREQ_CHAIN), "expected a 32-byte chain hash")
+        for t in (TLV_INVREQ_AMOUNT, TLV_INVREQ_QUANTITY):
             if t in recs:
                 decode_tu(recs[t], 8, _ir_field(t))
-        if INVREQ_FEATURES in recs:
-            _check_features(recs[INVREQ_FEATURES], (), _ir_field(INVREQ_FEATURES))
-        if INVREQ_PAYER_NOTE in recs:
-            _utf8(recs[INVREQ_PAYER_NOTE], _ir_field(INVREQ_PAYER_NOTE))
-        if INVREQ_PATHS in recs:
-            if not decode_paths(recs[INVREQ_PATHS], _ir_field(INVREQ_PATHS)):
-                raise DecodeError(_ir_field(INVREQ_PATHS), "empty list of blinded paths")
-        if len(recs[SIGNATURE]) != 64:
-            raise DecodeError(_ir_field(SIGNATURE), f"expected 64 bytes, got {len(recs[SIGNATURE])}")
+        if TLV_INVREQ_FEATURES in recs:
+            _check_features(recs[TLV_INVREQ_FEATURES], (), _ir_field(TLV_INVREQ_FEATURES))
+        if TLV_INVREQ_PAYER_NOTE in recs:
+            _utf8(recs[TLV_INVREQ_PAYER_NOTE], _ir_field(TLV_INVREQ_PAYER_NOTE))
+        if TLV_INVREQ_PATHS in recs:
+            if not decode_paths(recs[TLV_INVREQ_PATHS], _ir_field(TLV_INVREQ_PATHS)):
+                raise DecodeError(_ir_field(TLV_INVREQ_PATHS), "empty list of blinded paths")
+        if len(recs[TLV_SIGNATURE]) != 64:
+            raise DecodeError(_ir_field(TLV_SIGNATURE), f"expected 64 bytes, got {len(recs[TLV_SIGNATURE])}")
         ir = InvoiceRequest(stream)
         if check_signature and not ir.verify_signature():
-            raise DecodeError(_ir_field(SIGNATURE), "invalid signature")
+            raise DecodeError(_ir_field(TLV_SIGNATURE), "invalid signature")
         return ir
 
     @staticmethod
@@ -760,38 +761,38 @@ class InvoiceRequest(_OfferFields):
 
     @property
     def invreq_metadata(self) -> bytes:
-        return self.stream.get(INVREQ_METADATA)
+        return self.stream.get(TLV_INVREQ_METADATA)
 
     @property
     def chain(self) -> Optional[bytes]:
-        return self.stream.get(INVREQ_CHAIN)
+        return self.stream.get(TLV_INVREQ_CHAIN)
 
     @property
     def invreq_amount(self) -> Optional[int]:
-        v = self.stream.get(INVREQ_AMOUNT)
+        v = self.stream.get(TLV_INVREQ_AMOUNT)
         return int.from_bytes(v, "big") if v is not None else None
 
     @property
     def quantity(self) -> Optional[int]:
-        v = self.stream.get(INVREQ_QUANTITY)
+        v = self.stream.get(TLV_INVREQ_QUANTITY)
         return int.from_bytes(v, "big") if v is not None else None
 
     @property
     def payer_id(self) -> bytes:
-        return self.stream.get(INVREQ_PAYER_ID)
+        return self.stream.get(TLV_INVREQ_PAYER_ID)
 
     invreq_payer_id = payer_id
 
     @property
     def payer_note(self) -> Optional[str]:
-        v = self.stream.get(INVREQ_PAYER_NOTE)
+        v = self.stream.get(TLV_INVREQ_PAYER_NOTE)
         return v.decode() if v is not None else None
 
     invreq_payer_note = payer_note
 
     @property
     def signature(self) -> bytes:
-        return self.stream.get(SIGNATURE)
+        return self.stream.get(TLV_SIGNATURE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -799,8 +800,8 @@ class InvoiceRequest(_OfferFields):
 # --------------------------------------------------------------------------------------------------
 
 INVOICE_FIELD_NAMES: Dict[int, str] = {
-    **{t: n for t, n in STATIC_INVOICE_FIELD_NAMES.items() if t != INVOICE_HELD_HTLC_PATHS},
-    INVOICE_PAYMENT_HASH: "invoice_payment_hash", INVOICE_AMOUNT: "invoice_amount"}
+    **{t: n for t, n in STATIC_INVOICE_FIELD_NAMES.items() if t != TLV_INVOICE_HELD_HTLC_PATHS},
+    TLV_INVOICE_PAYMENT_HASH: "invoice_payment_hash", TLV_INVOICE_AMOUNT: "invoice_amount"}
 #: BOLT 12: invoice_relative_expiry defaults to 7200 seconds
 DEFAULT_INVOICE_RELATIVE_EXPIRY = 7200
 
@@ -840,17 +841,17 @@ class Invoice(_InvoiceFields):
                 raise DecodeError(f, "unknown even TLV type")
         if any(in_offer_range(t) for t in recs):
             _validate_offer_records(stream, _INV)
-        _check_invoice_records(recs, _inv_field, (INVOICE_PAYMENT_HASH, INVOICE_AMOUNT))
-        if len(recs[INVOICE_PAYMENT_HASH]) != 32:
-            raise DecodeError(_inv_field(INVOICE_PAYMENT_HASH), "expected 32 bytes")
-        decode_tu(recs[INVOICE_AMOUNT], 8, _inv_field(INVOICE_AMOUNT))
-        return Invoice(stream)._verified(check_signature, _inv_field(SIGNATURE))
+        _check_invoice_records(recs, _inv_field, (TLV_INVOICE_PAYMENT_HASH, TLV_INVOICE_AMOUNT))
+        if len(recs[TLV_INVOICE_PAYMENT_HASH]) != 32:
+            raise DecodeError(_inv_field(TLV_INVOICE_PAYMENT_HASH), "expected 32 bytes")
+        decode_tu(recs[TLV_INVOICE_AMOUNT], 8, _inv_field(TLV_INVOICE_AMOUNT))
+        return Invoice(stream)._verified(check_signature, _inv_field(TLV_SIGNATURE))
 
     def to_string(self) -> str:
         return bech32_encode(HRP_INVOICE, self.encode())
 
     def verify_signature(self) -> bool:
-        return schnorr_verify(self.node_id, self.stream.get(SIGNATURE),
+        return schnorr_verify(self.node_id, self.stream.get(TLV_SIGNATURE),
                               sighash("invoice", "signature", merkle_root(self.stream)))
 
     def invreq_records(self) -> TlvStream:
@@ -859,11 +860,11 @@ class Invoice(_InvoiceFields):
 
     @property
     def payment_hash(self) -> bytes:
-        return self.stream.get(INVOICE_PAYMENT_HASH)
+        return self.stream.get(TLV_INVOICE_PAYMENT_HASH)
 
     @property
     def invoice_amount(self) -> int:
-        return int.from_bytes(self.stream.get(INVOICE_AMOUNT), "big")
+        return int.from_bytes(self.stream.get(TLV_INVOICE_AMOUNT), "big")
 
 
 __all__ = [

@@ -19,8 +19,8 @@ from .paths import BlindedPath, decode_paths, encode_paths
 from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, encode_tlv, u16, u64
 
 # onionmsg_tlv record types
-REPLY_PATH = 2
-ENCRYPTED_RECIPIENT_DATA = 4
+ONIONMSG_REPLY_PATH = 2
+ONIONMSG_ENCRYPTED_RECIPIENT_DATA = 4
 
 INVOICE_REQUEST = 64
 INVOICE = 66
@@ -88,9 +88,9 @@ class OnionMessagePayload:
     def encode(self) -> bytes:
         records = []
         if self.reply_path is not None:
-            records.append((REPLY_PATH, self.reply_path.encode()))
+            records.append((ONIONMSG_REPLY_PATH, self.reply_path.encode()))
         if self.encrypted_recipient_data is not None:
-            records.append((ENCRYPTED_RECIPIENT_DATA, self.encrypted_recipient_data))
+            records.append((ONIONMSG_ENCRYPTED_RECIPIENT_DATA, self.encrypted_recipient_data))
         if self.message_type is not None:
             records.append((self.message_type, self.message))
         records.extend(self.unknown)
@@ -98,7 +98,7 @@ class OnionMessagePayload:
 
     @staticmethod
     def decode(data: bytes, field: str = "onionmsg_tlv") -> "OnionMessagePayload":
-        known = {REPLY_PATH, ENCRYPTED_RECIPIENT_DATA} | KNOWN_MESSAGE_TYPES
+        known = {ONIONMSG_REPLY_PATH, ONIONMSG_ENCRYPTED_RECIPIENT_DATA} | KNOWN_MESSAGE_TYPES
         stream = decode_tlv(data, field, known=known)
         reply_path = None
         enc = None
@@ -106,9 +106,9 @@ class OnionMessagePayload:
         msg = b""
         unknown = []
         for t, v in stream.records:
-            if t == REPLY_PATH:
+            if t == ONIONMSG_REPLY_PATH:
                 reply_path = BlindedPath.decode(v, f"{field}.reply_path")
-            elif t == ENCRYPTED_RECIPIENT_DATA:
+            elif t == ONIONMSG_ENCRYPTED_RECIPIENT_DATA:
                 enc = v
             elif t in KNOWN_MESSAGE_TYPES:
                 if msg_type is not None:

@@ -6,9 +6,10 @@ import pytest
 from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
+from asyncreceive.server.store import SERVER_PREFIX
+
 from .test_recipient_server import enrol, ready
 
-PREFIX = ["asyncreceive", "v1", "server"]
 INVALID_PARAMS = -32602
 
 
@@ -19,7 +20,7 @@ def datastore_under(node, key):
         k = todo.pop()
         for e in node.rpc.listdatastore(key=k)["datastore"]:
             if "hex" in e:
-                kind = e["key"][len(PREFIX)]
+                kind = e["key"][len(SERVER_PREFIX)]
                 count[kind] = count.get(kind, 0) + 1
                 size += len(e["hex"]) // 2
             elif e["key"] != k:
@@ -32,7 +33,7 @@ def totals_match_datastore(server):
     re-serve an invoice between the two calls)."""
     def matches():
         t = server.rpc.call("asyncreceive-status")["static_invoice_server"]
-        count, size = datastore_under(server, PREFIX)
+        count, size = datastore_under(server, SERVER_PREFIX)
         got.append(t)
         return (t["clients"], t["invoices"], t["mailboxes"], t["held_messages"], t["bytes_stored"]) == \
             (count.get("clients", 0), count.get("invoices", 0), count.get("mailbox", 0), count.get("held", 0), size)

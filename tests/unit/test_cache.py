@@ -38,7 +38,7 @@ def test_unanswered_requests_back_off_exponentially_with_cap():
             sent_at.append(t)
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
     assert gaps[:4] == [5, 10, 20, 40]
-    assert max(gaps) == c.RETRY_CAP and gaps[-1] == c.RETRY_CAP
+    assert max(gaps) == c.OFFER_PATHS_RETRY_CAP and gaps[-1] == c.OFFER_PATHS_RETRY_CAP
     assert all(b >= a for a, b in zip(gaps, gaps[1:]))  # never speeds up while unanswered
     # a restart asks again at once instead of waiting out the backoff
     cache, actions = c.tick(cache, t + 1, start=True)

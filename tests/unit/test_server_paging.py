@@ -8,7 +8,7 @@ from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerError
-from asyncreceive.server.store import PREFIX, Tally, client_key, invoice_key
+from asyncreceive.server.store import SERVER_PREFIX, Tally, client_key, invoice_key
 from asyncreceive.wire import messages as m
 
 from .test_protocol import World, mailbox_world, stored_invoice
@@ -125,8 +125,8 @@ def full_count(node):
     count, size = {"clients": 0, "invoices": 0, "mailboxes": 0, "held_messages": 0}, 0
     name = {"clients": "clients", "invoices": "invoices", "mailbox": "mailboxes", "held": "held_messages"}
     for key, (value, _) in node.ds.items():
-        if list(key[:len(PREFIX)]) == PREFIX:
-            count[name[key[len(PREFIX)]]] += 1
+        if list(key[:len(SERVER_PREFIX)]) == SERVER_PREFIX:
+            count[name[key[len(SERVER_PREFIX)]]] += 1
             size += len(value)
     return {**count, "bytes_stored": size}
 
@@ -218,11 +218,11 @@ def test_tally_counts_replacements_by_their_new_size_and_ignores_other_keys():
 
 def test_keys_we_never_write_are_counted_but_not_paged():
     t = Tally()
-    for key in (PREFIX + ["clients", "zz"], PREFIX + ["invoices", "61", "x"], PREFIX + ["invoices", "61"],
-                client_key(b"a"), invoice_key(b"a", 2)):
+    for key in (SERVER_PREFIX + ["clients", "zz"], SERVER_PREFIX + ["invoices", "61", "x"],
+                SERVER_PREFIX + ["invoices", "61"], client_key(b"a"), invoice_key(b"a", 2)):
         t.stored(key, 1)
     assert t.count["clients"] == 2 and t.count["invoices"] == 3
     assert t.page("clients") == ([("61",)], None) and t.page("invoices") == ([("61", "00002")], None)
-    t.deleted(PREFIX + ["clients", "zz"])
-    t.deleted(PREFIX + ["invoices", "61", "x"])
+    t.deleted(SERVER_PREFIX + ["clients", "zz"])
+    t.deleted(SERVER_PREFIX + ["invoices", "61", "x"])
     assert t.count["clients"] == 1 and t.page("clients") == ([("61",)], None)
