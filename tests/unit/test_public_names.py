@@ -1,9 +1,10 @@
 """No public name means two things (issue 13): a name defined in two modules of ``asyncreceive`` for
 different things (the offer's ``offer_paths`` TLV field 16 and the bLIP-66 ``offer_paths`` message 75542
 were both ``OFFER_PATHS``; ``encrypted_recipient_data`` was 4 in an onion message and 10 in a payment onion)
-reads the same at every use and is easy to import from the wrong place.  A name counts as defined in a module when that module assigns it, or defines a
-function or class of that name, at top level (its source, read with ``ast``): names a module imports from
-another are not its own.  A value that is the same thing in two places is imported, not defined twice."""
+reads the same at every use and is easy to import from the wrong place.  A name counts as defined in a
+module when that module assigns it, or defines a function or class of that name, at top level (its source,
+read with ``ast``): names a module imports from another are not its own.  A value that is the same thing in
+two places is imported, not defined twice."""
 
 import ast
 import importlib
