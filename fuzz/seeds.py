@@ -22,6 +22,18 @@ from asyncreceive.wire.tlv import bigsize, encode_tlv, tu64, u16
 from . import targets as t
 
 
+def recipient_records() -> List[bytes]:
+    """A slot held by two servers (ready, dedicated fields), an empty one, and a servers record."""
+    from asyncreceive.recipient import cache as c, store
+    holders = (c.Holder(b"A" * 8, PATHS[0].encode(), PATHS[2].encode(), pub(3), t.NOW, t.NOW + 10 ** 7),
+               c.Holder(b"B" * 8, PATHS[1].encode(), PATHS[2].encode(), b"", None, None))
+    offer = c.CachedOffer(OFFER.encode(), b"\x01" * 32, holders, t.NOW + 10 ** 7, t.NOW, t.NOW, t.NOW + 99,
+                          b"\x05" * 16, 1000, "fuzz", "shop")
+    slots = [c.Slot(3, c.READY, offer, 1, t.NOW + 5, t.NOW, t.NOW), c.Slot(0)]
+    return [b"\x00" + store.encode_slot(x) for x in slots] + [
+        b"\x01" + store.encode_servers([encode_path_list(PATHS[:1]), encode_path_list(PATHS)])]
+
+
 def key(i: int) -> bytes:
     return bytes([i]) * 32
 
@@ -103,6 +115,7 @@ def encoder_seeds() -> Dict[str, List[bytes]]:
                           + [bytes([t.ASYNC_TYPES.index(d)]) + async_bodies()[ldk] for d, ldk in m.BLIP66_DRAFT_TYPES.items()],
         "mailbox": [b"\x00" + REGISTRATION.encode(), b"\x01" + MailboxRecord(REGISTRATION, t.NOW).encode(),
                     b"\x02" + HeldMessage(t.NOW, phantom_onion()).encode()],
+        "recipient_records": recipient_records(),
         "offer": [OFFER.encode(), OFFER_ODD.encode(), Offer.build(pub(9), []).encode()],
         "bolt12_string": [s.encode() for s in (offer_str, OFFER.to_string(split=20), offer_str.upper(),
                                                bech32_encode(HRP_INVOICE_REQUEST, INVREQ.encode()))],

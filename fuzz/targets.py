@@ -22,6 +22,7 @@ from asyncreceive.crypto.onion import peel_phantom
 from asyncreceive.crypto.sphinx import HMAC_LEN, _mac, chacha_stream, peel_packet
 from asyncreceive.errors import DecodeError
 from asyncreceive.payments.receive import parse_payload
+from asyncreceive.recipient import store as recipient_store
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.wire import bolt12
 from asyncreceive.wire import messages as m
@@ -220,6 +221,23 @@ def fuzz_mailbox(data: bytes) -> None:
             only_odd_records_dropped(body, again, cls.__name__)
         if cls.decode(again) != rec:
             raise Failure(f"{cls.__name__}: decode(encode(x)) != x")
+
+
+@target("recipient_records")
+def fuzz_recipient_records(data: bytes) -> None:
+    """First byte: a slot record (with an older version's one-server fields, or its holders) or the
+    servers record, as read from the datastore at start."""
+    if not data:
+        return
+    body = data[1:]
+    if data[0] % 2 == 0:
+        slot = refused(recipient_store.decode_slot, body, b"legacy")
+        if slot is not None and recipient_store.decode_slot(recipient_store.encode_slot(slot)) != slot:
+            raise Failure("slot record: decode(encode(x)) != x")
+        return
+    servers = refused(recipient_store.decode_servers, body)
+    if servers is not None:
+        same(recipient_store.encode_servers(servers), body, "servers record")
 
 
 # ---- BOLT 12 ---------------------------------------------------------------------------------------------
