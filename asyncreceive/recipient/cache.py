@@ -273,8 +273,7 @@ def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[in
     most ``MAX_PATHS_PER_SERVER``) must be ignored, or None to accept it."""
     if not slot_wants_offer(cache, index, now, server):
         return "slot_not_wanting"
-    s = cache[_pos(cache, index)]
-    kept = s.offer.holders if s.offer is not None and _extendable(s) and not _replacing(s, now) else ()
+    kept = _joined(cache[_pos(cache, index)], now, server)
     if len(paths) + sum(len(h.paths) for h in kept) > MAX_OFFER_PATHS_BYTES:
         return "offer_too_large"
     if paths_expiry is not None and paths_expiry < now + MIN_PATHS_LIFETIME:
@@ -286,14 +285,20 @@ def check_offer_paths(cache, index: int, paths: bytes, paths_expiry: Optional[in
     return None
 
 
+def _joined(s: Slot, now: int, server: bytes) -> Tuple[Holder, ...]:
+    """The holders an answer from ``server`` joins: the slot's current ones when its offer is extended, none
+    for a new or replacement offer."""
+    if s.offer is not None and _extendable(s) and not _replacing(s, now) and s.offer.holder(server) is None:
+        return s.offer.holders
+    return ()
+
+
 def offer_holders(cache, index: int, holder: Holder, now: int) -> Tuple[Holder, ...]:
     """The holders of the offer to build for ``index`` now that ``holder``'s paths were accepted: the
     slot's current ones plus it (the offer is rebuilt, so none has persisted it yet), or it alone for a
     new or replaced offer."""
-    s = cache[_pos(cache, index)]
-    if s.offer is not None and _extendable(s) and not _replacing(s, now) and s.offer.holder(holder.server) is None:
-        return tuple(replace(h, persisted_at=None) for h in s.offer.holders) + (holder,)
-    return (holder,)
+    joined = _joined(cache[_pos(cache, index)], now, holder.server)
+    return tuple(replace(h, persisted_at=None) for h in joined) + (holder,)
 
 
 def ordered(holders: Tuple[Holder, ...], index: int, servers: Tuple[bytes, ...]) -> Tuple[Holder, ...]:

@@ -108,6 +108,10 @@ class RecipientService:
         return sv.server_id(encode_path_list(paths)), list(paths)
 
     @property
+    def server_ids(self) -> Tuple[bytes, ...]:
+        return tuple(i for i, _ in self.servers)
+
+    @property
     def server_paths(self) -> List[BlindedPath]:
         """Every server's paths, server by server."""
         return [p for _, paths in self.servers for p in paths]
@@ -147,8 +151,7 @@ class RecipientService:
         self.cache = c.resize(base, self.n_slots)
         # servers removed while we were down (options changed, or a kill after setserver wrote the servers
         # record and before it reset their slots): the same as setserver without them
-        gone = {h.server for s in self.cache if s.offer is not None for h in s.offer.holders} - \
-            {i for i, _ in self.servers}
+        gone = {h.server for s in self.cache if s.offer is not None for h in s.offer.holders} - set(self.server_ids)
         if gone:
             self._commit(c.servers_removed(self.cache, gone))
         self._load_fallbacks()
@@ -200,13 +203,13 @@ class RecipientService:
             raise RecipientError("the same server (the same paths) is given twice")
         with self.lock:
             self.node.ds_set(SERVERS_KEY, encode_servers([encode_path_list(p) for _, p in new]))
-            removed = {i for i, _ in self.servers} - {i for i, _ in new}
+            removed = set(self.server_ids) - {i for i, _ in new}
             self.servers = new
             if removed:
                 self._commit(c.servers_removed(self.cache, removed))
                 self._log(f"{len(removed)} server(s) removed: their slots not handed out yet are asked of "
                           "the others", "info")
-        return [i for i, _ in new]
+        return list(self.server_ids)
 
     # ---- the clock --------------------------------------------------------------------------------
     def tick(self, start: bool = False) -> None:
@@ -218,7 +221,7 @@ class RecipientService:
         with self.lock:
             fp = self._channels_fingerprint()
             now = self.now()
-            new, actions = c.tick(self.cache, now, start=start, servers=tuple(i for i, _ in self.servers),
+            new, actions = c.tick(self.cache, now, start=start, servers=self.server_ids,
                                   may_send=lambda x: sv.may_send(self.health.get(x, sv.Health()), now))
             if self._channels_fp is not None and fp != self._channels_fp:
                 _, more = c.channels_changed(new)
@@ -233,8 +236,7 @@ class RecipientService:
         us only once we are connected, and nothing else may connect us (all slots ready: nothing to send;
         no channel with it). Done at start, on refresh and when a peer's connect retries the slots."""
         with self.lock:   # each server's node, as its offer_paths named it (its mailbox), else its first path's
-            nodes = {h.server: h.mailbox_node for s in self.cache if s.offer is not None
-                     for h in s.offer.holders if h.mailbox_node}
+            nodes = self._server_nodes()
             servers = list(self.servers)
         targets = set(nodes.values()) | {self._introduction(paths[0]) for i, paths in servers if i not in nodes}
         for intro in targets - {None, self.node.node_id}:
@@ -454,14 +456,14 @@ class RecipientService:
         now = self.now()
         paths_bytes = b"".join(p.encode() for p in op.paths[:c.MAX_PATHS_PER_SERVER])
         with self.lock:
-            if all(i != server for i, _ in self.servers):
+            if server not in self.server_ids:
                 return self._ignore("removed_server", f"offer_paths for slot {slot} from server {server.hex()}")
             why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now, server)
             if why is not None:
                 return self._ignore(why, f"offer_paths for slot {slot} from server {server.hex()}")
             holders = c.ordered(c.offer_holders(self.cache, slot, c.Holder(
                 server, paths_bytes, msg.reply_path.encode(), op.mailbox_node_id or b"", None,
-                op.paths_absolute_expiry), now), slot, tuple(i for i, _ in self.servers))
+                op.paths_absolute_expiry), now), slot, self.server_ids)
             offer_paths = [p for h in holders for p in decode_paths(h.paths, "holder.paths")]
             # the offer expires with its shortest-lived server paths
             expiries = [h.paths_expiry for h in holders if h.paths_expiry is not None]
@@ -688,9 +690,9 @@ class RecipientService:
         return {h.server: h.mailbox_node for s in self.cache if s.offer is not None for h in s.offer.holders
                 if h.mailbox_node}
 
-    def _disconnected(self) -> set:
-        """Servers whose node we know and are not connected to now (we connect to each at start)."""
-        nodes = self._server_nodes()
+    def _disconnected(self, nodes: Dict[bytes, bytes]) -> set:
+        """Servers of ``nodes`` (:meth:`_server_nodes`) we are not connected to now (we connect to each at
+        start)."""
         if not nodes:
             return set()
         try:
@@ -702,7 +704,8 @@ class RecipientService:
     def _down(self) -> frozenset:
         """Servers getoffer avoids: down by their answers (see :mod:`.servers`), or not connected now."""
         now = self.now()
-        return frozenset({i for i, h in self.health.items() if sv.is_down(h, now)} | self._disconnected())
+        return frozenset({i for i, h in self.health.items() if sv.is_down(h, now)} |
+                         self._disconnected(self._server_nodes()))
 
     def _slot_status(self, index: int, offer_id: bytes) -> Optional[str]:
         s = next((x for x in self.cache if x.index == index), None)
@@ -712,7 +715,8 @@ class RecipientService:
         """Each server: id, paths, health (see :mod:`.servers`) and how many offers it holds."""
         now = self.now()
         out = []
-        nodes, disconnected = self._server_nodes(), self._disconnected()
+        nodes = self._server_nodes()
+        disconnected = self._disconnected(nodes)
         for i, paths in self.servers:
             h = self.health.get(i, sv.Health())
             held = [s for s in self.cache if s.offer is not None and s.offer.holder(i) is not None]
