@@ -10,6 +10,7 @@ would.  Nothing here fakes the crypto or the codecs.
 """
 
 import os
+import time
 from typing import Dict, List, Optional, Tuple
 
 from coincurve import PrivateKey
@@ -208,3 +209,11 @@ class FakeNetwork:
 
 
 __all__ = ["FakeNetwork", "FakeNode", "EncryptedData"]
+
+
+def wait_until(cond, seconds=5.0):
+    """Poll ``cond`` until it holds or ``seconds`` pass (for tests with threads); its last value."""
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return cond()

@@ -15,7 +15,7 @@ from asyncreceive.node.transport import TransportError
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.paths import BlindedPath, SciddirOrPubkey
 
-from .fakes import FakeNetwork
+from .fakes import FakeNetwork, wait_until
 
 NOW = 1_800_000_000
 BODY = m.HeldHtlcAvailable().encode()
@@ -25,13 +25,6 @@ OWN = PathContext(Kind.PROBE, NOW + 60)
 def world(*names):
     net = FakeNetwork(lambda: NOW)
     return net, [net.add(n) for n in names]
-
-
-def wait_until(cond, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return cond()
 
 
 def test_replies_towards_a_peer_cannot_fill_the_room_of_our_own_sends():

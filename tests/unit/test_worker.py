@@ -5,6 +5,8 @@ import time
 from asyncreceive.node.worker import Worker
 from asyncreceive.server.ratelimit import RateLimiter
 
+from .fakes import wait_until
+
 
 class Clock:
     def __init__(self):
@@ -23,9 +25,7 @@ def make(**kw):
 def run_until(w, done):
     """Start the worker and wait (10 s at most) until ``done()``."""
     w.start()
-    deadline = time.monotonic() + 10
-    while not done() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(done, 10)
     w.stop()
     assert done()
 
@@ -85,13 +85,6 @@ def test_exceptions_are_logged_and_the_worker_goes_on():
     w.submit_message("aa", lambda: 1 / 0)
     run_until(w, lambda: logs)
     assert logs == ["broken"]
-
-
-def wait_until(done, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not done() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return done()
 
 
 def ticking_worker():
