@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError
 from ..wire.paths import BlindedPath
+from ..wire.records import BYTES, TU64, Field, Table, TableRecord, fixed_bytes
 from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
 
 SERVER_PREFIX = ["asyncreceive", "v1", "server"]
@@ -42,30 +43,21 @@ def invoices_prefix(client_id: Optional[bytes] = None) -> List[str]:
 ENROLMENT_BYTES = 8
 
 
+CLIENT_RECORD = Table("client_record", [
+    Field(0, "client_id", BYTES, required=True),
+    Field(2, "created_at", TU64, required=True),
+    Field(4, "expires_at", TU64),
+    Field(5, "enrolment", fixed_bytes(ENROLMENT_BYTES)),   # odd: older versions still read the record
+])
+
+
 @dataclass(frozen=True)
-class ClientRecord:
+class ClientRecord(TableRecord):
     client_id: bytes
     created_at: int
     expires_at: Optional[int] = None
     enrolment: Optional[bytes] = None   # None: enrolled by a version without enrolment ids
-
-    def encode(self) -> bytes:
-        recs = [(0, self.client_id), (2, tu64(self.created_at))]
-        if self.expires_at is not None:
-            recs.append((4, tu64(self.expires_at)))
-        if self.enrolment is not None:
-            recs.append((5, self.enrolment))   # odd: older versions still read the record
-        return encode_tlv(recs)
-
-    @staticmethod
-    def decode(data: bytes) -> "ClientRecord":
-        r = dict(decode_tlv(data, "client_record", known={0, 2, 4, 5}).records)
-        if 0 not in r or 2 not in r:
-            raise DecodeError("client_record", "missing client_id or created_at")
-        if 5 in r and len(r[5]) != ENROLMENT_BYTES:
-            raise DecodeError("client_record.enrolment", f"{len(r[5])} bytes, not {ENROLMENT_BYTES}")
-        exp = decode_tu(r[4], 8, "client_record.expires_at") if 4 in r else None
-        return ClientRecord(r[0], decode_tu(r[2], 8, "client_record.created_at"), exp, r.get(5))
+    TABLE = CLIENT_RECORD
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from typing import List, Optional, Tuple
 from ..errors import DecodeError
 from .bolt12 import schnorr_sign, schnorr_verify
 from .paths import BlindedPath, decode_paths, encode_paths
-from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, encode_tlv, u16, u64
+from .records import BLINDED_PATHS, POINT, U16, U64, Field, Table, TableRecord
+from .tlv import Reader, bigsize, decode_point, decode_tlv, encode_tlv
 
 # onionmsg_tlv record types
 ONIONMSG_REPLY_PATH = 2
@@ -141,44 +142,32 @@ def _require(recs: dict, t: int, field: str, name: str) -> bytes:
     return recs[t]
 
 
+OFFER_PATHS_REQUEST_TABLE = Table("offer_paths_request", [
+    Field(0, "invoice_slot", U16, required=True),
+], length_prefixed=True)
+
+
 @dataclass(frozen=True)
-class OfferPathsRequest:
+class OfferPathsRequest(TableRecord):
     invoice_slot: int
     TYPE = OFFER_PATHS_REQUEST
+    TABLE = OFFER_PATHS_REQUEST_TABLE
 
-    def encode(self) -> bytes:
-        return encode_struct([(0, u16(self.invoice_slot))])
 
-    @staticmethod
-    def decode(body: bytes, field: str = "offer_paths_request") -> "OfferPathsRequest":
-        recs = decode_struct(body, field, {0})
-        return OfferPathsRequest(decode_fixed(_require(recs, 0, field, "invoice_slot"), 2, field + ".invoice_slot"))
+OFFER_PATHS_TABLE = Table("offer_paths", [
+    Field(0, "paths", BLINDED_PATHS, required=True),
+    Field(2, "paths_absolute_expiry", U64),
+    Field(OFFER_PATHS_MAILBOX_NODE, "mailbox_node_id", POINT),   # ours: the server holds messages for our phantom
+], length_prefixed=True)
 
 
 @dataclass(frozen=True)
-class OfferPaths:
+class OfferPaths(TableRecord):
     paths: List[BlindedPath]
     paths_absolute_expiry: Optional[int] = None
-    mailbox_node_id: Optional[bytes] = None     # ours: the server holds messages for our phantom
+    mailbox_node_id: Optional[bytes] = None
     TYPE = OFFER_PATHS
-
-    def encode(self) -> bytes:
-        recs = [(0, encode_paths(self.paths))]
-        if self.paths_absolute_expiry is not None:
-            recs.append((2, u64(self.paths_absolute_expiry)))
-        if self.mailbox_node_id is not None:
-            recs.append((OFFER_PATHS_MAILBOX_NODE, self.mailbox_node_id))
-        return encode_struct(recs)
-
-    @staticmethod
-    def decode(body: bytes, field: str = "offer_paths") -> "OfferPaths":
-        recs = decode_struct(body, field, {0, 2, OFFER_PATHS_MAILBOX_NODE})
-        paths = decode_paths(_require(recs, 0, field, "paths"), field + ".paths")
-        exp = decode_fixed(recs[2], 8, field + ".paths_absolute_expiry") if 2 in recs else None
-        mailbox = recs.get(OFFER_PATHS_MAILBOX_NODE)
-        if mailbox is not None:
-            mailbox = decode_point(mailbox, field + ".mailbox_node_id")
-        return OfferPaths(paths, exp, mailbox)
+    TABLE = OFFER_PATHS_TABLE
 
 
 @dataclass(frozen=True)

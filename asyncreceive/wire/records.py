@@ -1,0 +1,184 @@
+"""Records declared once, as tables, with one strict generic codec on top of :mod:`.tlv`.
+
+A record set (a wire message body, a datastore value) is a :class:`Table` of :class:`Field` rows:
+type number, name, value codec, and whether the field is required.  The table alone says how the
+record is written and read, so each record set is declared in one place, the way the spec's CSV
+tables are:
+
+    OFFER_PATHS_TABLE = Table("offer_paths", [
+        Field(0, "paths", BLINDED_PATHS, required=True),
+        Field(2, "paths_absolute_expiry", U64),
+    ], length_prefixed=True)
+
+Decoding keeps BOLT 1's rules (minimal BigSize, strictly increasing types, an unknown even type is an
+error, an unknown odd type is skipped) and raises only :class:`~asyncreceive.errors.DecodeError`, naming
+the record and the field (``offer_paths.paths``).  A value codec's decoder must do the same; the ones
+here do.  A dataclass that subclasses :class:`TableRecord` gets ``encode``/``decode`` from its table;
+its field names are the table's.
+"""
+
+from dataclasses import dataclass, fields as dataclass_fields
+from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+from ..errors import DecodeError
+from .paths import BlindedPath, decode_paths, encode_paths
+from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, decode_tu, encode_tlv, tu64
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one field's value becomes the bytes of its TLV record, and back.
+
+    ``decode(value_bytes, field_name)`` raises only DecodeError."""
+
+    name: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes, str], Any]
+
+
+def fixed_int(size: int) -> Codec:
+    return Codec(f"u{size * 8}", lambda n: n.to_bytes(size, "big"), lambda v, f: decode_fixed(v, size, f))
+
+
+def truncated_int(size: int) -> Codec:
+    return Codec(f"tu{size * 8}", tu64, lambda v, f: decode_tu(v, size, f))
+
+
+def fixed_bytes(size: int) -> Codec:
+    def decode(v: bytes, f: str) -> bytes:
+        if len(v) != size:
+            raise DecodeError(f, f"{len(v)} bytes, not {size}")
+        return v
+    return Codec(f"byte[{size}]", bytes, decode)
+
+
+def _nonempty(v: bytes, f: str) -> bytes:
+    if not v:
+        raise DecodeError(f, "empty")
+    return v
+
+
+U16 = fixed_int(2)
+U32 = fixed_int(4)
+U64 = fixed_int(8)
+TU32 = truncated_int(4)
+TU64 = truncated_int(8)
+BYTES = Codec("byte[]", bytes, lambda v, f: v)
+NONEMPTY_BYTES = Codec("byte[1..]", bytes, _nonempty)
+POINT = Codec("point", bytes, decode_point)
+NODE_ID_BYTES = fixed_bytes(33)    # 33 bytes, not checked to be on the curve (records we wrote)
+UTF8 = Codec("utf8", lambda s: s.encode(), lambda v, f: _utf8(v, f))
+
+
+def _utf8(v: bytes, f: str) -> str:
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f, "not valid UTF-8")
+
+
+def record_codec(cls) -> Codec:
+    """A field whose value is itself a record (anything with ``encode()`` and ``decode(data, field)``)."""
+    return Codec(cls.__name__, lambda r: r.encode(), lambda v, f: cls.decode(v, f))
+
+
+BLINDED_PATH = record_codec(BlindedPath)
+BLINDED_PATHS = Codec("blinded_path[]", encode_paths, decode_paths)
+
+
+@dataclass(frozen=True)
+class Field:
+    type: int
+    name: str
+    codec: Codec
+    required: bool = False
+    default: Any = None      # the value when an optional field is absent
+
+
+class Table:
+    """One record set: its fields by type number, and whether its stream is LDK's length-prefixed
+    "TLV struct" (``BigSize(len) || TLV stream``) or a plain TLV stream."""
+
+    def __init__(self, name: str, fields: Sequence[Field], length_prefixed: bool = False):
+        types = [f.type for f in fields]
+        names = [f.name for f in fields]
+        if len(set(types)) != len(types) or len(set(names)) != len(names):
+            raise ValueError(f"{name}: duplicate field type or name")
+        self.name = name
+        self.fields: Tuple[Field, ...] = tuple(sorted(fields, key=lambda f: f.type))
+        self.length_prefixed = length_prefixed
+        self.types = frozenset(types)
+        self._by_type: Dict[int, Field] = {f.type: f for f in self.fields}
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def encode(self, values: Mapping[str, Any], extra: Iterable[Tuple[int, bytes]] = ()) -> bytes:
+        """The record's bytes; a field whose value is None is left out (a required one may not be).
+        ``extra`` adds records outside the table (e.g. unknown odd records kept from input)."""
+        records = []
+        for f in self.fields:
+            value = values.get(f.name)
+            if value is None:
+                if f.required:
+                    raise ValueError(f"{self.name}.{f.name} is required")
+                continue
+            records.append((f.type, f.codec.encode(value)))
+        records.extend(extra)
+        stream = encode_tlv(sorted(records))
+        return bigsize(len(stream)) + stream if self.length_prefixed else stream
+
+    def decode(self, data: bytes, field: Optional[str] = None,
+               keep_unknown: bool = False) -> Dict[str, Any]:
+        """{field name: value} for every field of the table (absent optional ones get their default).
+        With ``keep_unknown``, unknown odd records are returned under the key ``"unknown"``."""
+        where = field or self.name
+        if self.length_prefixed:
+            r = Reader(data)
+            length = r.bigsize(f"{where}.length")
+            inner = r.read(length, f"{where}.tlv")
+            r.expect_end(where)
+        else:
+            inner = data
+        out: Dict[str, Any] = {f.name: f.default for f in self.fields}
+        seen = set()
+        unknown = []
+        for t, v in decode_tlv(inner, where, known=self.types).records:
+            f = self._by_type.get(t)
+            if f is None:
+                unknown.append((t, v))
+                continue
+            out[f.name] = f.codec.decode(v, f"{where}.{f.name}")
+            seen.add(t)
+        for f in self.fields:
+            if f.required and f.type not in seen:
+                raise DecodeError(f"{where}.{f.name}", "required field missing")
+        if keep_unknown:
+            out["unknown"] = tuple(unknown)
+        return out
+
+
+class TableRecord:
+    """Base of a frozen dataclass declared by a table: ``TABLE`` names its fields, which are the
+    dataclass's own fields (checked by :func:`check_record`)."""
+
+    TABLE: ClassVar[Table]
+
+    def encode(self) -> bytes:
+        return self.TABLE.encode({f.name: getattr(self, f.name) for f in self.TABLE.fields})
+
+    @classmethod
+    def decode(cls, data: bytes, field: Optional[str] = None):
+        return cls(**cls.TABLE.decode(data, field))
+
+
+def check_record(cls) -> None:
+    """Raise if a TableRecord's dataclass fields are not exactly its table's fields."""
+    own = {f.name for f in dataclass_fields(cls)}
+    table = {f.name for f in cls.TABLE.fields}
+    if own != table:
+        raise TypeError(f"{cls.__name__}: dataclass fields {sorted(own)} != table {cls.TABLE.name} "
+                        f"fields {sorted(table)}")
