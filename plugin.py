@@ -6,17 +6,15 @@ Wiring only: options, hooks, notifications and RPC methods call into the ``async
 
 import dataclasses
 import functools
-import os
-import sys
 import threading
 import traceback
-
-sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from typing import Optional
 
 try:
     from pyln.client import RpcError, RpcException
 
     from asyncreceive import __version__
+    from asyncreceive.app import App
     from asyncreceive.errors import DecodeError
     from asyncreceive.node import crashpoint
     from asyncreceive.node.lightningd import Lightningd
@@ -76,7 +74,7 @@ def _on_setconfig(plugin, name: str, value) -> None:
         v = _count(name, value)
     except ValueError as e:
         raise RpcException(str(e))
-    if "worker" in state:  # else init has not run yet (or disabled us): init reads the option
+    if app is not None:  # else init has not run yet (or disabled us): init reads the option
         APPLY[name](v)
 
 
@@ -123,7 +121,8 @@ plugin.add_option("asyncreceive-dev-crash-at", None,
 plugin.add_notification_topic("asyncreceive_payment")
 plugin.add_notification_topic("asyncreceive_pay")
 
-state = {}
+#: the running plugin's parts, built by init (None before, or if init disabled the plugin)
+app: Optional[App] = None
 
 
 #: our log levels, lowest first, and lightningd's (its log-level option) at or below each
@@ -132,7 +131,7 @@ LIGHTNINGD_LEVELS = {"io": 0, "trace": 0, "debug": 0, "info": 1, "unusual": 2, "
 
 
 def log(msg: str, level: str = "info") -> None:
-    if LOG_LEVELS.get(level, 3) >= state.get("log_level", 0):
+    if LOG_LEVELS.get(level, 3) >= (app.log_level if app is not None else 0):
         plugin.log(msg, level=level)
 
 
@@ -147,16 +146,20 @@ def _lightningd_log_level(configs: dict) -> int:
     return min(LIGHTNINGD_LEVELS[v] for v in values)
 
 
-def _transport() -> Transport:
-    if "transport" not in state:
+def _app() -> App:
+    if app is None:
         raise RpcException("asyncreceive is not initialised yet")
-    return state["transport"]
+    return app
+
+
+def _transport() -> Transport:
+    return _app().transport
 
 
 def _probe() -> Probe:
     if not plugin.get_option("asyncreceive-dev"):
         raise RpcException("asyncreceive-dev-* methods are disabled; start lightningd with --asyncreceive-dev")
-    return state["probe"]
+    return _app().probe
 
 
 def _hex_arg(name: str, value) -> bytes:
@@ -206,20 +209,20 @@ def _int_option(name):
 
 def _set_server_limit(name: str, v: int) -> None:
     """asyncserver-max-held -> ServerConfig.max_held, ...: the service reads its config on each use."""
-    server = state["server"]
+    server = app.server
     server.config = dataclasses.replace(server.config, **{name[len("asyncserver-"):].replace("-", "_"): v})
 
 
 def _set_slots(v: int) -> None:
-    state["recipient"].set_slots(v)
-    state["worker"].submit(state["recipient"].tick)  # new slots are requested now, not at the next tick
+    app.recipient.set_slots(v)
+    app.worker.submit(app.recipient.tick)  # new slots are requested now, not at the next tick
 
 
 #: how the running services take a dynamic option's new value (setconfig)
 APPLY = {
     "asyncreceive-slots": _set_slots,
-    "asyncreceive-tick-seconds": lambda v: state["worker"].set_tick_seconds(v),
-    "asyncreceive-pay-timeout": lambda v: setattr(state["pay"], "timeout", v),
+    "asyncreceive-tick-seconds": lambda v: app.worker.set_tick_seconds(v),
+    "asyncreceive-pay-timeout": lambda v: setattr(app.pay, "timeout", v),
 }
 APPLY.update({name: functools.partial(_set_server_limit, name) for name in (
     "asyncserver-max-clients", "asyncserver-max-slots", "asyncserver-max-invoice-bytes", "asyncserver-max-held",
@@ -228,6 +231,7 @@ APPLY.update({name: functools.partial(_set_server_limit, name) for name in (
 
 @plugin.init()
 def init(options, configuration, plugin, **kwargs):
+    global app
     try:
         servers = _servers_option()
         slots, tick = _int_option("asyncreceive-slots"), _int_option("asyncreceive-tick-seconds")
@@ -243,22 +247,19 @@ def init(options, configuration, plugin, **kwargs):
         return {"disable": str(e)}
     node = Lightningd(plugin.rpc)
     transport = Transport(node, node.makesecret(PHANTOM_LABEL), node.makesecret(CONTEXT_LABEL), log)
-    state["transport"] = transport
-    state["probe"] = Probe(transport)
-    state["server"] = ServerService(transport, server_cfg, log)
-    state["server"].load(background=True)   # requests are served while it counts what is stored
+    server = ServerService(transport, server_cfg, log)
     configs = plugin.rpc.listconfigs()["configs"]
-    state["log_level"] = _lightningd_log_level(configs)
     final_cltv = configs.get("cltv-final", {}).get("value_int", 18)
-    recipient = RecipientService(transport, slots, log, plugin.rpc.getinfo()["network"],
-                                 node.makesecret(OFFER_KEY_LABEL), final_cltv)
-    recipient.load(servers)
-    state["recipient"] = recipient
-    state["payments"] = PaymentsService(transport, recipient, log,
-                                        lambda p: plugin.notify("asyncreceive_payment", p))
     network = plugin.rpc.getinfo()["network"]
-    state["pay"] = PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
-                              notify=lambda p: plugin.notify("asyncreceive_pay", p))
+    recipient = RecipientService(transport, slots, log, network, node.makesecret(OFFER_KEY_LABEL), final_cltv)
+    parts = App(transport, Probe(transport), server, recipient,
+                PaymentsService(transport, recipient, log, lambda p: plugin.notify("asyncreceive_payment", p)),
+                PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
+                           notify=lambda p: plugin.notify("asyncreceive_pay", p)),
+                log_level=_lightningd_log_level(configs))
+    parts.route()
+    server.load(background=True)   # requests are served while it counts what is stored
+    recipient.load(servers)
     first = [True]
     if not configuration.get("startup", True):
         transport.running.set()  # started by `plugin start`: lightningd is already running
@@ -270,11 +271,11 @@ def init(options, configuration, plugin, **kwargs):
             return
         start, first[0] = first[0], False
         if start:
-            state["pay"].resume()
+            parts.pay.resume()
         # each part on its own: one failing must not stop the others
         # the channel graph first: replies route only over the cached graph, which nothing else refreshes
-        for part in (transport.graph.refresh_if_due, lambda: recipient.tick(start=start), state["server"].tick,
-                     state["pay"].check_sending):
+        for part in (transport.graph.refresh_if_due, lambda: recipient.tick(start=start), server.tick,
+                     parts.pay.check_sending):
             try:
                 part()
             except OSError as e:  # lightningd's RPC socket is gone: it is shutting down
@@ -284,10 +285,10 @@ def init(options, configuration, plugin, **kwargs):
             except Exception:
                 log(f"tick error: {traceback.format_exc()}", "broken")
 
-    worker = Worker(log, tick=on_tick, tick_seconds=tick, on_drop=transport.drop,
-                    rate=RateLimiter(PEER_BURST, PEER_REFILL))
-    worker.start()
-    state["worker"] = worker
+    parts.worker = Worker(log, tick=on_tick, tick_seconds=tick, on_drop=transport.drop,
+                          rate=RateLimiter(PEER_BURST, PEER_REFILL))
+    app = parts   # hooks, notifications and RPC methods now reach the parts
+    parts.worker.start()
     log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}; "
         f"{len(recipient.servers)} server(s), {len(recipient.server_paths)} server path(s), {slots} slots")
 
@@ -296,10 +297,10 @@ def init(options, configuration, plugin, **kwargs):
 def on_forward_fail(plugin, **kwargs):
     try:
         payload = kwargs.get("onionmessage_forward_fail", kwargs)
-        if "transport" in state:
+        if app is not None:
             source = payload.get("source") if isinstance(payload, dict) else None
-            state["worker"].submit_message(source if isinstance(source, str) else None,
-                                           state["transport"].handle_forward_fail, payload)
+            app.worker.submit_message(source if isinstance(source, str) else None,
+                                      app.transport.handle_forward_fail, payload)
     except Exception:
         log(f"onionmessage_forward_fail handler error: {traceback.format_exc()}", "broken")
 
@@ -308,10 +309,10 @@ def on_forward_fail(plugin, **kwargs):
 def on_recv_secret(onion_message, plugin, **kwargs):
     """Messages on paths that end at our real node; ours carry a compact authenticated path_id."""
     try:
-        if "transport" in state:
-            msg = state["transport"].check_recv_secret(onion_message)
+        if app is not None:
+            msg = app.transport.check_recv_secret(onion_message)
             if msg is not None:
-                state["worker"].submit_message(None, state["transport"].dispatch, msg)
+                app.worker.submit_message(None, app.transport.dispatch, msg)
                 return {"result": "stop"}
     except Exception:
         log(f"onion_message_recv_secret handler error: {traceback.format_exc()}", "broken")
@@ -319,13 +320,11 @@ def on_recv_secret(onion_message, plugin, **kwargs):
 
 
 def _recipient() -> RecipientService:
-    _transport()
-    return state["recipient"]
+    return _app().recipient
 
 
 def _server() -> ServerService:
-    _transport()
-    return state["server"]
+    return _app().server
 
 
 @plugin.subscribe("connect")
@@ -333,28 +332,28 @@ def on_connect(plugin, **kwargs):
     """A peer connected (e.g. our server after a restart of either side): retry what is waiting now,
     rather than after the backoff (as LDK does on peer_connected); relay what we hold for it."""
     try:
-        if "recipient" in state:
-            if not state["transport"].running.is_set():
-                state["transport"].running.set()  # connect notifications only come once lightningd runs
-                state["worker"].tick_now()        # the start-up tick (resume payments, connect to our server)
+        if app is not None:
+            if not app.transport.running.is_set():
+                app.transport.running.set()  # connect notifications only come once lightningd runs
+                app.worker.tick_now()        # the start-up tick (resume payments, connect to our server)
             peer = kwargs.get("connect", kwargs).get("id")
             if peer:
-                state["worker"].submit(state["recipient"].on_peer_connected, bytes.fromhex(peer))
-                state["worker"].submit(state["server"].on_peer_connected, bytes.fromhex(peer))
+                app.worker.submit(app.recipient.on_peer_connected, bytes.fromhex(peer))
+                app.worker.submit(app.server.on_peer_connected, bytes.fromhex(peer))
     except Exception:
         log(f"connect handler error: {traceback.format_exc()}", "broken")
 
 
 @plugin.subscribe("channel_opened")
 def on_channel_opened(plugin, **kwargs):
-    if "recipient" in state:
-        state["worker"].submit(state["recipient"].check_channels)
+    if app is not None:
+        app.worker.submit(app.recipient.check_channels)
 
 
 @plugin.subscribe("channel_state_changed")
 def on_channel_state_changed(plugin, **kwargs):
-    if "recipient" in state:
-        state["worker"].submit(state["recipient"].check_channels)
+    if app is not None:
+        app.worker.submit(app.recipient.check_channels)
 
 
 def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
@@ -367,7 +366,7 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
             request.set_result(result)
 
     try:
-        if "payments" in state and state["payments"].on_htlc(onion, htlc, respond):
+        if app is not None and app.payments.on_htlc(onion, htlc, respond):
             return
     except Exception:
         log(f"htlc_accepted handler error: {traceback.format_exc()}", "broken")
@@ -426,15 +425,13 @@ def cancelpay(plugin, payment_id):
 
 
 def _pay() -> PayService:
-    _transport()
-    return state["pay"]
+    return _app().pay
 
 
 @plugin.method("asyncreceive-listpayments")
 def listpayments(plugin):
     """List async payments received (offer_id, amount_msat, received_at, payer_note, preimage)."""
-    _transport()
-    return {"payments": state["payments"].list_payments()}
+    return {"payments": _app().payments.list_payments()}
 
 
 @plugin.method("asyncreceive-status")
@@ -448,7 +445,7 @@ def status(plugin):
     out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
            "messages": t.stats.as_json()}
     out.update(_recipient().status())
-    out["static_invoice_server"] = state["server"].totals()
+    out["static_invoice_server"] = app.server.totals()
     out["held_messages"] = out["static_invoice_server"]["held_messages"]
     return out
 
@@ -470,7 +467,7 @@ def setserver(plugin, paths=None, servers=None):
         ids = _recipient().set_servers(parsed)
     except RecipientError as e:
         raise RpcException(str(e))
-    state["worker"].submit(state["recipient"].tick, True)
+    app.worker.submit(app.recipient.tick, True)
     return {"server_paths": [p.encode().hex() for one in parsed for p in one],
             "servers": [{"id": i.hex(), "paths": [p.encode().hex() for p in one]} for i, one in zip(ids, parsed)]}
 
@@ -530,8 +527,7 @@ def _recipient_waiting_offer(amount_msat, description, issuer, timeout) -> dict:
 @plugin.method("asyncreceive-refresh")
 def refresh(plugin):
     """Request offers for every slot that needs one and re-serve every static invoice, now."""
-    _recipient()
-    state["worker"].submit(state["recipient"].refresh)
+    _app().worker.submit(app.recipient.refresh)
     return {"refreshing": True}
 
 

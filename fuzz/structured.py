@@ -34,6 +34,7 @@ from typing import List, Tuple
 
 from pyln.client import RpcError
 
+from asyncreceive.app import route
 from asyncreceive.crypto.blinding import decrypt_hop
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.crypto.onion import onion_size_for
@@ -98,6 +99,8 @@ class FuzzWorld:
         # no retry timers; sending the HTLC is lightningd's sendonion: not modelled
         w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now, schedule=_no_timer,
                            spawn=lambda fn: None)
+        route(w.rt, recipient=w.recipient, payments=w.payments)
+        route(w.pt, pay=w.pay)
         self.worker = Worker(lambda msg, level="info": self.log.append(("worker", level, msg)))
         w.server.load()
         enrolled = w.enrol()

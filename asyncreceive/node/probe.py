@@ -24,7 +24,6 @@ class Probe:
         self.transport = transport
         self._clock = clock
         self.received = deque(maxlen=KEEP)
-        transport.on_kind(Kind.PROBE, self.handle)
 
     def context(self, echo: bool = False) -> PathContext:
         return PathContext(Kind.PROBE, int(self._clock()) + PROBE_LIFETIME, {_ECHO: b"\x01"} if echo else {})

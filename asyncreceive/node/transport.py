@@ -5,8 +5,8 @@ Internal API for the roles:
 - ``send(path, msg_type, body, reply_context=None, reply_via=())`` sends a message over a blinded path,
   optionally with a reply path to us carrying ``reply_context``;
 - ``make_path(context, via=())`` builds a blinded path ``via... -> us -> phantom`` to hand out;
-- ``on(msg_type, handler)`` registers a handler for an (LDK-numbered) message type;
-  ``on_kind(kind, handler)`` takes every message arriving on paths of one context kind.
+- ``on_kind(kind, handler)`` takes every message arriving on paths of one context kind (asyncreceive/app.py's
+  CONTEXT_ROUTES says which service takes which kind).
 
 Handlers receive a :class:`Received` whose ``context`` has already been authenticated and checked for
 expiry.  Everything else is dropped, counted per reason, and logged (info the first time a reason is
@@ -146,7 +146,6 @@ class Transport:
         #: (encrypted_recipient_data, path key) of a path's first hop at us -> its plaintext (``first_peer``)
         self._our_hops: Dict[tuple, bytes] = {}
         self.stats = Stats()
-        self._handlers: Dict[int, Callable[[Received], None]] = {}
         self._kind_handlers: Dict[Kind, Callable[[Received], None]] = {Kind.MAILBOX: self._on_mailbox}
         #: (next node id, wire onion_message, the peer it came from or None) of onion messages lightningd
         #: could not forward
@@ -157,9 +156,6 @@ class Transport:
         self.running = threading.Event()
 
     # ---- registration -------------------------------------------------------------------------
-    def on(self, msg_type: int, handler: Callable[[Received], None]) -> None:
-        self._handlers[canonical_type(msg_type)] = handler
-
     def on_kind(self, kind: Kind, handler: Callable[[Received], None]) -> None:
         self._kind_handlers[kind] = handler
 
@@ -557,7 +553,7 @@ class Transport:
 
     def _dispatch(self, msg: Received) -> None:
         name = message_name(msg.raw_type)
-        handler = self._kind_handlers.get(msg.context.kind) or self._handlers.get(msg.msg_type)
+        handler = self._kind_handlers.get(msg.context.kind)
         if handler is None:
             return self.drop("no_handler", f"no handler for {name} on a {msg.context.kind.name} path")
         self._count(self.stats.received, name)

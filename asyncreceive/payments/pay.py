@@ -238,7 +238,6 @@ class PayService:
         self._active: set = set()   # payments whose result a thread of ours is waiting for
         self._failure_seen: Dict[bytes, int] = {}   # when _settle first saw every attempt failed
         self._timers_lock = threading.Lock()
-        transport.on_kind(Kind.PAYER_REPLY, self.on_reply)
 
     def now(self) -> int:
         return int(self._clock())

@@ -25,7 +25,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.blinding import EncryptedData
-from ..crypto.context import ContextError, Kind
+from ..crypto.context import ContextError
 from ..errors import DecodeError
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
@@ -108,7 +108,6 @@ class PaymentsService:
         self._releases = PerPeerLimit(RateLimiter(RELEASE_BURST, RELEASE_REFILL_SECONDS),
                                       RateLimiter(RELEASE_OFFER_BURST, RELEASE_OFFER_REFILL_SECONDS))
         self.released = 0
-        transport.on_kind(Kind.HELD_HTLC, self.on_held_htlc_available)
 
     # ---- held_htlc_available -> release_held_htlc --------------------------------------------------
     def _offer(self, offer_id: bytes) -> Optional[Offer]:

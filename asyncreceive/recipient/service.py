@@ -94,9 +94,6 @@ class RecipientService:
                                      RateLimiter(ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS))
         self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
         self._last_peer_retry: Optional[int] = None
-        transport.on_kind(Kind.OFFER_PATHS_REPLY, self.on_offer_paths)
-        transport.on_kind(Kind.PERSISTED_REPLY, self.on_persisted)
-        transport.on_kind(Kind.FORWARD_INVREQ, self.on_forwarded_invoice_request)
         self.forwarded_invreqs = 0
 
     def now(self) -> int:

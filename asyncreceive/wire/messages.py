@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import DecodeError
 from .bolt12 import schnorr_sign, schnorr_verify
-from .paths import BlindedPath, decode_paths, encode_paths
+from .paths import BlindedPath
 from .records import BLINDED_PATHS, POINT, U16, U64, Field, Table, TableRecord
 from .tlv import Reader, bigsize, decode_point, decode_tlv, encode_tlv
 

@@ -8,6 +8,7 @@ from coincurve import PrivateKey
 from hypothesis import given, settings, strategies as st
 from pyln.client import RpcError
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.node.transport import Received, TransportError
@@ -95,6 +96,7 @@ class World:
         self.svc = PayService(self.pt, "regtest", lambda msg, level="info": self.logs.append((level, msg)), 3600,
                               clock=lambda: self.now, invoice_grace=grace, notify=self.notes.append,
                               schedule=self.sched, spawn=lambda fn: fn())
+        route(self.pt, pay=self.svc)
 
     def pay(self, amount=50_000, limits=PayLimits()):
         return bytes.fromhex(self.svc.pay(self.offer.to_string(), amount, "hi", limits)["payment_id"])

@@ -6,6 +6,7 @@ import os
 import pytest
 from coincurve import PrivateKey
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import ContextError, Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.node.lightningd import NodeError
@@ -34,6 +35,8 @@ class World:
         log = lambda msg, level="info": self.net.log.append(("svc", level, msg))  # noqa: E731
         self.server = ServerService(self.st, config or ServerConfig(), log, clock=lambda: self.now)
         self.recipient = RecipientService(self.rt, slots, log, "regtest", b"\x07" * 32, 18, clock=lambda: self.now)
+        route(self.st, server=self.server)
+        route(self.rt, recipient=self.recipient)
         self.sent = []
         orig = self.net.deliver
         self.net.deliver = lambda out: (self.sent.append(out), orig(out))[1]
@@ -282,6 +285,7 @@ def mailbox_world(config=None, live_config=None):
     if live_config is not None:
         w.server.config = live_config
     w.payments = PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now)
+    route(w.rt, recipient=w.recipient, payments=w.payments)
     w.pnode, w.pt = w.net.add("payer")
     w.released = []
     w.pt.on_kind(Kind.PAYER_REPLY, w.released.append)

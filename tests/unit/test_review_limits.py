@@ -3,6 +3,7 @@ server's mailbox keeping what it has not really delivered (in-memory network, re
 
 import os
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.node.transport import Received
 from asyncreceive.payments import service as ps
@@ -206,6 +207,7 @@ def test_tick_reads_nothing_held_for_clients_that_are_not_connected():
     # after a restart, too (the index is loaded once), and expiry still works from the index
     w.snode.ds_list, w.snode.ds_get = ds_list, ds_get
     w.server = ServerService(w.st, w.server.config, lambda *a: None, clock=lambda: w.now)
+    route(w.st, server=w.server)
     w.server.load()
     w.snode.ds_list = lambda prefix: (reads.append(("list", tuple(prefix))), ds_list(prefix))[1]
     w.server.tick()

@@ -2,6 +2,7 @@
 datastore (counts are kept in memory and written on the tick: a crash loses counts, never an
 invoice), and a client's record is read once, not once per request."""
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.node.lightningd import NodeError
 from asyncreceive.payments.payer import build_invoice_request
@@ -40,6 +41,7 @@ def test_serving_writes_nothing_and_the_tick_writes_the_counts():
     assert (served["times_served"], served["last_served_at"]) == (3, w.now - 1)   # the counts not yet written
     # a crash now (a new server over the same datastore) loses the counts, not the invoice
     restarted = ServerService(w.st, ServerConfig(), lambda *a: None, clock=lambda: w.now)
+    route(w.st, server=restarted)
     restarted.load()
     assert restarted.list_invoices()[0]["times_served"] == 0 and stored(w).invoice == inv.encode()
     w.server.tick()
@@ -136,7 +138,7 @@ def test_log_lines_lightningd_would_drop_are_not_sent():
     assert level({}) == 0 and level({"log-level": {"values_str": ["loud"]}}) == 0
     sent = []
     p.plugin.log = lambda msg, level: sent.append((level, msg))
-    p.state["log_level"] = 1
+    p.app = p.App(None, None, None, None, None, None, log_level=1)
     p.log("a debug line", "debug")
     p.log("an info line")
     p.log("unusual", "unusual")

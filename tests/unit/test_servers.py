@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from hypothesis import given, settings, strategies as st
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.recipient import cache as c
@@ -193,10 +194,12 @@ class TwoServers:
             node, t = self.net.add(name)
             self.nodes.append(node)
             self.servers.append(ServerService(t, ServerConfig(), log, clock=lambda: self.now))
+            route(t, server=self.servers[-1])
         self.rnode, self.rt = self.net.add("recipient")
         self.payer_node, self.payer = self.net.add("payer")
         from asyncreceive.recipient.service import RecipientService
         self.recipient = RecipientService(self.rt, slots, log, "regtest", b"\x07" * 32, 18, clock=lambda: self.now)
+        route(self.rt, recipient=self.recipient)
         self.path_lists = [decode_path_list(bytes.fromhex(s.add_client(b"phone")["paths_hex"])) for s in self.servers]
         self.ids = self.recipient.set_servers(self.path_lists)
         self.recipient.load([])

@@ -35,9 +35,9 @@ class Pay:
 
 def wire(module, world):
     """The services as plugin.py's init leaves them (the worker is not started: submitted work waits)."""
-    module.state.update(server=world.server, recipient=world.recipient, pay=Pay(),
-                        worker=Worker(lambda msg, level="info": None, tick_seconds=60))
-    return module.state
+    module.app = module.App(world.rt, None, world.server, world.recipient, None, Pay(),
+                            worker=Worker(lambda msg, level="info": None, tick_seconds=60))
+    return module.app
 
 
 def test_the_run_time_options_are_declared_dynamic(plugin_module):
@@ -50,16 +50,16 @@ def test_setconfig_reaches_each_running_service(plugin_module):
     state = wire(plugin_module, World())
     set_ = plugin_module._on_setconfig
     set_(None, "asyncreceive-slots", "4")
-    assert len(state["recipient"].cache) == 4 and state["recipient"].n_slots == 4
+    assert len(state.recipient.cache) == 4 and state.recipient.n_slots == 4
     set_(None, "asyncreceive-tick-seconds", "5")
-    assert state["worker"].tick_seconds == 5
+    assert state.worker.tick_seconds == 5
     set_(None, "asyncreceive-pay-timeout", "600")
-    assert state["pay"].timeout == 600
+    assert state.pay.timeout == 600
     for name, value in [("asyncserver-max-clients", 7), ("asyncserver-max-slots", 3),
                         ("asyncserver-max-invoice-bytes", 4000), ("asyncserver-max-held", 0),
                         ("asyncserver-max-held-bytes", 5000), ("asyncserver-hold-seconds", 120)]:
         set_(None, name, str(value))
-    assert state["server"].config == ServerConfig(max_clients=7, max_slots=3, max_invoice_bytes=4000, max_held=0,
+    assert state.server.config == ServerConfig(max_clients=7, max_slots=3, max_invoice_bytes=4000, max_held=0,
                                                   hold_seconds=120, max_held_bytes=5000)
 
 
@@ -73,21 +73,21 @@ def test_setconfig_reaches_each_running_service(plugin_module):
 ])
 def test_a_bad_value_is_refused_with_the_reason_and_changes_nothing(plugin_module, name, value, reason):
     state = wire(plugin_module, World())
-    before = (len(state["recipient"].cache), state["worker"].tick_seconds, state["server"].config)
+    before = (len(state.recipient.cache), state.worker.tick_seconds, state.server.config)
     with pytest.raises(RpcException, match=reason):
         plugin_module._on_setconfig(None, name, value)
-    assert (len(state["recipient"].cache), state["worker"].tick_seconds, state["server"].config) == before
+    assert (len(state.recipient.cache), state.worker.tick_seconds, state.server.config) == before
 
 
 def test_a_server_limit_takes_effect_on_the_next_request(plugin_module):
     """asyncserver-max-clients lowered at run time: the next enrolment is refused."""
     state = wire(plugin_module, World())
-    state["server"].add_client(b"one")
+    state.server.add_client(b"one")
     plugin_module._on_setconfig(None, "asyncserver-max-clients", "1")
     with pytest.raises(ServerError, match="client limit reached"):
-        state["server"].add_client(b"two")
+        state.server.add_client(b"two")
     plugin_module._on_setconfig(None, "asyncserver-max-clients", "2")
-    state["server"].add_client(b"two")
+    state.server.add_client(b"two")
 
 
 def test_more_slots_are_requested_and_fewer_keep_the_payable_offers():

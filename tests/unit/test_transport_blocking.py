@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.node.lightningd import NodeError
 from asyncreceive.node.sender import Sender
@@ -72,6 +73,7 @@ def test_a_reply_to_a_stranger_never_connects():
     net, [(us, t), (sender, st), (intro, _), (hop, ht)] = world("us", "sender", "intro", "hop")
     from asyncreceive.node.probe import Probe
     probe = Probe(t, clock=lambda: NOW)
+    route(t, probe=probe)
     echo = probe.make_path(echo=True)
     intro.online = False
     # 1. no route to the reply path's introduction: the reply is dropped, nobody was asked to connect
