@@ -12,6 +12,7 @@ hypothesis properties check that every value round-trips and that any bytes deco
 from hypothesis import given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
+from asyncreceive.payments.service import RECEIVED_PAYMENT_RECORD, decode_payment, encode_payment
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.server.store import InvoiceRecord
 from asyncreceive.wire.messages import MailboxRegistration
@@ -43,6 +44,13 @@ MAILBOX = ("00f80256b328b30c8bf5839e24058747879408bdb36241dc9c2e7c619faa12b29209
 HELD_SRC = ("00046553f101022a02016d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d"
             "6d6d032102552c630b64b54bf50210c9e253d38bd4949c72e22873500f6285c2bede312a84")
 HELD_NOSRC = "000002020201"
+
+PAYMENT_FULL = ("0020111111111111111111111111111111111111111111111111111111111111111102030249f004046553f409062022"
+                "22222222222222222222222222222222222222222222222222222222222222080a7468616e6b7320e298830903030d40"
+                "0b4033333333333333333333333333333333333333333333333333333333333333334444444444444444444444444444"
+                "444444444444444444444444444444444444")
+PAYMENT_MIN = ("002011111111111111111111111111111111111111111111111111111111111111110200040101062022222222222222"
+               "22222222222222222222222222222222222222222222222222")
 
 
 def same_bytes(cls_or_decode, encode, hex_value, expected=None):
@@ -118,3 +126,45 @@ def test_mailbox_records_round_trip(rec):
        st.binary(max_size=200) | (mailbox_records | held_messages).map(lambda r: r.encode()[:-2]))
 def test_mailbox_records_any_bytes(cls, data):
     any_bytes(cls.decode, cls.encode, data)
+
+
+# ---- received payments --------------------------------------------------------------------------------------
+
+def test_received_payment_golden_bytes():
+    full = decode_payment(bytes.fromhex(PAYMENT_FULL))
+    assert full == {"offer_id": "11" * 32, "amount_msat": 150_000, "received_at": 1_700_000_777,
+                    "preimage": "22" * 32, "payer_note": "thanks \u2603", "total_msat": 200_000,
+                    "paths": [b"\x33" * 32, b"\x44" * 32]}
+    assert encode_payment(b"\x11" * 32, 150_000, 1_700_000_777, b"\x22" * 32, "thanks \u2603", 200_000,
+                          (b"\x33" * 32, b"\x44" * 32)).hex() == PAYMENT_FULL
+    assert decode_payment(bytes.fromhex(PAYMENT_MIN)) == {
+        "offer_id": "11" * 32, "amount_msat": 0, "received_at": 1, "preimage": "22" * 32, "payer_note": None,
+        "total_msat": 0, "paths": []}
+    assert encode_payment(b"\x11" * 32, 0, 1, b"\x22" * 32, None).hex() == PAYMENT_MIN
+    # a note that is not UTF-8 reads as older versions read it, with U+FFFD: not an error
+    note = bytes.fromhex(PAYMENT_MIN) + bytes.fromhex("0802ff41")
+    assert decode_payment(note)["payer_note"] == "\ufffdA"
+
+
+payment_args = st.tuples(st.binary(max_size=40), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+                         st.binary(min_size=32, max_size=32), st.none() | st.text(max_size=20),  # within MAX_NOTE_BYTES
+                         st.integers(0, 2**64 - 1), st.lists(st.binary(min_size=32, max_size=32), max_size=8))
+
+
+@settings(max_examples=200)
+@given(payment_args)
+def test_received_payment_round_trip(args):
+    offer_id, amount, at, preimage, note, total, paths = args
+    assert decode_payment(encode_payment(offer_id, amount, at, preimage, note, total, tuple(paths))) == {
+        "offer_id": offer_id.hex(), "amount_msat": amount, "received_at": at, "preimage": preimage.hex(),
+        "payer_note": note or None, "total_msat": total, "paths": paths}
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200) | payment_args.map(lambda a: encode_payment(*a[:6], tuple(a[6]))[:-1]))
+def test_received_payment_any_bytes(data):
+    any_bytes(RECEIVED_PAYMENT_RECORD.decode, RECEIVED_PAYMENT_RECORD.encode, data)
+    try:
+        decode_payment(data)
+    except DecodeError:
+        pass
