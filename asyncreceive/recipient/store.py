@@ -198,11 +198,15 @@ def encode_slot(s: c.Slot) -> bytes:
                  invoice_created_at=o.invoice_created_at, invoice_expires_at=o.invoice_expires_at,
                  key_nonce=o.key_nonce, amount_msat=o.amount_msat, description=o.description, issuer=o.issuer,
                  paths=first.paths, reply_path=first.reply_path, mailbox_node=first.mailbox_node or None,
-                 holders=[{"server": h.server, "paths": h.paths, "reply_path": h.reply_path,
-                           "mailbox_node": h.mailbox_node or None, "persisted_at": h.persisted_at,
-                           "paths_expiry": h.paths_expiry, **(dict.fromkeys(_FIRST_HOLDER) if i == 0 else {})}
-                          for i, h in enumerate(o.holders)])
+                 holders=[_holder_values(h, i == 0) for i, h in enumerate(o.holders)])
     return SLOT_RECORD.encode(v)
+
+
+def _holder_values(h: c.Holder, first: bool) -> dict:
+    """One holder's record; the first one's paths, reply path and mailbox are the slot record's 12, 18 and 27."""
+    own = dict.fromkeys(_FIRST_HOLDER) if first else {
+        "paths": h.paths, "reply_path": h.reply_path, "mailbox_node": h.mailbox_node or None}
+    return {"server": h.server, **own, "persisted_at": h.persisted_at, "paths_expiry": h.paths_expiry}
 
 
 def _holder(h: dict, i: int, slot: dict) -> c.Holder:
