@@ -67,8 +67,8 @@ RECEIVED_PAYMENT_RECORD = Table("payment_record", [
     Field(4, "received_at", TU64, required=True),
     Field(6, "preimage", fixed_bytes(32), required=True),
     Field(8, "payer_note", UTF8_REPLACE),
-    Field(9, "total_msat", TU64, default=0),              # 0 (not written): not known
-    Field(11, "paths", fixed_bytes_list(DIGEST), default=()),
+    Field(9, "total_msat", TU64),               # not written: not known (0)
+    Field(11, "paths", fixed_bytes_list(DIGEST)),
 ])
 
 
@@ -86,7 +86,8 @@ def encode_payment(offer_id: bytes, amount_msat: int, received_at: int, preimage
 def decode_payment(data: bytes) -> dict:
     """Raises only DecodeError on a damaged record."""
     r = RECEIVED_PAYMENT_RECORD.decode(data)
-    return {**r, "offer_id": r["offer_id"].hex(), "preimage": r["preimage"].hex(), "paths": list(r["paths"])}
+    return {**r, "offer_id": r["offer_id"].hex(), "preimage": r["preimage"].hex(), "total_msat": r["total_msat"] or 0,
+            "paths": list(r["paths"] or ())}
 
 
 class PaymentsService:

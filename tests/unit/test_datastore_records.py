@@ -182,6 +182,8 @@ def test_received_payment_golden_bytes():
         "offer_id": "11" * 32, "amount_msat": 0, "received_at": 1, "preimage": "22" * 32, "payer_note": None,
         "total_msat": 0, "paths": []}
     assert encode_payment(b"\x11" * 32, 0, 1, b"\x22" * 32, None).hex() == PAYMENT_MIN
+    for hex_value in (PAYMENT_FULL, PAYMENT_MIN):     # the table alone writes back what it read
+        same_bytes(RECEIVED_PAYMENT_RECORD.decode, RECEIVED_PAYMENT_RECORD.encode, hex_value)
     # a note that is not UTF-8 reads as older versions read it, with U+FFFD: not an error
     note = bytes.fromhex(PAYMENT_MIN) + bytes.fromhex("0802ff41")
     assert decode_payment(note)["payer_note"] == "\ufffdA"
