@@ -35,7 +35,8 @@ from ..recipient.service import F_OFFER_ID, RecipientService
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import Offer
-from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, fixed_bytes, fixed_bytes_list
+from ..wire.tlv import decode_tlv
 from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
                       check_htlc, check_terms, onion_amounts, parse_payload)
 
@@ -59,38 +60,34 @@ def payment_key(payment_hash: bytes) -> List[str]:
     return PAYMENT_PREFIX + [payment_hash.hex()]
 
 
+#: a payment received (asyncreceive/v1/recipient/payment/<hash>)
+RECEIVED_PAYMENT_RECORD = Table("payment_record", [
+    Field(0, "offer_id", BYTES, required=True),
+    Field(2, "amount_msat", TU64, required=True),
+    Field(4, "received_at", TU64, required=True),
+    Field(6, "preimage", fixed_bytes(32), required=True),
+    Field(8, "payer_note", UTF8_REPLACE),
+    Field(9, "total_msat", TU64),               # not written: not known (0)
+    Field(11, "paths", fixed_bytes_list(DIGEST)),
+])
+
+
 def encode_payment(offer_id: bytes, amount_msat: int, received_at: int, preimage: bytes,
                    payer_note: Optional[str], total_msat: int = 0, paths: Tuple[bytes, ...] = ()) -> bytes:
     """A received payment.  The preimage is stored clear: once paid, every hop of the route knows it, and
     asyncreceive-listpayments shows it as proof of payment.  ``paths``: sha256 of each distinct
     encrypted_recipient_data the parts came with (a replay is resolved only on one of them)."""
-    recs = [(0, offer_id), (2, tu64(amount_msat)), (4, tu64(received_at)), (6, preimage)]
-    note = cap_note(payer_note)
-    if note:
-        recs.append((8, note.encode()))
-    if total_msat:
-        recs.append((9, tu64(total_msat)))
-    if paths:
-        recs.append((11, b"".join(paths[:MAX_PATHS])))
-    return encode_tlv(recs)
+    return RECEIVED_PAYMENT_RECORD.encode({
+        "offer_id": offer_id, "amount_msat": amount_msat, "received_at": received_at, "preimage": preimage,
+        "payer_note": cap_note(payer_note) or None, "total_msat": total_msat or None,
+        "paths": paths[:MAX_PATHS] or None})
 
 
 def decode_payment(data: bytes) -> dict:
     """Raises only DecodeError on a damaged record."""
-    r = dict(decode_tlv(data, "payment_record", known={0, 2, 4, 6, 8}).records)
-    for t in (0, 2, 4, 6):
-        if t not in r:
-            raise DecodeError(f"payment_record[{t}]", "missing")
-    if len(r[6]) != 32:
-        raise DecodeError("payment_record.preimage", "not 32 bytes")
-    paths = r.get(11, b"")
-    if len(paths) % DIGEST:
-        raise DecodeError("payment_record.paths", "not a list of 32-byte digests")
-    return {"offer_id": r[0].hex(), "amount_msat": decode_tu(r[2], 8, "payment_record.amount"),
-            "received_at": decode_tu(r[4], 8, "payment_record.received_at"), "preimage": r[6].hex(),
-            "payer_note": r[8].decode("utf-8", "replace") if 8 in r else None,
-            "total_msat": decode_tu(r[9], 8, "payment_record.total") if 9 in r else 0,
-            "paths": [paths[i:i + DIGEST] for i in range(0, len(paths), DIGEST)]}
+    r = RECEIVED_PAYMENT_RECORD.decode(data)
+    return {**r, "offer_id": r["offer_id"].hex(), "preimage": r["preimage"].hex(), "total_msat": r["total_msat"] or 0,
+            "paths": list(r["paths"] or ())}
 
 
 class PaymentsService:

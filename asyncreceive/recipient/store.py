@@ -5,7 +5,9 @@
     asyncreceive/v1/recipient/server_paths         (older versions) one server's paths set at runtime
     asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (sealed preimage, amount)
 
-Decoders raise only DecodeError on a damaged record; callers skip it with a log line.
+The slot (with its holders) and fallback records are declared as tables (:mod:`..wire.records`); the
+servers record is LDK's u16-counted list, not a TLV stream.  Decoders raise only DecodeError on a damaged
+record; callers skip it with a log line.
 """
 
 import hashlib
@@ -18,7 +20,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import DecodeError
-from ..wire.tlv import Reader, decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64, u16
+from ..wire.records import (BYTES, TU64, U8, UTF8, UTF8_REPLACE, Codec, Field, Table, fixed_bytes, table_codec,
+                            u16_prefixed_list)
+from ..wire.tlv import Reader, u16
 from . import cache as c
 
 RECIPIENT_PREFIX = ["asyncreceive", "v1", "recipient"]
@@ -80,82 +84,102 @@ class FallbackInvoice:
     payer_note: Optional[str] = None
 
 
+FALLBACK_RECORD = Table("fallback_invoice", [
+    Field(0, "clear_preimage", fixed_bytes(32)),            # records written before preimages were sealed
+    Field(2, "amount_msat", TU64, required=True),
+    Field(4, "offer_id", fixed_bytes(32), required=True),
+    Field(6, "expires_at", TU64, required=True),
+    Field(8, "payer_note", UTF8_REPLACE),
+    Field(10, "sealed_preimage", fixed_bytes(NONCE_LEN + 32 + 16)),   # seal_preimage's
+])
+
+
 def encode_fallback(f: FallbackInvoice) -> bytes:
-    recs = [(0 if not f.sealed else 10, f.preimage), (2, tu64(f.amount_msat)), (4, f.offer_id),
-            (6, tu64(f.expires_at))]
-    if f.payer_note:
-        recs.append((8, f.payer_note.encode()))
-    return encode_tlv(sorted(recs))
+    return FALLBACK_RECORD.encode({
+        "clear_preimage": None if f.sealed else f.preimage, "sealed_preimage": f.preimage if f.sealed else None,
+        "amount_msat": f.amount_msat, "offer_id": f.offer_id, "expires_at": f.expires_at,
+        "payer_note": f.payer_note or None})
 
 
 def decode_fallback(payment_hash: bytes, data: bytes) -> FallbackInvoice:
-    r = dict(decode_tlv(data, "fallback_invoice", known={0, 2, 4, 6, 8, 10}).records)
-    for t in (2, 4, 6):
-        if t not in r:
-            raise DecodeError(f"fallback_invoice[{t}]", "missing")
-    if 10 in r:
-        sealed, pre = True, r[10]
-        if len(pre) != NONCE_LEN + 32 + 16:
-            raise DecodeError("fallback_invoice.preimage", "sealed preimage of the wrong length")
-    elif 0 in r:
-        sealed, pre = False, r[0]
-        if len(pre) != 32:
-            raise DecodeError("fallback_invoice.preimage", "not 32 bytes")
-    else:
+    r = FALLBACK_RECORD.decode(data)
+    sealed = r["sealed_preimage"] is not None
+    pre = r["sealed_preimage"] if sealed else r["clear_preimage"]
+    if pre is None:
         raise DecodeError("fallback_invoice.preimage", "missing")
-    if len(r[4]) != 32:
-        raise DecodeError("fallback_invoice.offer_id", "not 32 bytes")
-    note = r[8].decode("utf-8", "replace") if 8 in r else None
-    return FallbackInvoice(payment_hash, r[4], decode_tu(r[2], 8, "fallback_invoice.amount"),
-                           decode_tu(r[6], 8, "fallback_invoice.expires_at"), pre, sealed, note)
+    return FallbackInvoice(payment_hash, r["offer_id"], r["amount_msat"], r["expires_at"], pre, sealed,
+                           r["payer_note"])
+
+
+#: the servers record's path lists, each u16 length || path list (LDK's encoding)
+_PATH_LISTS = u16_prefixed_list(BYTES, max_count=MAX_SERVERS)
 
 
 def encode_servers(path_lists: List[bytes]) -> bytes:
-    """The servers record: u16 count, then per server u16 length || its path list (LDK's encoding)."""
-    return u16(len(path_lists)) + b"".join(u16(len(p)) + p for p in path_lists)
+    """The servers record: u16 count, then per server u16 length || its path list."""
+    return u16(len(path_lists)) + _PATH_LISTS.encode(path_lists)
 
 
 def decode_servers(data: bytes) -> List[bytes]:
     r = Reader(data)
     n = r.u16("servers.count")
-    if n > MAX_SERVERS:
-        raise DecodeError("servers.count", f"{n} servers, more than {MAX_SERVERS}")
-    out = [r.read(r.u16(f"servers[{i}].len"), f"servers[{i}]") for i in range(n)]
-    r.expect_end("servers")
-    return out
+    out = _PATH_LISTS.decode(r.rest(), "servers")
+    if len(out) != n:
+        raise DecodeError("servers.count", f"{n} servers, but {len(out)} path lists follow")
+    return list(out)
 
 
-def _encode_holder(h: c.Holder, first: bool) -> bytes:
-    """One holder; the first one's paths, reply path and mailbox are the slot record's 12, 18 and 27."""
-    recs = [(0, h.server)] if first else [(0, h.server), (2, h.paths), (4, h.reply_path)]
-    if h.mailbox_node and not first:
-        recs.append((5, h.mailbox_node))
-    if h.persisted_at is not None:
-        recs.append((7, tu64(h.persisted_at)))
-    if h.paths_expiry is not None:
-        recs.append((9, tu64(h.paths_expiry)))
-    return encode_tlv(recs)
+def _decode_status(v: bytes, field: str) -> str:
+    code = U8.decode(v, field)
+    if code >= len(_STATUS):
+        raise DecodeError(field, f"unknown status {code}")
+    return _STATUS[code]
 
 
-def _decode_holders(data: bytes, first: dict) -> tuple:
-    """The holders in field 35; ``first``: the first one's paths (2), reply path (4) and mailbox (5), from
-    the slot record's 12, 18 and 27."""
-    r, out = Reader(data), []
-    while not r.at_end():
-        i = len(out)
-        rec = dict(decode_tlv(r.read(r.u16(f"slot_record.holders[{i}].len"), "holder"), f"holders[{i}]",
-                              known={0, 2, 4, 5, 7, 9}).records)
-        if i == 0:
-            rec = {**first, **rec}
-        for t in (0, 2, 4):
-            if t not in rec:
-                raise DecodeError(f"slot_record.holders[{i}][{t}]", "missing")
-        out.append(c.Holder(rec[0], rec[2], rec[4], rec.get(5, b""),
-                            decode_tu(rec[7], 8, "holder.persisted_at") if 7 in rec else None,
-                            decode_tu(rec[9], 8, "holder.paths_expiry") if 9 in rec else None))
-    if not out or len(out) > MAX_SERVERS:
-        raise DecodeError("slot_record.holders", f"{len(out)} holders, expected 1 to {MAX_SERVERS}")
-    return tuple(out)
+def _decode_slot_index(v: bytes, field: str) -> int:
+    index = TU64.decode(v, field)
+    if index > MAX_SLOT_INDEX:
+        raise DecodeError(field, f"{index} is beyond any slot")
+    return index
+
+
+#: one server holding a slot's offer (cache.Holder); the first one's paths, reply path and mailbox are not
+#: here but in the slot record's 12, 18 and 27, where older versions read them
+HOLDER_RECORD = Table("holder", [
+    Field(0, "server", BYTES, required=True),
+    Field(2, "paths", BYTES),
+    Field(4, "reply_path", BYTES),
+    Field(5, "mailbox_node", BYTES),
+    Field(7, "persisted_at", TU64),
+    Field(9, "paths_expiry", TU64),
+])
+
+SLOT_RECORD = Table("slot_record", [
+    Field(0, "status", Codec("slot_status", lambda s: U8.encode(_STATUS.index(s)), _decode_status), required=True),
+    Field(1, "index", Codec("slot_index", TU64.encode, _decode_slot_index), required=True),
+    Field(2, "attempts", TU64, required=True),
+    Field(4, "next_request_at", TU64),
+    Field(6, "last_request_at", TU64),
+    # the offer, if any (8): then 10, 16, 20, 24 and the holders (35, or 12 and 18 from older versions)
+    Field(8, "offer", BYTES),
+    Field(10, "offer_id", BYTES),
+    Field(12, "paths", BYTES),                  # the first holder's
+    Field(14, "expires_at", TU64),
+    Field(16, "created_at", TU64),
+    Field(18, "reply_path", BYTES),             # the first holder's
+    Field(20, "invoice_created_at", TU64),
+    Field(22, "invoice_expires_at", TU64),
+    Field(24, "key_nonce", BYTES),
+    Field(26, "retired_mailbox_node", BYTES),   # the mailbox node as b9fa423 wrote it; ignored since 4480c42
+    Field(27, "mailbox_node", BYTES),           # the first holder's
+    Field(29, "amount_msat", TU64),             # a dedicated offer's fields, odd as well
+    Field(31, "description", UTF8),
+    Field(33, "issuer", UTF8),
+    Field(35, "holders", u16_prefixed_list(table_codec(HOLDER_RECORD), 1, MAX_SERVERS)),
+    Field(37, "invoice_floor", TU64),           # older records have none
+])
+#: a holder's fields that the first holder keeps in the slot record instead
+_FIRST_HOLDER = ("paths", "reply_path", "mailbox_node")
 
 
 def slot_key(index: int) -> List[str]:
@@ -163,78 +187,62 @@ def slot_key(index: int) -> List[str]:
 
 
 def encode_slot(s: c.Slot) -> bytes:
-    recs = [(0, bytes([_STATUS.index(s.status)])), (1, tu64(s.index)), (2, tu64(s.attempts))]
-    if s.next_request_at is not None:
-        recs.append((4, tu64(s.next_request_at)))
-    if s.last_request_at is not None:
-        recs.append((6, tu64(s.last_request_at)))
-    recs.append((37, tu64(s.invoice_floor)))
+    v = {"status": s.status, "index": s.index, "attempts": s.attempts, "next_request_at": s.next_request_at,
+         "last_request_at": s.last_request_at, "invoice_floor": s.invoice_floor}
     o = s.offer
     if o is not None:
         # 35: the offer's holders (one per server); the first one's paths, reply path and mailbox are in 12,
         # 18 and 27, where older versions (one server) wrote them: they read this record still (and ignore 35)
         first = o.holders[0]
-        holders = [_encode_holder(h, i == 0) for i, h in enumerate(o.holders)]
-        recs += [(8, o.offer), (10, o.offer_id), (12, first.paths), (16, tu64(o.created_at)),
-                 (18, first.reply_path), (20, tu64(o.invoice_created_at)), (24, o.key_nonce),
-                 (35, b"".join(u16(len(x)) + x for x in holders))]
-        if first.mailbox_node:
-            recs.append((27, first.mailbox_node))
-        if o.expires_at is not None:
-            recs.append((14, tu64(o.expires_at)))
-        if o.invoice_expires_at is not None:
-            recs.append((22, tu64(o.invoice_expires_at)))
-        if o.amount_msat is not None:          # a dedicated offer's fields, odd as well
-            recs.append((29, tu64(o.amount_msat)))
-        if o.description is not None:
-            recs.append((31, o.description.encode()))
-        if o.issuer is not None:
-            recs.append((33, o.issuer.encode()))
-    return encode_tlv(sorted(recs))
+        v.update(offer=o.offer, offer_id=o.offer_id, expires_at=o.expires_at, created_at=o.created_at,
+                 invoice_created_at=o.invoice_created_at, invoice_expires_at=o.invoice_expires_at,
+                 key_nonce=o.key_nonce, amount_msat=o.amount_msat, description=o.description, issuer=o.issuer,
+                 paths=first.paths, reply_path=first.reply_path, mailbox_node=first.mailbox_node or None,
+                 holders=[_holder_values(h, i == 0) for i, h in enumerate(o.holders)])
+    return SLOT_RECORD.encode(v)
 
 
-def _text(r: dict, t: int, name: str) -> Optional[str]:
-    if t not in r:
-        return None
-    try:
-        return r[t].decode("utf-8")
-    except UnicodeDecodeError:
-        raise DecodeError(f"slot_record.{name}", "not UTF-8")
+def _holder_values(h: c.Holder, first: bool) -> dict:
+    """One holder's record; the first one's paths, reply path and mailbox are the slot record's 12, 18 and 27."""
+    own = dict.fromkeys(_FIRST_HOLDER) if first else {
+        "paths": h.paths, "reply_path": h.reply_path, "mailbox_node": h.mailbox_node or None}
+    return {"server": h.server, **own, "persisted_at": h.persisted_at, "paths_expiry": h.paths_expiry}
+
+
+def _holder(h: dict, i: int, slot: dict) -> c.Holder:
+    """Holder ``i`` of field 35; the first one's paths, reply path and mailbox are the slot record's, unless
+    it has its own (as versions before e5a6394 wrote it)."""
+    if i == 0:
+        h = {**h, **{k: slot[k] for k in _FIRST_HOLDER if h[k] is None}}
+    for name in ("paths", "reply_path"):
+        if h[name] is None:
+            raise DecodeError(f"slot_record.holders[{i}].{name}", "missing")
+    return c.Holder(h["server"], h["paths"], h["reply_path"], h["mailbox_node"] or b"", h["persisted_at"],
+                    h["paths_expiry"])
 
 
 def decode_slot(data: bytes, legacy_server: bytes = b"") -> c.Slot:
     """A slot record.  One written by an older version (one server: fields 12, 18, 27) is held by
     ``legacy_server``, which confirmed its invoice if the slot is ready or used."""
-    r = dict(decode_tlv(data, "slot_record", known=lambda t: t <= 37).records)
-    for t in (0, 1, 2):
-        if t not in r:
-            raise DecodeError(f"slot_record[{t}]", "missing")
-    code = decode_fixed(r[0], 1, "slot_record.status")
-    if code >= len(_STATUS):
-        raise DecodeError("slot_record.status", f"unknown status {code}")
-    status = _STATUS[code]
-
-    def tu(t, name):
-        return decode_tu(r[t], 8, f"slot_record.{name}") if t in r else None
-
-    index = tu(1, "index")
-    if index > MAX_SLOT_INDEX:
-        raise DecodeError("slot_record.index", f"{index} is beyond any slot")
+    r = SLOT_RECORD.decode(data)
     offer = None
-    if 8 in r:
-        for t in (10, 16, 20, 24):
-            if t not in r:
-                raise DecodeError(f"slot_record[{t}]", "missing offer field")
-        if 35 in r:
-            holders = _decode_holders(r[35], {t: r[u] for t, u in ((2, 12), (4, 18), (5, 27)) if u in r})
-        elif 12 in r and 18 in r:
-            acked = tu(20, "invoice_created_at") if status in (c.READY, c.USED) else None
-            holders = (c.Holder(legacy_server, r[12], r[18], r.get(27, b""), acked, tu(14, "expires_at")),)
+    if r["offer"] is not None:
+        for name in ("offer_id", "created_at", "invoice_created_at", "key_nonce"):
+            if r[name] is None:
+                raise DecodeError(f"slot_record.{name}", "missing offer field")
+        if r["holders"] is not None:
+            holders = tuple(_holder(h, i, r) for i, h in enumerate(r["holders"]))
+        elif r["paths"] is not None and r["reply_path"] is not None:
+            acked = r["invoice_created_at"] if r["status"] in (c.READY, c.USED) else None
+            holders = (c.Holder(legacy_server, r["paths"], r["reply_path"], r["mailbox_node"] or b"", acked,
+                                r["expires_at"]),)
         else:
             raise DecodeError("slot_record.holders", "missing")
-        offer = c.CachedOffer(r[8], r[10], holders, tu(14, "expires_at"), tu(16, "created_at"),
-                              tu(20, "invoice_created_at"), tu(22, "invoice_expires_at"), r[24],
-                              tu(29, "amount_msat"), _text(r, 31, "description"), _text(r, 33, "issuer"))
+        offer = c.CachedOffer(r["offer"], r["offer_id"], holders, r["expires_at"], r["created_at"],
+                              r["invoice_created_at"], r["invoice_expires_at"], r["key_nonce"], r["amount_msat"],
+                              r["description"], r["issuer"])
     # older records have no floor: their offer's invoice time is the newest they served
-    floor = tu(37, "invoice_floor") if 37 in r else (offer.invoice_created_at if offer is not None else 0)
-    return c.Slot(index, status, offer, tu(2, "attempts"), tu(4, "next_request_at"), tu(6, "last_request_at"), floor)
+    floor = r["invoice_floor"]
+    if floor is None:
+        floor = offer.invoice_created_at if offer is not None else 0
+    return c.Slot(r["index"], r["status"], offer, r["attempts"], r["next_request_at"], r["last_request_at"], floor)

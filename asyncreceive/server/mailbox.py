@@ -52,9 +52,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DecodeError
 from ..wire.messages import MailboxRegistration
-from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.records import BYTES, NODE_ID_BYTES, TU64, Field, Table, TableRecord, record_codec
 from .store import SERVER_PREFIX
 
 #: defaults of asyncserver-max-held (a count) and asyncserver-hold-seconds; and of the byte budget
@@ -95,47 +94,36 @@ def received_at_of(key: Sequence[str]) -> int:
     return int(head) if head.isdigit() else 0
 
 
+MAILBOX_RECORD = Table("mailbox_record", [
+    Field(0, "registration", record_codec(MailboxRegistration), required=True),
+    Field(2, "registered_at", TU64, required=True),
+])
+
+
 @dataclass(frozen=True)
-class MailboxRecord:
+class MailboxRecord(TableRecord):
     registration: MailboxRegistration
     registered_at: int
+    TABLE = MAILBOX_RECORD
 
     @property
     def client_node_id(self) -> bytes:
         return self.registration.delivery_path.first_node_id
 
-    def encode(self) -> bytes:
-        return encode_tlv([(0, self.registration.encode()), (2, tu64(self.registered_at))])
 
-    @staticmethod
-    def decode(data: bytes) -> "MailboxRecord":
-        r = dict(decode_tlv(data, "mailbox_record", known={0, 2}).records)
-        if 0 not in r or 2 not in r:
-            raise DecodeError("mailbox_record", "missing registration or registered_at")
-        return MailboxRecord(MailboxRegistration.decode(r[0], "mailbox_record.registration"),
-                             decode_tu(r[2], 8, "mailbox_record.registered_at"))
+HELD_MESSAGE_RECORD = Table("held_message", [
+    Field(0, "received_at", TU64, required=True),
+    Field(2, "onion_message", BYTES, required=True),  # the wire onion_message (type 513 and all), as lightningd gave it
+    Field(3, "source", NODE_ID_BYTES),                # odd: older versions still read the record
+])
 
 
 @dataclass(frozen=True)
-class HeldMessage:
+class HeldMessage(TableRecord):
     received_at: int
-    onion_message: bytes            # the wire onion_message (type 513 and all), as lightningd gave it
+    onion_message: bytes
     source: Optional[bytes] = None  # the peer it came from (None: not known, or held by an older version)
-
-    def encode(self) -> bytes:
-        recs = [(0, tu64(self.received_at)), (2, self.onion_message)]
-        if self.source is not None:
-            recs.append((3, self.source))   # odd: older versions still read the record
-        return encode_tlv(recs)
-
-    @staticmethod
-    def decode(data: bytes) -> "HeldMessage":
-        r = dict(decode_tlv(data, "held_message", known={0, 2, 3}).records)
-        if 0 not in r or 2 not in r:
-            raise DecodeError("held_message", "missing received_at or onion_message")
-        if 3 in r and len(r[3]) != 33:
-            raise DecodeError("held_message.source", f"{len(r[3])} bytes, not a 33-byte node id")
-        return HeldMessage(decode_tu(r[0], 8, "held_message.received_at"), r[2], r.get(3))
+    TABLE = HELD_MESSAGE_RECORD
 
 
 @dataclass(frozen=True)

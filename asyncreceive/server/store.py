@@ -20,10 +20,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DecodeError
 from ..wire.paths import BlindedPath
-from ..wire.records import BYTES, TU64, Field, Table, TableRecord, fixed_bytes
-from ..wire.tlv import decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.records import BLINDED_PATH, BYTES, TU64, Field, Table, TableRecord, fixed_bytes
 
 SERVER_PREFIX = ["asyncreceive", "v1", "server"]
 
@@ -60,31 +58,23 @@ class ClientRecord(TableRecord):
     TABLE = CLIENT_RECORD
 
 
+INVOICE_RECORD = Table("invoice_record", [
+    Field(0, "invoice", BYTES, required=True),              # the static invoice TLV stream, as served
+    Field(2, "forward_path", BLINDED_PATH, required=True),  # where invoice_requests for it are forwarded
+    Field(4, "stored_at", TU64, required=True),
+    Field(6, "times_served", TU64, required=True),
+    Field(8, "last_served_at", TU64),
+])
+
+
 @dataclass(frozen=True)
-class InvoiceRecord:
-    invoice: bytes                      # the static invoice TLV stream, as served
-    forward_path: BlindedPath           # where invoice_requests for it are forwarded
+class InvoiceRecord(TableRecord):
+    invoice: bytes
+    forward_path: BlindedPath
     stored_at: int
     times_served: int = 0
     last_served_at: Optional[int] = None
-
-    def encode(self) -> bytes:
-        recs = [(0, self.invoice), (2, self.forward_path.encode()), (4, tu64(self.stored_at)),
-                (6, tu64(self.times_served))]
-        if self.last_served_at is not None:
-            recs.append((8, tu64(self.last_served_at)))
-        return encode_tlv(recs)
-
-    @staticmethod
-    def decode(data: bytes) -> "InvoiceRecord":
-        r = dict(decode_tlv(data, "invoice_record", known={0, 2, 4, 6, 8}).records)
-        for t in (0, 2, 4, 6):
-            if t not in r:
-                raise DecodeError(f"invoice_record[{t}]", "missing")
-        last = decode_tu(r[8], 8, "invoice_record.last_served_at") if 8 in r else None
-        return InvoiceRecord(r[0], BlindedPath.decode(r[2], "invoice_record.forward_path"),
-                             decode_tu(r[4], 8, "invoice_record.stored_at"),
-                             decode_tu(r[6], 8, "invoice_record.times_served"), last)
+    TABLE = INVOICE_RECORD
 
 
 #: the kinds of record under SERVER_PREFIX (the key's next element), as Tally counts them

@@ -85,6 +85,47 @@ def record_codec(cls) -> Codec:
 BLINDED_PATH = record_codec(BlindedPath)
 BLINDED_PATHS = Codec("blinded_path[]", encode_paths, decode_paths)
 
+# ---- codecs of the datastore records (server, mailbox, recipient, received payments) ----
+U8 = fixed_int(1)
+#: text read as older versions read it: bytes that are not UTF-8 become U+FFFD, never an error (a payer's note)
+UTF8_REPLACE = Codec("utf8 (lossy)", lambda s: s.encode(), lambda v, f: v.decode("utf-8", "replace"))
+
+
+def fixed_bytes_list(size: int) -> Codec:
+    """Items of ``size`` bytes each, one after another (a tuple of bytes)."""
+    def decode(v: bytes, f: str) -> Tuple[bytes, ...]:
+        if len(v) % size:
+            raise DecodeError(f, f"{len(v)} bytes, not a list of {size}-byte items")
+        return tuple(v[i:i + size] for i in range(0, len(v), size))
+    return Codec(f"byte[{size}][]", b"".join, decode)
+
+
+def table_codec(table: "Table") -> Codec:
+    """A field whose value is a record of another table, as that table's {field name: value}."""
+    return Codec(table.name, table.encode, lambda v, f: table.decode(v, f))
+
+
+def u16_prefixed_list(item: Codec, min_count: int = 0, max_count: Optional[int] = None) -> Codec:
+    """Items each written as u16 length || item, one after another to the end of the value (a tuple)."""
+    def encode(items) -> bytes:
+        out = b""
+        for x in items:
+            data = item.encode(x)
+            out += len(data).to_bytes(2, "big") + data
+        return out
+
+    def decode(v: bytes, f: str) -> tuple:
+        r, out = Reader(v), []
+        while not r.at_end():
+            name = f"{f}[{len(out)}]"
+            out.append(item.decode(r.read(r.u16(f"{name}.length"), name), name))
+            if max_count is not None and len(out) > max_count:
+                raise DecodeError(f, f"more than {max_count} items")
+        if len(out) < min_count:
+            raise DecodeError(f, f"{len(out)} items, fewer than {min_count}")
+        return tuple(out)
+    return Codec(f"({item.name} with u16 length)[]", encode, decode)
+
 
 @dataclass(frozen=True)
 class Field:
