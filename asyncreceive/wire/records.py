@@ -18,7 +18,7 @@ its field names are the table's.
 """
 
 from dataclasses import dataclass, fields as dataclass_fields
-from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import DecodeError
 from .paths import BlindedPath, decode_paths, decode_payinfos, encode_paths, encode_payinfos
@@ -153,17 +153,18 @@ class Table:
     def encode(self, values: Mapping[str, Any], extra: Iterable[Tuple[int, bytes]] = ()) -> bytes:
         """The record's bytes; a field whose value is None is left out (a required one may not be).
         ``extra`` adds records outside the table (e.g. unknown odd records kept from input)."""
-        records = []
         for f in self.fields:
-            value = values.get(f.name)
-            if value is None:
-                if f.required:
-                    raise ValueError(f"{self.name}.{f.name} is required")
-                continue
-            records.append((f.type, f.codec.encode(value)))
+            if f.required and values.get(f.name) is None:
+                raise ValueError(f"{self.name}.{f.name} is required")
+        records = self.records(values)
         records.extend(extra)
         stream = encode_tlv(sorted(records))
         return bigsize(len(stream)) + stream if self.length_prefixed else stream
+
+    def records(self, values: Mapping[str, Any]) -> List[Tuple[int, bytes]]:
+        """(type, value bytes) of each field whose value is not None, in type order; no field is
+        required here (for a record still being built, e.g. before its signature)."""
+        return [(f.type, f.codec.encode(values[f.name])) for f in self.fields if values.get(f.name) is not None]
 
     def decode(self, data: bytes, field: Optional[str] = None,
                keep_unknown: bool = False) -> Dict[str, Any]:
