@@ -105,7 +105,6 @@ def record_codec(cls) -> Codec:
 BLINDED_PATH = record_codec(BlindedPath)
 BLINDED_PATHS = Codec("blinded_path[]", encode_paths, decode_paths)
 BLINDED_PAYINFOS = Codec("blinded_payinfo[]", encode_payinfos, decode_payinfos)
-U8 = fixed_int(1)
 SIGNATURE = fixed_bytes(64)        # BIP-340
 SHA256 = fixed_bytes(32)
 
