@@ -184,7 +184,7 @@ ASYNC_TYPES = sorted(set(m.BLIP66_DRAFT_TYPES) | set(m.ASYNC_MESSAGES))
 @target("async_messages")
 def fuzz_async_messages(data: bytes) -> None:
     """First byte: which message (both numberings); the rest: its body.  The struct framing drops
-    unknown odd records (documented in decode_struct), so only that normalization is allowed."""
+    unknown odd records (records.Table.decode skips them), so only that normalization is allowed."""
     if not data:
         return
     t = ASYNC_TYPES[data[0] % len(ASYNC_TYPES)]

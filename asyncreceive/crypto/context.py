@@ -20,7 +20,8 @@ from enum import IntEnum
 from typing import Dict, Optional
 
 from ..errors import DecodeError
-from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.records import TU64, Codec, Field, Table
+from ..wire.tlv import decode_fixed
 
 CONTEXT_TLV_TYPE = 65537
 _MAC_LABEL = b"asyncreceive/path_id/v1"
@@ -41,9 +42,20 @@ class Kind(IntEnum):
     PROBE = 200               # operator/dev: transport self-tests (asyncreceive-dev-* RPCs)
 
 
-# record types inside the context stream
-_KIND = 0
-_EXPIRY = 2
+def _decode_kind(v: bytes, field: str) -> Kind:
+    n = decode_fixed(v, 1, field)
+    try:
+        return Kind(n)
+    except ValueError:
+        raise DecodeError(field, f"unknown kind {n}")
+
+
+#: the context stream: kind and expiry, then the kind's own records (types >= 4, any of them understood:
+#: the MAC, not the parity, says they are ours)
+PATH_CONTEXT_TABLE = Table("path_context", [
+    Field(0, "kind", Codec("kind", lambda k: bytes([int(k)]), _decode_kind), required=True),
+    Field(2, "expiry", TU64),
+], also_known=lambda t: True)
 
 
 @dataclass(frozen=True)
@@ -53,29 +65,17 @@ class PathContext:
     fields: Dict[int, bytes] = None       # kind-specific records, types >= 4
 
     def encode(self) -> bytes:
-        recs = [(_KIND, bytes([int(self.kind)]))]
-        if self.expiry is not None:
-            recs.append((_EXPIRY, tu64(self.expiry)))
-        for t, v in sorted((self.fields or {}).items()):
-            if t < 4:
-                raise ValueError("context field types start at 4")
-            recs.append((t, v))
-        return encode_tlv(recs)
+        fields = sorted((self.fields or {}).items())
+        if any(t < 4 for t, _ in fields):
+            raise ValueError("context field types start at 4")
+        return PATH_CONTEXT_TABLE.encode({"kind": self.kind, "expiry": self.expiry}, fields)
 
     @staticmethod
     def decode(data: bytes) -> "PathContext":
-        recs = dict(decode_tlv(data, "path_context", known=lambda t: True).records)
-        if _KIND not in recs:
-            raise DecodeError("path_context.kind", "missing")
-        kind_n = decode_fixed(recs.pop(_KIND), 1, "path_context.kind")
-        try:
-            kind = Kind(kind_n)
-        except ValueError:
-            raise DecodeError("path_context.kind", f"unknown kind {kind_n}")
-        expiry = decode_tu(recs.pop(_EXPIRY), 8, "path_context.expiry") if _EXPIRY in recs else None
-        if any(t < 4 for t in recs):
+        values = PATH_CONTEXT_TABLE.decode(data, keep_unknown=True)
+        if any(t < 4 for t, _ in values["unknown"]):
             raise DecodeError("path_context", "context field types start at 4")
-        return PathContext(kind, expiry, recs)
+        return PathContext(values["kind"], values["expiry"], dict(values["unknown"]))
 
     def get(self, t: int) -> Optional[bytes]:
         return (self.fields or {}).get(t)

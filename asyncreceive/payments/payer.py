@@ -16,29 +16,22 @@ from coincurve import PrivateKey
 
 from ..crypto.sphinx import hop_size
 from ..errors import DecodeError
-from ..wire.bolt12 import (Invoice, InvoiceRequest, Offer, StaticInvoice, in_invreq_range, merkle_root,
-                           schnorr_sign, sighash)
+from ..wire.bolt12 import (INVOICE_REQUEST_TABLE, TLV_SIGNATURE, Invoice, InvoiceRequest, Offer, StaticInvoice,
+                           in_invreq_range, merkle_root, schnorr_sign, sighash)
 from ..wire.paths import BlindedPayInfo
-from ..wire.tlv import TlvStream, encode_tlv, tu64
-from .receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVREQ_LDK, KEYSEND_PREIMAGE,
-                      OUTGOING_CLTV, TOTAL_AMOUNT)
+from ..wire.tlv import TlvStream, encode_tlv
+from .receive import PAYMENT_HOP_TABLE
 
 
 def build_invoice_request(offer: Offer, amount_msat: Optional[int], payer_key: bytes, chain: Optional[bytes] = None,
                           payer_note: Optional[str] = None, metadata: Optional[bytes] = None) -> InvoiceRequest:
     """A signed invoice_request for ``offer``: its records copied, then metadata, chain, amount (None: left
     out, as BOLT 12 allows for an offer with an amount), payer id."""
-    recs = [(0, metadata or os.urandom(16))] + list(offer.stream.records)
-    if chain is not None:
-        recs.append((80, chain))
-    if amount_msat is not None:
-        recs.append((82, tu64(amount_msat)))
-    recs.append((88, PrivateKey(payer_key).public_key.format()))
-    if payer_note is not None:
-        recs.append((89, payer_note.encode()))
-    recs.sort()
+    values = {"invreq_metadata": metadata or os.urandom(16), "invreq_chain": chain, "invreq_amount": amount_msat,
+              "invreq_payer_id": PrivateKey(payer_key).public_key.format(), "invreq_payer_note": payer_note}
+    recs = sorted(list(offer.stream.records) + INVOICE_REQUEST_TABLE.records(values))
     sig = schnorr_sign(payer_key, sighash("invoice_request", "signature", merkle_root(TlvStream(tuple(recs)))))
-    return InvoiceRequest.decode(encode_tlv(sorted(recs + [(240, sig)])))  # offer records 1e9+ come after 240
+    return InvoiceRequest.decode(encode_tlv(sorted(recs + [(TLV_SIGNATURE, sig)])))  # offer records 1e9+ come after 240
 
 
 #: a payment onion's routing info (BOLT 4): every hop's payload, length and HMAC must fit in it
@@ -62,15 +55,15 @@ def build_payment_onion(invoice: StaticInvoice, invreq: InvoiceRequest, preimage
         raise ValueError("payment path starts at a short_channel_id: resolve it first")
     hops = []
     for i, hop in enumerate(path.hops):
-        recs = [(ENCRYPTED_RECIPIENT_DATA, hop.encrypted_recipient_data)]
+        values = {"encrypted_recipient_data": hop.encrypted_recipient_data}
         if i == 0:
-            recs.append((CURRENT_PATH_KEY, path.first_path_key))
+            values["current_path_key"] = path.first_path_key
         if i == len(path.hops) - 1:
-            recs += [(AMT_TO_FORWARD, tu64(amount_msat)), (OUTGOING_CLTV, tu64(height)),
-                     (TOTAL_AMOUNT, tu64(total_msat or amount_msat)), (INVREQ_LDK, invreq.encode()),
-                     (KEYSEND_PREIMAGE, preimage)]
+            values.update(amt_to_forward=amount_msat, outgoing_cltv_value=height,
+                          total_amount_msat=total_msat or amount_msat, invoice_request=invreq.encode(),
+                          sender_preimage=preimage)
         # the introduction node peels its layer with its real key (it learns the path key from TLV 12)
-        hops.append((path.first_node_id if i == 0 else hop.blinded_node_id, encode_tlv(sorted(recs))))
+        hops.append((path.first_node_id if i == 0 else hop.blinded_node_id, PAYMENT_HOP_TABLE.encode(values)))
     need = sum(hop_size(payload) for _, payload in hops)
     if need > PAYMENT_ONION_SIZE:
         raise ValueError(f"the payment onion needs {need} bytes, more than {PAYMENT_ONION_SIZE}: this path has "

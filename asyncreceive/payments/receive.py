@@ -25,7 +25,8 @@ from ..crypto.blinding import EncryptedData
 from ..errors import DecodeError
 from ..recipient.fallback import HTLC_GRACE
 from ..wire.bolt12 import InvoiceRequest, Offer
-from ..wire.tlv import decode_tlv, decode_tu, Reader
+from ..wire.records import BYTES, POINT, SHA256, TU32, TU64, Field, Table
+from ..wire.tlv import decode_tlv, Reader
 
 AMT_TO_FORWARD = 2
 OUTGOING_CLTV = 4
@@ -35,6 +36,20 @@ TOTAL_AMOUNT = 18
 INVREQ_DRAFT = 1
 INVREQ_LDK = 77777
 KEYSEND_PREIMAGE = 5482373484
+
+#: the final hop payload's records we write (as a payer) and read (BOLT 4, plus the invoice_request as LDK
+#: and the draft send it and the sender's preimage); :func:`parse_payload` keeps every record and each
+#: check reads the one it needs, so a bad record fails the HTLC with a reason, never an exception
+PAYMENT_HOP_TABLE = Table("payment_hop", [
+    Field(INVREQ_DRAFT, "invoice_request_draft", BYTES),
+    Field(AMT_TO_FORWARD, "amt_to_forward", TU64),
+    Field(OUTGOING_CLTV, "outgoing_cltv_value", TU32),
+    Field(ENCRYPTED_RECIPIENT_DATA, "encrypted_recipient_data", BYTES),
+    Field(CURRENT_PATH_KEY, "current_path_key", POINT),
+    Field(TOTAL_AMOUNT, "total_amount_msat", TU64),
+    Field(INVREQ_LDK, "invoice_request", BYTES),
+    Field(KEYSEND_PREIMAGE, "sender_preimage", SHA256),
+])
 
 #: BOLT 4 invalid_onion_blinding (BADONION | PERM | 24) with a zero sha256_of_onion
 INVALID_ONION_BLINDING = bytes.fromhex("c018") + bytes(32)
@@ -71,12 +86,18 @@ class Verdict:
     invreq: Optional[InvoiceRequest] = None
 
 
+def _read(records: Dict[int, bytes], name: str, default):
+    """A payload record read with its codec (DecodeError naming it), or ``default`` when absent."""
+    f = PAYMENT_HOP_TABLE.field(name)
+    return f.codec.decode(records[f.type], name) if f.type in records else default
+
+
 def onion_amounts(records: Dict[int, bytes], amount_msat: int) -> Tuple[int, int, int]:
     """(total_amount_msat, amt_to_forward, outgoing_cltv_value) of the final hop, each defaulting as
     BOLT 4 says when absent.  Raises DecodeError on a malformed one."""
-    total = decode_tu(records[TOTAL_AMOUNT], 8, "total_amount_msat") if TOTAL_AMOUNT in records else amount_msat
-    fwd = decode_tu(records[AMT_TO_FORWARD], 8, "amt_to_forward") if AMT_TO_FORWARD in records else amount_msat
-    cltv = decode_tu(records[OUTGOING_CLTV], 4, "outgoing_cltv_value") if OUTGOING_CLTV in records else 0
+    total = _read(records, "total_amount_msat", amount_msat)
+    fwd = _read(records, "amt_to_forward", amount_msat)
+    cltv = _read(records, "outgoing_cltv_value", 0)
     return total, fwd, cltv
 
 

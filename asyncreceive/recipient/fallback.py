@@ -20,10 +20,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from coincurve import PrivateKey
 
-from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, InvoiceRequest, TLV_SIGNATURE, is_signature_type, merkle_root,
-                           schnorr_sign, sighash)
-from ..wire.paths import BlindedPath, BlindedPayInfo, encode_paths, encode_payinfos
-from ..wire.tlv import TlvStream, encode_tlv, tu64
+from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, INVOICE_TABLE, InvoiceRequest, TLV_SIGNATURE, is_signature_type,
+                           merkle_root, schnorr_sign, sighash)
+from ..wire.paths import BlindedPath, BlindedPayInfo
+from ..wire.tlv import TlvStream, encode_tlv
 
 FALLBACK_INVOICE_LIFETIME = 7200
 #: an HTLC may reach us this long after the invoice it pays expired: the payer sent it in time, and
@@ -109,9 +109,10 @@ def build_invoice(invreq: InvoiceRequest, signing_key: bytes, payment_hash: byte
                   created_at: int, paths: List[BlindedPath], payinfos: List[BlindedPayInfo],
                   relative_expiry: int = FALLBACK_INVOICE_LIFETIME) -> bytes:
     recs = [(t, v) for t, v in invreq.stream.records if not is_signature_type(t)]
-    recs += [(160, encode_paths(paths)), (162, encode_payinfos(payinfos)), (164, tu64(created_at)),
-             (166, tu64(relative_expiry)), (168, payment_hash), (170, tu64(amount_msat)),
-             (174, BASIC_MPP_OPTIONAL), (176, PrivateKey(signing_key).public_key.format())]
-    recs.sort()
+    values = {"invoice_paths": paths, "invoice_blindedpay": payinfos, "invoice_created_at": created_at,
+              "invoice_relative_expiry": relative_expiry, "invoice_payment_hash": payment_hash,
+              "invoice_amount": amount_msat, "invoice_features": BASIC_MPP_OPTIONAL,
+              "invoice_node_id": PrivateKey(signing_key).public_key.format()}
+    recs = sorted(recs + INVOICE_TABLE.records(values))
     sig = schnorr_sign(signing_key, sighash("invoice", "signature", merkle_root(TlvStream(tuple(recs)))))
     return encode_tlv(sorted(recs + [(TLV_SIGNATURE, sig)]))  # invreq records 1e9+ come after 240

@@ -8,6 +8,11 @@ Pure: no I/O and no clock (callers pass ``now``).  Every decoder raises only
 Records are kept byte for byte (:class:`~asyncreceive.wire.tlv.TlvStream`): a static invoice copies the
 offer's records exactly, unknown odd ones included, and the merkle root / ``offer_id`` is computed over
 those exact bytes.
+
+Each message's fields are declared once, as :class:`~asyncreceive.wire.records.Table` rows (type number,
+name, value codec, required): ``OFFER_TABLE``, ``INVOICE_REQUEST_TABLE``, ``STATIC_INVOICE_TABLE`` and
+``INVOICE_TABLE``.  The decoders check each known record with its codec, name fields from the tables and
+read values through them; the rules on ranges and between fields stay in each class's ``decode``.
 """
 
 import hashlib
@@ -18,9 +23,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from pyln.proto.bech32 import CHARSET, convertbits
 
 from ..errors import DecodeError
-from .paths import BlindedPath, BlindedPayInfo, decode_paths, decode_payinfos, encode_paths, encode_payinfos
-from .tlv import (Reader, Record, TlvStream, bigsize, decode_point, decode_tlv, decode_tu, encode_record,
-                  encode_tlv, tu64)
+from .paths import BlindedPath, BlindedPayInfo, decode_paths, decode_payinfos
+from .records import (BLINDED_PATHS, BLINDED_PAYINFOS, BYTES, POINT, SHA256, SIGNATURE, TU32, TU64, UTF8, Codec, Field,
+                      Table, array, fixed_bytes, nonempty)
+from .tlv import Reader, Record, TlvStream, bigsize, decode_tlv, encode_record, encode_tlv
 
 # --------------------------------------------------------------------------------------------------
 # bech32 without checksum, with '+' continuations
@@ -180,15 +186,8 @@ def schnorr_verify(pubkey: bytes, sig: bytes, msg32: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers
+# Ranges, features
 # --------------------------------------------------------------------------------------------------
-
-def _utf8(value: bytes, field: str) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DecodeError(field, f"invalid UTF-8 ({e.reason})")
-
 
 def feature_bits(features: bytes) -> List[int]:
     """Set bit numbers of a big-endian feature bitmap (bit 0 = least significant bit of the last byte)."""
@@ -201,11 +200,41 @@ def feature_bits(features: bytes) -> List[int]:
     return sorted(out)
 
 
-def _check_features(value: bytes, known_even: Iterable[int], field: str) -> None:
-    known = set(known_even)
-    for bit in feature_bits(value):
-        if bit % 2 == 0 and bit not in known:
-            raise DecodeError(field, f"unknown required feature bit {bit}")
+def _features(known_even: Iterable[int] = ()) -> Codec:
+    """A feature bitmap in which every even (required) bit set is one of ``known_even``."""
+    known = frozenset(known_even)
+
+    def decode(value: bytes, field: str) -> bytes:
+        for bit in feature_bits(value):
+            if bit % 2 == 0 and bit not in known:
+                raise DecodeError(field, f"unknown required feature bit {bit}")
+        return value
+    return Codec("features", bytes, decode)
+
+
+def _nonzero(codec: Codec, why: str) -> Codec:
+    def decode(value: bytes, field: str) -> int:
+        n = codec.decode(value, field)
+        if n == 0:
+            raise DecodeError(field, why)
+        return n
+    return Codec(codec.name, codec.encode, decode)
+
+
+def _decode_fallbacks(value: bytes, field: str) -> List[Tuple[int, bytes]]:
+    r = Reader(value)
+    out = []
+    while not r.at_end():
+        i = len(out)
+        version = r.u8(f"{field}[{i}].version")
+        n = r.u16(f"{field}[{i}].len")
+        out.append((version, r.read(n, f"{field}[{i}].address")))
+    return out
+
+
+_FALLBACKS = Codec("fallback_address[]",
+                   lambda fs: b"".join(bytes([v]) + len(a).to_bytes(2, "big") + a for v, a in fs),
+                   _decode_fallbacks)
 
 
 def in_offer_range(t: int) -> bool:
@@ -221,7 +250,10 @@ def in_invoice_range(t: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Offers
+# The field tables: every BOLT 12 type number, its name and value codec, in one place.  A message is
+# kept as its exact records (TlvStream); the tables say how each known record reads, which ones are
+# required, and name the fields in errors.  Which ranges a message may carry, and the rules between
+# fields, are in each class's ``decode``.
 # --------------------------------------------------------------------------------------------------
 
 TLV_OFFER_CHAINS = 2
@@ -236,53 +268,152 @@ TLV_OFFER_ISSUER = 18
 TLV_OFFER_QUANTITY_MAX = 20
 TLV_OFFER_ISSUER_ID = 22
 
-OFFER_FIELD_NAMES: Dict[int, str] = {
-    TLV_OFFER_CHAINS: "offer_chains", TLV_OFFER_METADATA: "offer_metadata", TLV_OFFER_CURRENCY: "offer_currency",
-    TLV_OFFER_AMOUNT: "offer_amount", TLV_OFFER_DESCRIPTION: "offer_description", TLV_OFFER_FEATURES: "offer_features",
-    TLV_OFFER_ABSOLUTE_EXPIRY: "offer_absolute_expiry", TLV_OFFER_PATHS: "offer_paths",
-    TLV_OFFER_ISSUER: "offer_issuer", TLV_OFFER_QUANTITY_MAX: "offer_quantity_max", TLV_OFFER_ISSUER_ID: "offer_issuer_id",
-}
+TLV_INVREQ_METADATA = 0
+TLV_INVREQ_CHAIN = 80
+TLV_INVREQ_AMOUNT = 82
+TLV_INVREQ_FEATURES = 84
+TLV_INVREQ_QUANTITY = 86
+TLV_INVREQ_PAYER_ID = 88
+TLV_INVREQ_PAYER_NOTE = 89
+TLV_INVREQ_PATHS = 90
+TLV_INVREQ_BIP_353_NAME = 91
+
+TLV_INVOICE_PATHS = 160
+TLV_INVOICE_BLINDEDPAY = 162
+TLV_INVOICE_CREATED_AT = 164
+TLV_INVOICE_RELATIVE_EXPIRY = 166
+TLV_INVOICE_PAYMENT_HASH = 168
+TLV_INVOICE_AMOUNT = 170
+TLV_INVOICE_FALLBACKS = 172
+TLV_INVOICE_FEATURES = 174
+TLV_INVOICE_NODE_ID = 176
+TLV_INVOICE_HELD_HTLC_PATHS = 236
+TLV_SIGNATURE = 240
+
+#: invoice feature bits a reader understands as required (basic_mpp)
+KNOWN_INVOICE_EVEN_FEATURES = (16,)
+BASIC_MPP_OPTIONAL = bytes.fromhex("020000")  # bit 17
+
+_PATHS_NONEMPTY = nonempty(BLINDED_PATHS, "empty list of blinded paths")
+_SIGNATURE_FIELD = Field(TLV_SIGNATURE, "signature", SIGNATURE, required=True)
+
+OFFER_TABLE = Table("offer", [
+    Field(TLV_OFFER_CHAINS, "offer_chains", array(32, "must be a non-empty list of 32-byte chain hashes")),
+    Field(TLV_OFFER_METADATA, "offer_metadata", BYTES),
+    Field(TLV_OFFER_CURRENCY, "offer_currency", UTF8),
+    Field(TLV_OFFER_AMOUNT, "offer_amount", _nonzero(TU64, "amount must not be zero")),
+    Field(TLV_OFFER_DESCRIPTION, "offer_description", UTF8),
+    Field(TLV_OFFER_FEATURES, "offer_features", _features()),
+    Field(TLV_OFFER_ABSOLUTE_EXPIRY, "offer_absolute_expiry", TU64),
+    Field(TLV_OFFER_PATHS, "offer_paths", _PATHS_NONEMPTY),
+    Field(TLV_OFFER_ISSUER, "offer_issuer", UTF8),
+    Field(TLV_OFFER_QUANTITY_MAX, "offer_quantity_max", TU64),
+    Field(TLV_OFFER_ISSUER_ID, "offer_issuer_id", POINT),
+])
+
+#: the invoice_request's own fields (an invoice_request also carries the offer's)
+INVOICE_REQUEST_TABLE = Table("invoice_request", [
+    Field(TLV_INVREQ_METADATA, "invreq_metadata", BYTES, required=True),
+    Field(TLV_INVREQ_CHAIN, "invreq_chain", fixed_bytes(32)),
+    Field(TLV_INVREQ_AMOUNT, "invreq_amount", TU64),
+    Field(TLV_INVREQ_FEATURES, "invreq_features", _features()),
+    Field(TLV_INVREQ_QUANTITY, "invreq_quantity", TU64),
+    Field(TLV_INVREQ_PAYER_ID, "invreq_payer_id", POINT, required=True),
+    Field(TLV_INVREQ_PAYER_NOTE, "invreq_payer_note", UTF8),
+    Field(TLV_INVREQ_PATHS, "invreq_paths", _PATHS_NONEMPTY),
+    Field(TLV_INVREQ_BIP_353_NAME, "invreq_bip_353_name", BYTES),
+    _SIGNATURE_FIELD,
+])
+
+#: the invoice-range fields an invoice and a static invoice share
+_INVOICE_FIELDS = [
+    Field(TLV_INVOICE_PATHS, "invoice_paths", nonempty(BLINDED_PATHS, "empty list of payment paths"), required=True),
+    Field(TLV_INVOICE_BLINDEDPAY, "invoice_blindedpay", BLINDED_PAYINFOS, required=True),
+    Field(TLV_INVOICE_CREATED_AT, "invoice_created_at", TU64, required=True),
+    Field(TLV_INVOICE_RELATIVE_EXPIRY, "invoice_relative_expiry", TU32),
+    Field(TLV_INVOICE_FALLBACKS, "invoice_fallbacks", _FALLBACKS),
+    Field(TLV_INVOICE_FEATURES, "invoice_features", _features(KNOWN_INVOICE_EVEN_FEATURES)),
+    Field(TLV_INVOICE_NODE_ID, "invoice_node_id", POINT, required=True),
+    _SIGNATURE_FIELD,
+]
+
+#: an LDK static invoice's own fields (it also carries the offer's; no invoice_request fields)
+STATIC_INVOICE_TABLE = Table("static_invoice", _INVOICE_FIELDS + [
+    Field(TLV_INVOICE_HELD_HTLC_PATHS, "held_htlc_available_paths", BLINDED_PATHS, required=True),
+])
+
+#: a BOLT 12 invoice's own fields (it also carries the invoice_request's, offer's included)
+INVOICE_TABLE = Table("invoice", _INVOICE_FIELDS + [
+    Field(TLV_INVOICE_PAYMENT_HASH, "invoice_payment_hash", SHA256, required=True),
+    Field(TLV_INVOICE_AMOUNT, "invoice_amount", TU64, required=True),
+])
 
 BITCOIN_CHAIN = bytes.fromhex("6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000")
+DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY = 1_209_600  # 14 days
+#: BOLT 12: invoice_relative_expiry defaults to 7200 seconds
+DEFAULT_INVOICE_RELATIVE_EXPIRY = 7200
 
 
-def _offer_field(prefix: str, t: int) -> str:
-    name = OFFER_FIELD_NAMES.get(t)
-    return f"{prefix}.{name}" if name else f"{prefix}[{t}]"
+def _namer(prefix: str, *tables: Table):
+    """``t -> "prefix.name"`` from the first of ``tables`` (then the offer's) that has ``t``, else
+    ``"prefix[t]"``: how a message's decoder names a record in its errors."""
+    def name(t: int) -> str:
+        for table in (*tables, OFFER_TABLE):
+            f = table.by_type(t)
+            if f is not None:
+                return f"{prefix}.{f.name}"
+        return f"{prefix}[{t}]"
+    return name
 
+
+def _check_fields(recs: Dict[int, bytes], table: Table, name) -> None:
+    """``table``'s required fields are in ``recs``, and each of its fields there reads with its codec."""
+    for f in table.fields:
+        if f.required and f.type not in recs:
+            raise DecodeError(name(f.type), "required field missing")
+    for f in table.fields:
+        if f.type in recs:
+            f.codec.decode(recs[f.type], name(f.type))
+
+
+class _Value:
+    """A field read from ``self.stream`` with its table's codec (checked at decode time, so this does
+    not raise); ``default`` when the record is absent."""
+
+    def __init__(self, table: Table, name: str, default=None):
+        self.field = table.field(name)
+        self.where = f"{table.name}.{name}"
+        self.default = default
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        v = obj.stream.get(self.field.type)
+        if v is None:
+            return list(self.default) if isinstance(self.default, list) else self.default
+        return self.field.codec.decode(v, self.where)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offers
+# --------------------------------------------------------------------------------------------------
 
 def _validate_offer_records(stream: TlvStream, prefix: str, require_id_or_paths: bool = True) -> None:
     """Check the offer-range records of ``stream`` (other records are ignored)."""
     recs = {t: v for t, v in stream.records if in_offer_range(t)}
+    name = _namer(prefix)
     for t, v in recs.items():
-        f = _offer_field(prefix, t)
-        if t % 2 == 0 and t not in OFFER_FIELD_NAMES:
-            raise DecodeError(f, "unknown even offer field")
-        if t == TLV_OFFER_CHAINS:
-            if not v or len(v) % 32:
-                raise DecodeError(f, "must be a non-empty list of 32-byte chain hashes")
-        elif t == TLV_OFFER_CURRENCY:
-            _utf8(v, f)
-        elif t == TLV_OFFER_AMOUNT:
-            if decode_tu(v, 8, f) == 0:
-                raise DecodeError(f, "amount must not be zero")
-        elif t in (TLV_OFFER_DESCRIPTION, TLV_OFFER_ISSUER):
-            _utf8(v, f)
-        elif t == TLV_OFFER_FEATURES:
-            _check_features(v, (), f)
-        elif t in (TLV_OFFER_ABSOLUTE_EXPIRY, TLV_OFFER_QUANTITY_MAX):
-            decode_tu(v, 8, f)
-        elif t == TLV_OFFER_PATHS:
-            if not decode_paths(v, f):
-                raise DecodeError(f, "empty list of blinded paths")
-        elif t == TLV_OFFER_ISSUER_ID:
-            decode_point(v, f)
+        f = OFFER_TABLE.by_type(t)
+        if f is not None:
+            f.codec.decode(v, name(t))
+        elif t % 2 == 0:
+            raise DecodeError(name(t), "unknown even offer field")
     if TLV_OFFER_AMOUNT in recs and TLV_OFFER_DESCRIPTION not in recs:
-        raise DecodeError(_offer_field(prefix, TLV_OFFER_DESCRIPTION), "required when offer_amount is set")
+        raise DecodeError(name(TLV_OFFER_DESCRIPTION), "required when offer_amount is set")
     if TLV_OFFER_CURRENCY in recs and TLV_OFFER_AMOUNT not in recs:
-        raise DecodeError(_offer_field(prefix, TLV_OFFER_AMOUNT), "required when offer_currency is set")
+        raise DecodeError(name(TLV_OFFER_AMOUNT), "required when offer_currency is set")
     if require_id_or_paths and TLV_OFFER_ISSUER_ID not in recs and TLV_OFFER_PATHS not in recs:
-        raise DecodeError(_offer_field(prefix, TLV_OFFER_ISSUER_ID), "neither offer_issuer_id nor offer_paths set")
+        raise DecodeError(name(TLV_OFFER_ISSUER_ID), "neither offer_issuer_id nor offer_paths set")
 
 
 class _OfferFields:
@@ -293,57 +424,17 @@ class _OfferFields:
 
     stream: TlvStream
 
-    @property
-    def chains(self) -> List[bytes]:
-        v = self.stream.get(TLV_OFFER_CHAINS)
-        return [v[i:i + 32] for i in range(0, len(v), 32)] if v is not None else []
-
-    @property
-    def metadata(self) -> Optional[bytes]:
-        return self.stream.get(TLV_OFFER_METADATA)
-
-    @property
-    def currency(self) -> Optional[str]:
-        v = self.stream.get(TLV_OFFER_CURRENCY)
-        return v.decode() if v is not None else None
-
-    @property
-    def amount(self) -> Optional[int]:
-        v = self.stream.get(TLV_OFFER_AMOUNT)
-        return int.from_bytes(v, "big") if v is not None else None
-
-    @property
-    def description(self) -> Optional[str]:
-        v = self.stream.get(TLV_OFFER_DESCRIPTION)
-        return v.decode() if v is not None else None
-
-    @property
-    def offer_features(self) -> bytes:
-        return self.stream.get(TLV_OFFER_FEATURES) or b""
-
-    @property
-    def absolute_expiry(self) -> Optional[int]:
-        v = self.stream.get(TLV_OFFER_ABSOLUTE_EXPIRY)
-        return int.from_bytes(v, "big") if v is not None else None
-
-    @property
-    def offer_paths(self) -> List[BlindedPath]:
-        v = self.stream.get(TLV_OFFER_PATHS)
-        return decode_paths(v, "offer_paths") if v is not None else []
-
-    @property
-    def issuer(self) -> Optional[str]:
-        v = self.stream.get(TLV_OFFER_ISSUER)
-        return v.decode() if v is not None else None
-
-    @property
-    def quantity_max(self) -> Optional[int]:
-        v = self.stream.get(TLV_OFFER_QUANTITY_MAX)
-        return int.from_bytes(v, "big") if v is not None else None
-
-    @property
-    def issuer_id(self) -> Optional[bytes]:
-        return self.stream.get(TLV_OFFER_ISSUER_ID)
+    chains = _Value(OFFER_TABLE, "offer_chains", [])
+    metadata = _Value(OFFER_TABLE, "offer_metadata")
+    currency = _Value(OFFER_TABLE, "offer_currency")
+    amount = _Value(OFFER_TABLE, "offer_amount")
+    description = _Value(OFFER_TABLE, "offer_description")
+    offer_features = _Value(OFFER_TABLE, "offer_features", b"")
+    absolute_expiry = _Value(OFFER_TABLE, "offer_absolute_expiry")
+    offer_paths = _Value(OFFER_TABLE, "offer_paths", [])
+    issuer = _Value(OFFER_TABLE, "offer_issuer")
+    quantity_max = _Value(OFFER_TABLE, "offer_quantity_max")
+    issuer_id = _Value(OFFER_TABLE, "offer_issuer_id")
 
     def offer_records(self) -> TlvStream:
         """The offer-range records (1..79, 1e9..1999999999), byte for byte."""
@@ -398,19 +489,10 @@ class Offer(_OfferFields):
               chains: Optional[Sequence[bytes]] = None, description: Optional[str] = None,
               amount: Optional[int] = None, extra_records: Iterable[Record] = ()) -> "Offer":
         """Build (and validate) an offer.  ``extra_records`` are added as-is (e.g. unknown odd types)."""
-        recs: Dict[int, bytes] = {}
-        if chains:
-            recs[TLV_OFFER_CHAINS] = b"".join(chains)
-        if amount is not None:
-            recs[TLV_OFFER_AMOUNT] = tu64(amount)
-        if description is not None:
-            recs[TLV_OFFER_DESCRIPTION] = description.encode("utf-8")
-        if absolute_expiry is not None:
-            recs[TLV_OFFER_ABSOLUTE_EXPIRY] = tu64(absolute_expiry)
-        if paths:
-            recs[TLV_OFFER_PATHS] = encode_paths(list(paths))
-        if issuer_id is not None:
-            recs[TLV_OFFER_ISSUER_ID] = issuer_id
+        values = {"offer_chains": list(chains) if chains else None, "offer_amount": amount,
+                  "offer_description": description, "offer_absolute_expiry": absolute_expiry,
+                  "offer_paths": list(paths) if paths else None, "offer_issuer_id": issuer_id}
+        recs = dict(OFFER_TABLE.records(values))
         for t, v in extra_records:
             if t in recs:
                 raise ValueError(f"duplicate record {t}")
@@ -430,53 +512,14 @@ class Offer(_OfferFields):
         return self.offer_is_expired(now)
 
 
+
+
 # --------------------------------------------------------------------------------------------------
 # Static invoices (LDK async payments)
 # --------------------------------------------------------------------------------------------------
 
-TLV_INVOICE_PATHS = 160
-TLV_INVOICE_BLINDEDPAY = 162
-TLV_INVOICE_CREATED_AT = 164
-TLV_INVOICE_RELATIVE_EXPIRY = 166
-TLV_INVOICE_PAYMENT_HASH = 168
-TLV_INVOICE_AMOUNT = 170
-TLV_INVOICE_FALLBACKS = 172
-TLV_INVOICE_FEATURES = 174
-TLV_INVOICE_NODE_ID = 176
-TLV_INVOICE_HELD_HTLC_PATHS = 236
-TLV_SIGNATURE = 240
-
-STATIC_INVOICE_FIELD_NAMES: Dict[int, str] = {
-    TLV_INVOICE_PATHS: "invoice_paths", TLV_INVOICE_BLINDEDPAY: "invoice_blindedpay",
-    TLV_INVOICE_CREATED_AT: "invoice_created_at", TLV_INVOICE_RELATIVE_EXPIRY: "invoice_relative_expiry",
-    TLV_INVOICE_FALLBACKS: "invoice_fallbacks", TLV_INVOICE_FEATURES: "invoice_features",
-    TLV_INVOICE_NODE_ID: "invoice_node_id", TLV_INVOICE_HELD_HTLC_PATHS: "held_htlc_available_paths",
-    TLV_SIGNATURE: "signature",
-}
-
-DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY = 1_209_600  # 14 days
-#: invoice feature bits a reader understands as required (basic_mpp)
-KNOWN_INVOICE_EVEN_FEATURES = (16,)
-BASIC_MPP_OPTIONAL = bytes.fromhex("020000")  # bit 17
-
 _SI = "static_invoice"
-
-
-def _si_field(t: int) -> str:
-    if t in STATIC_INVOICE_FIELD_NAMES:
-        return f"{_SI}.{STATIC_INVOICE_FIELD_NAMES[t]}"
-    return _offer_field(_SI, t) if in_offer_range(t) else f"{_SI}[{t}]"
-
-
-def _decode_fallbacks(value: bytes, field: str) -> List[Tuple[int, bytes]]:
-    r = Reader(value)
-    out = []
-    while not r.at_end():
-        i = len(out)
-        version = r.u8(f"{field}[{i}].version")
-        n = r.u16(f"{field}[{i}].len")
-        out.append((version, r.read(n, f"{field}[{i}].address")))
-    return out
+_si_field = _namer(_SI, STATIC_INVOICE_TABLE)
 
 
 def _as_offer_stream(x) -> TlvStream:
@@ -490,30 +533,14 @@ def _as_offer_stream(x) -> TlvStream:
     return TlvStream(tuple((t, bytes(v)) for t, v in x if in_offer_range(t)))
 
 
-def _check_invoice_records(recs: Dict[int, bytes], field, required: Sequence[int] = ()) -> None:
-    """The invoice-range records an invoice and a static invoice share: required ones present (and
-    ``required`` too), non-empty payment paths with one payinfo each, created_at, relative expiry,
-    fallbacks, features, node id, a 64-byte signature.  ``field(t)`` names a record in errors."""
-    for t in (TLV_INVOICE_PATHS, TLV_INVOICE_BLINDEDPAY, TLV_INVOICE_CREATED_AT, *required, TLV_INVOICE_NODE_ID,
-              TLV_SIGNATURE):
-        if t not in recs:
-            raise DecodeError(field(t), "required field missing")
+def _check_invoice_records(recs: Dict[int, bytes], table: Table, field) -> None:
+    """The invoice-range records of an invoice or a static invoice (``table``): required ones present,
+    each readable by its codec, and one payinfo per payment path.  ``field(t)`` names a record in errors."""
+    _check_fields(recs, table, field)
     paths = decode_paths(recs[TLV_INVOICE_PATHS], field(TLV_INVOICE_PATHS))
-    if not paths:
-        raise DecodeError(field(TLV_INVOICE_PATHS), "empty list of payment paths")
     payinfos = decode_payinfos(recs[TLV_INVOICE_BLINDEDPAY], field(TLV_INVOICE_BLINDEDPAY))
     if len(payinfos) != len(paths):
         raise DecodeError(field(TLV_INVOICE_BLINDEDPAY), f"{len(payinfos)} payinfos for {len(paths)} payment paths")
-    decode_tu(recs[TLV_INVOICE_CREATED_AT], 8, field(TLV_INVOICE_CREATED_AT))
-    if TLV_INVOICE_RELATIVE_EXPIRY in recs:
-        decode_tu(recs[TLV_INVOICE_RELATIVE_EXPIRY], 4, field(TLV_INVOICE_RELATIVE_EXPIRY))
-    if TLV_INVOICE_FALLBACKS in recs:
-        _decode_fallbacks(recs[TLV_INVOICE_FALLBACKS], field(TLV_INVOICE_FALLBACKS))
-    if TLV_INVOICE_FEATURES in recs:
-        _check_features(recs[TLV_INVOICE_FEATURES], KNOWN_INVOICE_EVEN_FEATURES, field(TLV_INVOICE_FEATURES))
-    decode_point(recs[TLV_INVOICE_NODE_ID], field(TLV_INVOICE_NODE_ID))
-    if len(recs[TLV_SIGNATURE]) != 64:
-        raise DecodeError(field(TLV_SIGNATURE), f"expected 64 bytes, got {len(recs[TLV_SIGNATURE])}")
 
 
 class _InvoiceFields(_OfferFields):
@@ -522,17 +549,10 @@ class _InvoiceFields(_OfferFields):
     stream: TlvStream
     DEFAULT_RELATIVE_EXPIRY = DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY
 
-    @property
-    def paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(TLV_INVOICE_PATHS), "invoice_paths")
-
-    @property
-    def payinfos(self) -> List[BlindedPayInfo]:
-        return decode_payinfos(self.stream.get(TLV_INVOICE_BLINDEDPAY), "invoice_blindedpay")
-
-    @property
-    def created_at(self) -> int:
-        return int.from_bytes(self.stream.get(TLV_INVOICE_CREATED_AT), "big")
+    paths = _Value(STATIC_INVOICE_TABLE, "invoice_paths")
+    payinfos = _Value(STATIC_INVOICE_TABLE, "invoice_blindedpay")
+    created_at = _Value(STATIC_INVOICE_TABLE, "invoice_created_at")
+    node_id = _Value(STATIC_INVOICE_TABLE, "invoice_node_id")
 
     @property
     def relative_expiry(self) -> int:
@@ -542,10 +562,6 @@ class _InvoiceFields(_OfferFields):
     @property
     def expires_at(self) -> int:
         return self.created_at + self.relative_expiry
-
-    @property
-    def node_id(self) -> bytes:
-        return self.stream.get(TLV_INVOICE_NODE_ID)
 
     def encode(self) -> bytes:
         return self.stream.encode()
@@ -577,7 +593,7 @@ class StaticInvoice(_InvoiceFields):
                 raise DecodeError(f, "invoice_request field not allowed in a static invoice")
             if not (in_offer_range(t) or in_invoice_range(t) or is_signature_type(t)):
                 raise DecodeError(f, "TLV type outside the static invoice ranges")
-            if t % 2 == 0 and not in_offer_range(t) and t not in STATIC_INVOICE_FIELD_NAMES:
+            if t % 2 == 0 and not in_offer_range(t) and STATIC_INVOICE_TABLE.by_type(t) is None:
                 raise DecodeError(f, "unknown even TLV type")
         # offer part
         _validate_offer_records(stream, _SI)
@@ -587,9 +603,8 @@ class StaticInvoice(_InvoiceFields):
         if chains is not None and len(chains) > 32:
             raise DecodeError(_si_field(TLV_OFFER_CHAINS), "a static invoice allows at most one chain")
         # invoice part
-        _check_invoice_records(recs, _si_field, (TLV_INVOICE_HELD_HTLC_PATHS,))
+        _check_invoice_records(recs, STATIC_INVOICE_TABLE, _si_field)
         node_id = recs[TLV_INVOICE_NODE_ID]
-        decode_paths(recs[TLV_INVOICE_HELD_HTLC_PATHS], _si_field(TLV_INVOICE_HELD_HTLC_PATHS))
         # signing key rule
         issuer_id = recs.get(TLV_OFFER_ISSUER_ID)
         if issuer_id is not None:
@@ -612,25 +627,17 @@ class StaticInvoice(_InvoiceFields):
         offer's issuer_id).  Raises ValueError (a DecodeError, for a result that would not decode).
         """
         from coincurve import PrivateKey
-        node_id = PrivateKey(signing_key).public_key.format()
-        recs: List[Record] = list(offer.offer_records().records)
-        recs.append((TLV_INVOICE_PATHS, encode_paths(list(payment_paths))))
-        recs.append((TLV_INVOICE_BLINDEDPAY, encode_payinfos(list(payinfos))))
-        recs.append((TLV_INVOICE_CREATED_AT, tu64(created_at)))
-        if relative_expiry is not None:
-            if not 0 <= relative_expiry <= 0xFFFFFFFF:
-                raise ValueError("relative_expiry must fit a u32")
-            recs.append((TLV_INVOICE_RELATIVE_EXPIRY, tu64(relative_expiry)))
-        if features:
-            recs.append((TLV_INVOICE_FEATURES, bytes(features)))
-        recs.append((TLV_INVOICE_NODE_ID, node_id))
-        recs.append((TLV_INVOICE_HELD_HTLC_PATHS, encode_paths(list(message_paths))))
-        recs.sort(key=lambda r: r[0])
+        if relative_expiry is not None and not 0 <= relative_expiry <= 0xFFFFFFFF:
+            raise ValueError("relative_expiry must fit a u32")
+        values = {"invoice_paths": list(payment_paths), "invoice_blindedpay": list(payinfos),
+                  "invoice_created_at": created_at, "invoice_relative_expiry": relative_expiry,
+                  "invoice_features": bytes(features) or None,
+                  "invoice_node_id": PrivateKey(signing_key).public_key.format(),
+                  "held_htlc_available_paths": list(message_paths)}
+        recs: List[Record] = sorted(list(offer.offer_records().records) + STATIC_INVOICE_TABLE.records(values))
         digest = sighash("static_invoice", "signature", merkle_root(recs))
-        sig = schnorr_sign(signing_key, digest, aux_randomness)
-        recs.append((TLV_SIGNATURE, sig))
-        recs.sort(key=lambda r: r[0])
-        return StaticInvoice.decode(encode_tlv(recs))
+        recs.append((TLV_SIGNATURE, schnorr_sign(signing_key, digest, aux_randomness)))
+        return StaticInvoice.decode(encode_tlv(sorted(recs)))
 
     # --- signature ---------------------------------------------------------------------------------
     def signature_digest(self) -> bytes:
@@ -644,22 +651,10 @@ class StaticInvoice(_InvoiceFields):
         """Expired once ``created_at + relative_expiry < now`` (LDK's rule)."""
         return self.expires_at < now
 
-    @property
-    def fallbacks(self) -> List[Tuple[int, bytes]]:
-        v = self.stream.get(TLV_INVOICE_FALLBACKS)
-        return _decode_fallbacks(v, _si_field(TLV_INVOICE_FALLBACKS)) if v is not None else []
-
-    @property
-    def features(self) -> bytes:
-        return self.stream.get(TLV_INVOICE_FEATURES) or b""
-
-    @property
-    def message_paths(self) -> List[BlindedPath]:
-        return decode_paths(self.stream.get(TLV_INVOICE_HELD_HTLC_PATHS), _si_field(TLV_INVOICE_HELD_HTLC_PATHS))
-
-    @property
-    def signature(self) -> bytes:
-        return self.stream.get(TLV_SIGNATURE)
+    fallbacks = _Value(STATIC_INVOICE_TABLE, "invoice_fallbacks", [])
+    features = _Value(STATIC_INVOICE_TABLE, "invoice_features", b"")
+    message_paths = _Value(STATIC_INVOICE_TABLE, "held_htlc_available_paths")
+    signature = _Value(STATIC_INVOICE_TABLE, "signature")
 
     @property
     def offer(self) -> Offer:
@@ -678,30 +673,8 @@ class StaticInvoice(_InvoiceFields):
 # invoice_request (minimal)
 # --------------------------------------------------------------------------------------------------
 
-TLV_INVREQ_METADATA = 0
-TLV_INVREQ_CHAIN = 80
-TLV_INVREQ_AMOUNT = 82
-TLV_INVREQ_FEATURES = 84
-TLV_INVREQ_QUANTITY = 86
-TLV_INVREQ_PAYER_ID = 88
-TLV_INVREQ_PAYER_NOTE = 89
-TLV_INVREQ_PATHS = 90
-TLV_INVREQ_BIP_353_NAME = 91
-
-INVREQ_FIELD_NAMES: Dict[int, str] = {
-    TLV_INVREQ_METADATA: "invreq_metadata", TLV_INVREQ_CHAIN: "invreq_chain", TLV_INVREQ_AMOUNT: "invreq_amount",
-    TLV_INVREQ_FEATURES: "invreq_features", TLV_INVREQ_QUANTITY: "invreq_quantity",
-    TLV_INVREQ_PAYER_ID: "invreq_payer_id", TLV_INVREQ_PAYER_NOTE: "invreq_payer_note", TLV_INVREQ_PATHS: "invreq_paths",
-    TLV_INVREQ_BIP_353_NAME: "invreq_bip_353_name", TLV_SIGNATURE: "signature",
-}
-
 _IR = "invoice_request"
-
-
-def _ir_field(t: int) -> str:
-    if t in INVREQ_FIELD_NAMES:
-        return f"{_IR}.{INVREQ_FIELD_NAMES[t]}"
-    return _offer_field(_IR, t) if in_offer_range(t) else f"{_IR}[{t}]"
+_ir_field = _namer(_IR, INVOICE_REQUEST_TABLE)
 
 
 @dataclass(frozen=True)
@@ -718,28 +691,11 @@ class InvoiceRequest(_OfferFields):
             f = _ir_field(t)
             if not (in_invreq_range(t) or is_signature_type(t)):
                 raise DecodeError(f, "TLV type outside the invoice_request ranges")
-            if t % 2 == 0 and not in_offer_range(t) and t not in INVREQ_FIELD_NAMES:
+            if t % 2 == 0 and not in_offer_range(t) and INVOICE_REQUEST_TABLE.by_type(t) is None:
                 raise DecodeError(f, "unknown even TLV type")
         if any(in_offer_range(t) for t in recs):
             _validate_offer_records(stream, _IR)
-        for t in (TLV_INVREQ_METADATA, TLV_INVREQ_PAYER_ID, TLV_SIGNATURE):
-            if t not in recs:
-                raise DecodeError(_ir_field(t), "required field missing")
-        decode_point(recs[TLV_INVREQ_PAYER_ID], _ir_field(TLV_INVREQ_PAYER_ID))
-        if TLV_INVREQ_CHAIN in recs and len(recs[TLV_INVREQ_CHAIN]) != 32:
-            raise DecodeError(_ir_field(TLV_INVREQ_CHAIN), "expected a 32-byte chain hash")
-        for t in (TLV_INVREQ_AMOUNT, TLV_INVREQ_QUANTITY):
-            if t in recs:
-                decode_tu(recs[t], 8, _ir_field(t))
-        if TLV_INVREQ_FEATURES in recs:
-            _check_features(recs[TLV_INVREQ_FEATURES], (), _ir_field(TLV_INVREQ_FEATURES))
-        if TLV_INVREQ_PAYER_NOTE in recs:
-            _utf8(recs[TLV_INVREQ_PAYER_NOTE], _ir_field(TLV_INVREQ_PAYER_NOTE))
-        if TLV_INVREQ_PATHS in recs:
-            if not decode_paths(recs[TLV_INVREQ_PATHS], _ir_field(TLV_INVREQ_PATHS)):
-                raise DecodeError(_ir_field(TLV_INVREQ_PATHS), "empty list of blinded paths")
-        if len(recs[TLV_SIGNATURE]) != 64:
-            raise DecodeError(_ir_field(TLV_SIGNATURE), f"expected 64 bytes, got {len(recs[TLV_SIGNATURE])}")
+        _check_fields(recs, INVOICE_REQUEST_TABLE, _ir_field)
         ir = InvoiceRequest(stream)
         if check_signature and not ir.verify_signature():
             raise DecodeError(_ir_field(TLV_SIGNATURE), "invalid signature")
@@ -759,61 +715,21 @@ class InvoiceRequest(_OfferFields):
     def verify_signature(self) -> bool:
         return schnorr_verify(self.payer_id, self.signature, self.signature_digest())
 
-    @property
-    def invreq_metadata(self) -> bytes:
-        return self.stream.get(TLV_INVREQ_METADATA)
-
-    @property
-    def chain(self) -> Optional[bytes]:
-        return self.stream.get(TLV_INVREQ_CHAIN)
-
-    @property
-    def invreq_amount(self) -> Optional[int]:
-        v = self.stream.get(TLV_INVREQ_AMOUNT)
-        return int.from_bytes(v, "big") if v is not None else None
-
-    @property
-    def quantity(self) -> Optional[int]:
-        v = self.stream.get(TLV_INVREQ_QUANTITY)
-        return int.from_bytes(v, "big") if v is not None else None
-
-    @property
-    def payer_id(self) -> bytes:
-        return self.stream.get(TLV_INVREQ_PAYER_ID)
-
-    invreq_payer_id = payer_id
-
-    @property
-    def payer_note(self) -> Optional[str]:
-        v = self.stream.get(TLV_INVREQ_PAYER_NOTE)
-        return v.decode() if v is not None else None
-
-    invreq_payer_note = payer_note
-
-    @property
-    def signature(self) -> bytes:
-        return self.stream.get(TLV_SIGNATURE)
+    invreq_metadata = _Value(INVOICE_REQUEST_TABLE, "invreq_metadata")
+    chain = _Value(INVOICE_REQUEST_TABLE, "invreq_chain")
+    invreq_amount = _Value(INVOICE_REQUEST_TABLE, "invreq_amount")
+    quantity = _Value(INVOICE_REQUEST_TABLE, "invreq_quantity")
+    payer_id = invreq_payer_id = _Value(INVOICE_REQUEST_TABLE, "invreq_payer_id")
+    payer_note = invreq_payer_note = _Value(INVOICE_REQUEST_TABLE, "invreq_payer_note")
+    signature = _Value(INVOICE_REQUEST_TABLE, "signature")
 
 
 # --------------------------------------------------------------------------------------------------
 # invoice (BOLT 12 type 66, a payee's answer to an invoice_request)
 # --------------------------------------------------------------------------------------------------
 
-INVOICE_FIELD_NAMES: Dict[int, str] = {
-    **{t: n for t, n in STATIC_INVOICE_FIELD_NAMES.items() if t != TLV_INVOICE_HELD_HTLC_PATHS},
-    TLV_INVOICE_PAYMENT_HASH: "invoice_payment_hash", TLV_INVOICE_AMOUNT: "invoice_amount"}
-#: BOLT 12: invoice_relative_expiry defaults to 7200 seconds
-DEFAULT_INVOICE_RELATIVE_EXPIRY = 7200
-
 _INV = "invoice"
-
-
-def _inv_field(t: int) -> str:
-    if t in INVOICE_FIELD_NAMES:
-        return f"{_INV}.{INVOICE_FIELD_NAMES[t]}"
-    if t in INVREQ_FIELD_NAMES:
-        return f"{_INV}.{INVREQ_FIELD_NAMES[t]}"
-    return _offer_field(_INV, t) if in_offer_range(t) else f"{_INV}[{t}]"
+_inv_field = _namer(_INV, INVOICE_TABLE, INVOICE_REQUEST_TABLE)
 
 
 @dataclass(frozen=True)
@@ -837,14 +753,12 @@ class Invoice(_InvoiceFields):
             f = _inv_field(t)
             if not (in_invreq_range(t) or in_invoice_range(t) or is_signature_type(t)):
                 raise DecodeError(f, "TLV type outside the invoice ranges")
-            if t % 2 == 0 and not in_offer_range(t) and t not in INVOICE_FIELD_NAMES and t not in INVREQ_FIELD_NAMES:
+            if (t % 2 == 0 and not in_offer_range(t) and INVOICE_TABLE.by_type(t) is None
+                    and INVOICE_REQUEST_TABLE.by_type(t) is None):
                 raise DecodeError(f, "unknown even TLV type")
         if any(in_offer_range(t) for t in recs):
             _validate_offer_records(stream, _INV)
-        _check_invoice_records(recs, _inv_field, (TLV_INVOICE_PAYMENT_HASH, TLV_INVOICE_AMOUNT))
-        if len(recs[TLV_INVOICE_PAYMENT_HASH]) != 32:
-            raise DecodeError(_inv_field(TLV_INVOICE_PAYMENT_HASH), "expected 32 bytes")
-        decode_tu(recs[TLV_INVOICE_AMOUNT], 8, _inv_field(TLV_INVOICE_AMOUNT))
+        _check_invoice_records(recs, INVOICE_TABLE, _inv_field)
         return Invoice(stream)._verified(check_signature, _inv_field(TLV_SIGNATURE))
 
     def to_string(self) -> str:
@@ -858,13 +772,8 @@ class Invoice(_InvoiceFields):
         """The invoice_request's records (offer fields included) as the invoice copied them, byte for byte."""
         return TlvStream(tuple((t, v) for t, v in self.stream.records if in_invreq_range(t)))
 
-    @property
-    def payment_hash(self) -> bytes:
-        return self.stream.get(TLV_INVOICE_PAYMENT_HASH)
-
-    @property
-    def invoice_amount(self) -> int:
-        return int.from_bytes(self.stream.get(TLV_INVOICE_AMOUNT), "big")
+    payment_hash = _Value(INVOICE_TABLE, "invoice_payment_hash")
+    invoice_amount = _Value(INVOICE_TABLE, "invoice_amount")
 
 
 __all__ = [

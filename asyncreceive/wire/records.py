@@ -18,10 +18,10 @@ its field names are the table's.
 """
 
 from dataclasses import dataclass, fields as dataclass_fields
-from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import DecodeError
-from .paths import BlindedPath, decode_paths, encode_paths
+from .paths import BlindedPath, decode_paths, decode_payinfos, encode_paths, encode_payinfos
 from .tlv import Reader, bigsize, decode_fixed, decode_point, decode_tlv, decode_tu, encode_tlv, tu64
 
 
@@ -77,6 +77,26 @@ def _utf8(v: bytes, f: str) -> str:
         raise DecodeError(f, "not valid UTF-8")
 
 
+def nonempty(codec: Codec, why: str = "empty") -> Codec:
+    """``codec`` whose decoded value (a list or bytes) must not be empty."""
+    def decode(v: bytes, f: str):
+        out = codec.decode(v, f)
+        if not out:
+            raise DecodeError(f, why)
+        return out
+    return Codec(codec.name + "[1..]", codec.encode, decode)
+
+
+def array(size: int, why: Optional[str] = None) -> Codec:
+    """A list of ``size``-byte items, concatenated (``chain_hash[]``); at least one with ``why`` (the
+    error when it is empty)."""
+    def decode(v: bytes, f: str):
+        if len(v) % size or (why is not None and not v):
+            raise DecodeError(f, why or f"{len(v)} bytes is not a whole number of {size}-byte items")
+        return [v[i:i + size] for i in range(0, len(v), size)]
+    return Codec(f"byte[{size}][]", lambda items: b"".join(items), decode)
+
+
 def record_codec(cls) -> Codec:
     """A field whose value is itself a record (anything with ``encode()`` and ``decode(data, field)``)."""
     return Codec(cls.__name__, lambda r: r.encode(), lambda v, f: cls.decode(v, f))
@@ -84,6 +104,9 @@ def record_codec(cls) -> Codec:
 
 BLINDED_PATH = record_codec(BlindedPath)
 BLINDED_PATHS = Codec("blinded_path[]", encode_paths, decode_paths)
+BLINDED_PAYINFOS = Codec("blinded_payinfo[]", encode_payinfos, decode_payinfos)
+SIGNATURE = fixed_bytes(64)        # BIP-340
+SHA256 = fixed_bytes(32)
 
 # ---- codecs of the datastore records (server, mailbox, recipient, received payments) ----
 U8 = fixed_int(1)
@@ -140,7 +163,8 @@ class Table:
     """One record set: its fields by type number, and whether its stream is LDK's length-prefixed
     "TLV struct" (``BigSize(len) || TLV stream``) or a plain TLV stream."""
 
-    def __init__(self, name: str, fields: Sequence[Field], length_prefixed: bool = False):
+    def __init__(self, name: str, fields: Sequence[Field], length_prefixed: bool = False,
+                 also_known: Optional[Callable[[int], bool]] = None):
         types = [f.type for f in fields]
         names = [f.name for f in fields]
         if len(set(types)) != len(types) or len(set(names)) != len(names):
@@ -150,6 +174,15 @@ class Table:
         self.length_prefixed = length_prefixed
         self.types = frozenset(types)
         self._by_type: Dict[int, Field] = {f.type: f for f in self.fields}
+        # types outside the table that its owner reads itself (e.g. onionmsg_tlv's one message record):
+        # not refused when even; ``decode(keep_unknown=True)`` returns them with the unknown odd ones
+        self.also_known = also_known
+
+    def by_type(self, t: int) -> Optional[Field]:
+        return self._by_type.get(t)
+
+    def known(self, t: int) -> bool:
+        return t in self.types or (self.also_known is not None and bool(self.also_known(t)))
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -160,22 +193,24 @@ class Table:
     def encode(self, values: Mapping[str, Any], extra: Iterable[Tuple[int, bytes]] = ()) -> bytes:
         """The record's bytes; a field whose value is None is left out (a required one may not be).
         ``extra`` adds records outside the table (e.g. unknown odd records kept from input)."""
-        records = []
         for f in self.fields:
-            value = values.get(f.name)
-            if value is None:
-                if f.required:
-                    raise ValueError(f"{self.name}.{f.name} is required")
-                continue
-            records.append((f.type, f.codec.encode(value)))
+            if f.required and values.get(f.name) is None:
+                raise ValueError(f"{self.name}.{f.name} is required")
+        records = self.records(values)
         records.extend(extra)
         stream = encode_tlv(sorted(records))
         return bigsize(len(stream)) + stream if self.length_prefixed else stream
 
+    def records(self, values: Mapping[str, Any]) -> List[Tuple[int, bytes]]:
+        """(type, value bytes) of each field whose value is not None, in type order; no field is
+        required here (for a record still being built, e.g. before its signature)."""
+        return [(f.type, f.codec.encode(values[f.name])) for f in self.fields if values.get(f.name) is not None]
+
     def decode(self, data: bytes, field: Optional[str] = None,
                keep_unknown: bool = False) -> Dict[str, Any]:
         """{field name: value} for every field of the table (absent optional ones get their default).
-        With ``keep_unknown``, unknown odd records are returned under the key ``"unknown"``."""
+        With ``keep_unknown``, unknown odd records (and ``also_known`` ones) are returned under the key
+        ``"unknown"``."""
         where = field or self.name
         if self.length_prefixed:
             r = Reader(data)
@@ -187,7 +222,8 @@ class Table:
         out: Dict[str, Any] = {f.name: f.default for f in self.fields}
         seen = set()
         unknown = []
-        for t, v in decode_tlv(inner, where, known=self.types).records:
+        known = self.types if self.also_known is None else self.known
+        for t, v in decode_tlv(inner, where, known=known).records:
             f = self._by_type.get(t)
             if f is None:
                 unknown.append((t, v))

@@ -8,6 +8,7 @@ from coincurve import PrivateKey
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
+from asyncreceive.wire import bolt12
 from asyncreceive.wire.bolt12 import (BASIC_MPP_OPTIONAL, DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY, InvoiceRequest,
                                       Offer, StaticInvoice, bech32_decode, bech32_encode, feature_bits,
                                       merkle_root, schnorr_sign, schnorr_verify, sighash)
@@ -453,3 +454,70 @@ def test_random_strings_only_decode_error(s):
         bech32_decode(s)
     except DecodeError:
         pass
+
+
+# ---- the field tables ---------------------------------------------------------------------------------
+u64s = st.integers(0, 2**64 - 1)
+texts = st.text(max_size=20)
+odd_features = st.binary(max_size=4).map(lambda b: bytes(x & 0xAA for x in b))   # optional (odd) bits only
+FIELD_VALUES = {
+    "offer_chains": st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=3),
+    "offer_metadata": st.binary(max_size=20), "offer_currency": texts, "offer_amount": st.integers(1, 2**64 - 1),
+    "offer_description": texts, "offer_features": odd_features, "offer_absolute_expiry": u64s,
+    "offer_paths": st.lists(blinded_paths, min_size=1, max_size=2), "offer_issuer": texts,
+    "offer_quantity_max": u64s, "offer_issuer_id": points,
+    "invreq_metadata": st.binary(max_size=20), "invreq_chain": st.binary(min_size=32, max_size=32),
+    "invreq_amount": u64s, "invreq_features": odd_features, "invreq_quantity": u64s, "invreq_payer_id": points,
+    "invreq_payer_note": texts, "invreq_paths": st.lists(blinded_paths, min_size=1, max_size=2),
+    "invreq_bip_353_name": st.binary(max_size=20), "signature": st.binary(min_size=64, max_size=64),
+    "invoice_paths": st.lists(blinded_paths, min_size=1, max_size=2),
+    "invoice_blindedpay": st.lists(payinfos, max_size=2), "invoice_created_at": u64s,
+    "invoice_relative_expiry": st.integers(0, 2**32 - 1),
+    "invoice_fallbacks": st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=2),
+    "invoice_features": odd_features | st.just(bytes.fromhex("010000")), "invoice_node_id": points,
+    "held_htlc_available_paths": st.lists(blinded_paths, max_size=2),
+    "invoice_payment_hash": st.binary(min_size=32, max_size=32), "invoice_amount": u64s,
+}
+TABLES = [bolt12.OFFER_TABLE, bolt12.INVOICE_REQUEST_TABLE, bolt12.STATIC_INVOICE_TABLE, bolt12.INVOICE_TABLE]
+FIELDS = [(table, f) for table in TABLES for f in table.fields]
+
+
+def test_every_table_field_has_a_strategy_and_a_name_of_its_range():
+    assert {f.name for _, f in FIELDS} == set(FIELD_VALUES)
+    assert all(bolt12.in_offer_range(f.type) for f in bolt12.OFFER_TABLE.fields)
+    assert all(bolt12.in_invreq_range(f.type) or bolt12.is_signature_type(f.type)
+               for f in bolt12.INVOICE_REQUEST_TABLE.fields)
+    for table in (bolt12.STATIC_INVOICE_TABLE, bolt12.INVOICE_TABLE):
+        assert all(bolt12.in_invoice_range(f.type) or bolt12.is_signature_type(f.type) for f in table.fields)
+
+
+@SETTINGS
+@given(st.sampled_from(FIELDS), st.data())
+def test_field_codecs_round_trip(table_field, data):
+    table, f = table_field
+    value = data.draw(FIELD_VALUES[f.name])
+    assert f.codec.decode(f.codec.encode(value), f.name) == value
+    # the record set's encoder writes exactly that record
+    assert dict(table.records({f.name: value})) == {f.type: f.codec.encode(value)}
+
+
+@FUZZ
+@given(st.sampled_from(FIELDS), st.binary(max_size=120))
+def test_field_codecs_take_any_bytes_or_raise_decode_error_naming_the_field(table_field, raw):
+    table, f = table_field
+    try:
+        value = f.codec.decode(raw, f"{table.name}.{f.name}")
+    except DecodeError as e:
+        assert e.field.startswith(f"{table.name}.{f.name}")
+        return
+    assert f.codec.decode(f.codec.encode(value), f.name) == value
+
+
+def test_field_names_in_errors_come_from_the_tables():
+    inv = bolt12.Invoice
+    assert bolt12._inv_field(bolt12.TLV_INVREQ_PAYER_ID) == "invoice.invreq_payer_id"
+    assert bolt12._inv_field(bolt12.TLV_OFFER_PATHS) == "invoice.offer_paths"
+    assert bolt12._inv_field(241) == "invoice[241]"
+    assert bolt12._si_field(bolt12.TLV_INVREQ_PAYER_ID) == "static_invoice[88]"
+    assert bolt12._ir_field(bolt12.TLV_SIGNATURE) == "invoice_request.signature"
+    assert inv.DEFAULT_RELATIVE_EXPIRY == bolt12.DEFAULT_INVOICE_RELATIVE_EXPIRY

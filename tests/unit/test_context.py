@@ -78,3 +78,14 @@ def test_context_records_below_4_other_than_kind_and_expiry_are_refused(t):
         PathContext.decode(b)
     with pytest.raises(ContextError, match="bad_context"):
         KEY.verify(b, KEY.path_id(b), 0)
+
+
+@given(st.binary(max_size=60))
+def test_any_bytes_decode_to_the_same_bytes_or_raise_decode_error_naming_path_context(data):
+    from asyncreceive.errors import DecodeError
+    try:
+        ctx = PathContext.decode(data)
+    except DecodeError as e:
+        assert e.field.startswith("path_context")
+        return
+    assert ctx.encode() == data

@@ -135,3 +135,36 @@ def test_garbage_only_decode_error(decode, data):
         decode(data)
     except DecodeError:
         pass
+
+
+odd_unknown = st.lists(st.tuples(st.integers(0, 2**32).map(lambda n: 2 * n + 5)
+                                 .filter(lambda t: t not in m.KNOWN_MESSAGE_TYPES), st.binary(max_size=20)),
+                       max_size=3, unique_by=lambda r: r[0]).map(lambda rs: tuple(sorted(rs)))
+
+
+@given(st.one_of(st.none(), blinded_paths), st.one_of(st.none(), st.sampled_from(sorted(m.KNOWN_MESSAGE_TYPES))),
+       st.binary(max_size=100), st.one_of(st.none(), st.binary(max_size=60)), odd_unknown)
+def test_envelope_roundtrip_keeps_unknown_odd_records(reply, t, body, enc, unknown):
+    p = m.OnionMessagePayload(t, body if t is not None else b"", reply, enc, unknown)
+    data = p.encode()
+    assert m.OnionMessagePayload.decode(data) == p
+    assert m.OnionMessagePayload.decode(data).encode() == data
+
+
+@given(st.sampled_from([m.StaticInvoicePersisted, m.HeldHtlcAvailable, m.ReleaseHeldHtlc]), odd_unknown)
+def test_empty_messages_skip_odd_records_only(cls, unknown):
+    body = m.encode_struct(unknown)
+    assert cls.decode(body) == cls() and cls().encode() == b"\x00"
+    with pytest.raises(DecodeError, match=rf"{m.MESSAGE_NAMES[cls.TYPE]}\[0\]: unknown even"):
+        cls.decode(m.encode_struct([(0, b"")] + list(unknown)))
+
+
+def test_serve_static_invoice_errors_name_the_field():
+    with pytest.raises(DecodeError, match=r"serve_static_invoice\.invoice: empty"):
+        m.ServeStaticInvoice.decode(m.encode_struct([(0, b""), (2, b"")]))
+    with pytest.raises(DecodeError, match=r"serve_static_invoice\.forward_invoice_request_path: required"):
+        m.ServeStaticInvoice.decode(m.encode_struct([(0, b"inv")]))
+    with pytest.raises(DecodeError, match=r"serve_static_invoice\.forward_invoice_request_path"):
+        m.ServeStaticInvoice.decode(m.encode_struct([(0, b"inv"), (2, b"\x02")]))
+    with pytest.raises(DecodeError, match=r"serve_static_invoice\.mailbox\.phantom_id"):
+        m.ServeStaticInvoice.decode(m.encode_struct([(0, b"inv"), (m.SERVE_MAILBOX, b"\x02")]))

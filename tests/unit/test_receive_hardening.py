@@ -26,6 +26,7 @@ from asyncreceive.wire.bolt12 import Offer
 from asyncreceive.wire.paths import decode_paths
 from asyncreceive.wire.tlv import bigsize, decode_tlv, encode_tlv, tu64
 
+from .strategies import points
 from .test_protocol import NOW, mailbox_world, send_held_htlc_available, stored_invoice
 
 OID_A, OID_B = b"\xaa" * 32, b"\xbb" * 32
@@ -359,3 +360,29 @@ def test_damaged_servers_record_does_not_stop_loading():
     w.rnode.ds[tuple(store.SERVER_PATHS_KEY)] = (b"\xff\x01", 0)
     w.recipient.load([])
     assert w.recipient.servers == [] and w.recipient.cache
+
+
+@settings(deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "invoice_request_draft": st.binary(max_size=20), "amt_to_forward": st.integers(0, 2**64 - 1),
+    "outgoing_cltv_value": st.integers(0, 2**32 - 1), "encrypted_recipient_data": st.binary(max_size=40),
+    "current_path_key": points, "total_amount_msat": st.integers(0, 2**64 - 1),
+    "invoice_request": st.binary(max_size=40), "sender_preimage": st.binary(min_size=32, max_size=32)}),
+    st.integers(0, 2**40))
+def test_payment_hop_table_round_trip_and_amount_defaults(values, htlc_msat):
+    from asyncreceive.payments.receive import PAYMENT_HOP_TABLE, onion_amounts, parse_payload
+    body = PAYMENT_HOP_TABLE.encode(values)
+    decoded = PAYMENT_HOP_TABLE.decode(body)
+    assert {k: v for k, v in decoded.items() if v is not None} == values
+    records = parse_payload(bigsize(len(body)) + body)
+    assert onion_amounts(records, htlc_msat) == (values.get("total_amount_msat", htlc_msat),
+                                                 values.get("amt_to_forward", htlc_msat),
+                                                 values.get("outgoing_cltv_value", 0))
+
+
+def test_payment_hop_bad_amount_is_named():
+    from asyncreceive.payments.receive import onion_amounts
+    with pytest.raises(DecodeError, match="^total_amount_msat: "):
+        onion_amounts({18: b"\x00\x01"}, 1)
+    with pytest.raises(DecodeError, match="^outgoing_cltv_value: "):
+        onion_amounts({4: b"\x01" * 5}, 1)

@@ -87,3 +87,30 @@ def test_every_declared_record_matches_its_table():
     assert len(classes) >= 3
     for cls in classes:
         check_record(cls)
+
+
+def test_also_known_types_are_kept_not_refused():
+    table = Table("env", [Field(2, "a", BYTES)], also_known=lambda t: t >= 64)
+    data = encode_tlv([(2, b"x"), (7, b"o"), (64, b"m")])
+    assert table.decode(data, keep_unknown=True) == {"a": b"x", "unknown": ((7, b"o"), (64, b"m"))}
+    with pytest.raises(DecodeError, match=r"env\[6\]: unknown even"):
+        table.decode(encode_tlv([(6, b"")]))
+    assert table.encode({"a": b"x"}, [(7, b"o"), (64, b"m")]) == data
+    assert table.by_type(2).name == "a" and table.by_type(64) is None and table.known(64) and not table.known(6)
+
+
+@given(st.lists(st.binary(min_size=4, max_size=4), max_size=4), st.booleans())
+def test_array_and_nonempty(items, required):
+    from asyncreceive.wire.records import array, nonempty
+    codec = array(4, "no items") if required else array(4)
+    raw = codec.encode(items)
+    if required and not items:
+        with pytest.raises(DecodeError, match="no items"):
+            codec.decode(raw, "x")
+    else:
+        assert codec.decode(raw, "x") == items
+    with pytest.raises(DecodeError, match="^x: "):
+        codec.decode(raw + b"\x00", "x")
+    if not items:
+        with pytest.raises(DecodeError, match="^y: empty$"):
+            nonempty(array(4)).decode(raw, "y")
