@@ -35,7 +35,7 @@ from ..recipient.service import F_OFFER_ID, RecipientService
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12 import Offer
-from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, fixed_bytes, fixed_bytes_list
+from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, array, fixed_bytes
 from ..wire.tlv import decode_tlv
 from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
                       check_htlc, check_terms, onion_amounts, parse_payload)
@@ -68,7 +68,7 @@ RECEIVED_PAYMENT_RECORD = Table("payment_record", [
     Field(6, "preimage", fixed_bytes(32), required=True),
     Field(8, "payer_note", UTF8_REPLACE),
     Field(9, "total_msat", TU64),               # not written: not known (0)
-    Field(11, "paths", fixed_bytes_list(DIGEST)),
+    Field(11, "paths", array(DIGEST)),
 ])
 
 

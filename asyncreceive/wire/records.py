@@ -114,15 +114,6 @@ U8 = fixed_int(1)
 UTF8_REPLACE = Codec("utf8 (lossy)", lambda s: s.encode(), lambda v, f: v.decode("utf-8", "replace"))
 
 
-def fixed_bytes_list(size: int) -> Codec:
-    """Items of ``size`` bytes each, one after another (a tuple of bytes)."""
-    def decode(v: bytes, f: str) -> Tuple[bytes, ...]:
-        if len(v) % size:
-            raise DecodeError(f, f"{len(v)} bytes, not a list of {size}-byte items")
-        return tuple(v[i:i + size] for i in range(0, len(v), size))
-    return Codec(f"byte[{size}][]", b"".join, decode)
-
-
 def table_codec(table: "Table") -> Codec:
     """A field whose value is a record of another table, as that table's {field name: value}."""
     return Codec(table.name, table.encode, lambda v, f: table.decode(v, f))
