@@ -31,6 +31,7 @@ from ..wire.messages import (HELD_ONION_MESSAGE, KNOWN_MESSAGE_TYPES, MailboxReg
                              message_name)
 from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
 from ..server.ratelimit import RateLimiter
+from ..logs import short_id
 from .graph import ChannelGraph
 from .lightningd import Lightningd, NodeError
 from .sender import Sender
@@ -268,7 +269,7 @@ class Transport:
             if not self._may_guess(scid, own):
                 raise NodeError(f"{e}; too many sends to unknown channels just now, not guessing")
             self._log(f"{e}: trying the path's introduction among our peers and their channel "
-                      f"{dest.introduction.scid_str()}: {', '.join(p.hex()[:16] for p in peers)}", "debug")
+                      f"{dest.introduction.scid_str()}: {', '.join(short_id(p) for p in peers)}", "debug")
             return ([_Attempt(p, build(p)) for p in peers]
                     + [_Attempt(p, build(p, [p], via_scid=scid)) for p in peers])
         if intro == self.node.node_id:   # the path's next node, named in our own hop, must be our peer
@@ -396,7 +397,7 @@ class Transport:
             self._count(self.stats.sent, outgoing.name)
             self.stats.last_sent_at = int(self._clock())
             self.stats.last_error_current = False
-            self._log(f"sent {outgoing.name} ({outgoing.size} bytes) via {sent_to.hex()}", "debug")
+            self._log(f"sent {outgoing.name} ({outgoing.size} bytes) via {short_id(sent_to)}", "debug")
         if failed:
             self._error(f"send {outgoing.name} failed: {outgoing.error}", "debug" if outgoing.quiet else "info")
         if outgoing.on_sent is not None and (first_success or failed):

@@ -37,6 +37,7 @@ from ..wire import messages as m
 from ..wire.bolt12 import Offer
 from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, array, fixed_bytes
 from ..wire.tlv import decode_tlv
+from ..logs import short_id
 from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
                       check_htlc, check_terms, onion_amounts, parse_payload)
 
@@ -119,7 +120,7 @@ class PaymentsService:
         m.HeldHtlcAvailable.decode(msg.body)
         offer_id = msg.context.get(F_OFFER_ID)
         if self._offer(offer_id) is None:
-            raise DecodeError("held_htlc_available", f"offer {offer_id.hex()[:16]} is no longer ours")
+            raise DecodeError("held_htlc_available", f"offer {short_id(offer_id)} is no longer ours")
         with self._lock:
             now = self._clock()
             allowed = self._releases.allow(offer_id, msg.source, now)
@@ -127,7 +128,7 @@ class PaymentsService:
             raise ContextError("rate_limited", PerPeerLimit.refused("held_htlc_available", offer_id, msg.source))
         self.t.send(msg.reply_path, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode())
         self.released += 1
-        self._log(f"released held HTLC for offer {offer_id.hex()[:16]}", "info")
+        self._log(f"released held HTLC for offer {short_id(offer_id)}", "info")
 
     # ---- htlc_accepted ------------------------------------------------------------------------------
     def _ours(self, path_id: Optional[bytes]) -> Optional[Tuple[bytes, Offer, Optional[int]]]:
@@ -210,7 +211,7 @@ class PaymentsService:
                            now, invoice_expires_at)
             note = v.invreq.payer_note if v.invreq is not None else None
         if v.action == "fail":
-            self._log(f"refused async HTLC {payment_hash.hex()[:16]} for offer {offer_id.hex()[:16]}: {v.reason}",
+            self._log(f"refused async HTLC {short_id(payment_hash)} for offer {short_id(offer_id)}: {v.reason}",
                       "info")
             respond({"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})
             return True
@@ -226,7 +227,7 @@ class PaymentsService:
             if not complete:
                 if len(waiters) == 1:
                     threading.Timer(MPP_TIMEOUT, self._expire, args=(payment_hash,)).start()
-                self._log(f"holding part of async payment {payment_hash.hex()[:16]} "
+                self._log(f"holding part of async payment {short_id(payment_hash)} "
                           f"({sum(p.amount_msat for p in pset.parts)}/{pset.total_msat} msat)", "debug")
                 return True
             del self._sets[payment_hash]
@@ -236,7 +237,7 @@ class PaymentsService:
                                                                        pset.total_msat, tuple(digests)))
         except Exception as e:  # never leave a part of ours unanswered in the hook
             recorded = self._recorded(payment_hash)
-            self._log(f"async payment {payment_hash.hex()[:16]}: recording it failed ({e}); "
+            self._log(f"async payment {short_id(payment_hash)}: recording it failed ({e}); "
                       + ("another thread recorded it: claiming" if recorded else "failing its parts"), "unusual")
             for r in waiters:
                 r({"result": "resolve", "payment_key": v.preimage.hex()} if recorded else
@@ -247,7 +248,7 @@ class PaymentsService:
             self.recipient.forget_fallback(payment_hash)
         for r in waiters:
             r({"result": "resolve", "payment_key": v.preimage.hex()})
-        self._log(f"received async payment {payment_hash.hex()[:16]}: {paid} msat for offer {offer_id.hex()[:16]}",
+        self._log(f"received async payment {short_id(payment_hash)}: {paid} msat for offer {short_id(offer_id)}",
                   "info")
         self._notify({"payment_hash": payment_hash.hex(), "offer_id": offer_id.hex(), "amount_msat": paid,
                       "parts": len(pset.parts), "payer_note": cap_note(note)})
@@ -278,12 +279,12 @@ class PaymentsService:
             rec = decode_payment(stored)
             total, fwd, _ = onion_amounts(records, amount)
         except DecodeError as e:
-            self._log(f"HTLC {payment_hash.hex()[:16]} not resolved from its record: {e}", "unusual")
+            self._log(f"HTLC {short_id(payment_hash)} not resolved from its record: {e}", "unusual")
             return None
         ours = {self.recipient.fallback_path_id(payment_hash), self._payment_path_id(bytes.fromhex(rec["offer_id"]))}
         same_path = hashlib.sha256(enc).digest() in rec["paths"] or (data is not None and data.path_id in ours)
         if not same_path or amount < fwd or total < rec["total_msat"]:
-            self._log(f"HTLC {payment_hash.hex()[:16]} has a recorded payment_hash but is not on its path "
+            self._log(f"HTLC {short_id(payment_hash)} has a recorded payment_hash but is not on its path "
                       f"or pays too little: not ours", "info")
             return None
         return bytes.fromhex(rec["preimage"])
@@ -293,7 +294,7 @@ class PaymentsService:
             entry = self._sets.pop(payment_hash, None)
         if entry is None:
             return
-        self._log(f"async payment {payment_hash.hex()[:16]} incomplete after {MPP_TIMEOUT}s: failing its parts",
+        self._log(f"async payment {short_id(payment_hash)} incomplete after {MPP_TIMEOUT}s: failing its parts",
                   "info")
         for r in entry[1]:
             r({"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})

@@ -28,6 +28,7 @@ from ..wire import messages as m
 from ..wire.bolt12 import InvoiceRequest, Offer
 from ..wire.paths import BlindedPath, decode_path_list, decode_paths, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
+from ..logs import short_id
 from . import cache as c
 from . import servers as sv
 from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
@@ -240,7 +241,7 @@ class RecipientService:
             try:
                 self.node.connect_then(intro, SERVER_CONNECT_TIMEOUT, functools.partial(self._server_connected, intro))
             except NodeError as e:  # too many connects pending: the next start or refresh tries again
-                self._log(f"connect to our server {intro.hex()[:16]} not started: {e}", "debug")
+                self._log(f"connect to our server {short_id(intro)} not started: {e}", "debug")
 
     def _introduction(self, path: BlindedPath) -> Optional[bytes]:
         try:
@@ -252,7 +253,7 @@ class RecipientService:
 
     def _server_connected(self, intro: bytes, error: Optional[str]) -> None:
         if error is not None:
-            self._log(f"could not connect to our server {intro.hex()[:16]}: {error}", "info")
+            self._log(f"could not connect to our server {short_id(intro)}: {error}", "info")
 
     def on_peer_connected(self, node_id: bytes) -> None:
         """Our server's introduction node or a channel peer connected: unanswered requests are retried at
@@ -317,7 +318,7 @@ class RecipientService:
             was = sv.state(self.health.get(server, sv.Health()), self.now())
             self.health[server] = sv.answered(self.health.get(server, sv.Health()), self.now())
         if was == "down":
-            self._log(f"server {server.hex()} answers again", "info")
+            self._log(f"server {short_id(server)} answers again", "info")
 
     # ---- outgoing -----------------------------------------------------------------------------------
     def _reply_via(self, server_path: BlindedPath) -> List[bytes]:
@@ -345,7 +346,7 @@ class RecipientService:
                 self.t.send(p, m.OFFER_PATHS_REQUEST, body, reply_context=ctx, reply_via=self._reply_via(p))
                 return
             except TransportError as e:
-                self._log(f"offer_paths_request for slot {slot} not sent on one path of server {server.hex()}: {e}",
+                self._log(f"offer_paths_request for slot {slot} not sent on one path of server {short_id(server)}: {e}",
                           "debug")
         raise TransportError(f"no path of server {server.hex()} accepted the request")
 
@@ -454,10 +455,10 @@ class RecipientService:
         paths_bytes = b"".join(p.encode() for p in op.paths[:c.MAX_PATHS_PER_SERVER])
         with self.lock:
             if server not in self.server_ids:
-                return self._ignore("removed_server", f"offer_paths for slot {slot} from server {server.hex()}")
+                return self._ignore("removed_server", f"offer_paths for slot {slot} from server {short_id(server)}")
             why = c.check_offer_paths(self.cache, slot, paths_bytes, op.paths_absolute_expiry, now, server)
             if why is not None:
-                return self._ignore(why, f"offer_paths for slot {slot} from server {server.hex()}")
+                return self._ignore(why, f"offer_paths for slot {slot} from server {short_id(server)}")
             holders = c.ordered(c.offer_holders(self.cache, slot, c.Holder(
                 server, paths_bytes, msg.reply_path.encode(), op.mailbox_node_id or b"", None,
                 op.paths_absolute_expiry), now), slot, self.server_ids)
@@ -473,7 +474,7 @@ class RecipientService:
             self._commit(new)
             crashpoint("recipient-offer-built")
         self._answered_by(server)  # only answers we take count: a replayed one does not keep it "answering"
-        self._log(f"slot {slot}: offer {offer.offer_id.hex()[:16]} built on {len(holders)} server(s)' paths, "
+        self._log(f"slot {slot}: offer {short_id(offer.offer_id)} built on {len(holders)} server(s)' paths, "
                   "serving its static invoice", "info")
         self._run(actions)
 
@@ -490,12 +491,12 @@ class RecipientService:
                 inv_exp = s.offer.invoice_expires_at
             new, changed = c.persisted(self.cache, offer_id, created, inv_exp, server)
             if not changed:
-                return self._ignore("stale_persisted", f"static_invoice_persisted for {offer_id.hex()[:16]}")
+                return self._ignore("stale_persisted", f"static_invoice_persisted for {short_id(offer_id)}")
             self._commit(new)
             self.persisted_changed.notify_all()
             status = next(x.status for x in new if x.offer is not None and x.offer.offer_id == offer_id)
         self._answered_by(server)
-        self._log(f"offer {offer_id.hex()[:16]} {status}: server persisted its static invoice (server "
+        self._log(f"offer {short_id(offer_id)} {status}: server persisted its static invoice (server "
                   f"{server.hex()})", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
@@ -525,7 +526,7 @@ class RecipientService:
         if invreq.offer_id != offer_id:
             raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")
         self.forwarded_invreqs += 1
-        self._log(f"forwarded invoice_request for offer {offer_id.hex()[:16]} received "
+        self._log(f"forwarded invoice_request for offer {short_id(offer_id)} received "
                   f"(amount {invreq.invreq_amount}, reply path {'yes' if msg.reply_path else 'no'})", "info")
         with self.lock:
             s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
@@ -553,12 +554,12 @@ class RecipientService:
                                                 keep_after=self._fallback_keep)
             self._delete_fallbacks(doomed)
             if not admit:
-                raise ContextError("rate_limited", f"invoice_request for offer {offer_id.hex()[:16]}: every "
+                raise ContextError("rate_limited", f"invoice_request for offer {short_id(offer_id)}: every "
                                    "online-fallback record is of an invoice issued in the last minutes")
             self.node.ds_put(fallback_key(payment_hash), encode_fallback(rec))
             self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at, now)
         self.t.send(msg.reply_path, m.INVOICE, invoice)
-        self._log(f"answered with an invoice for {amount} msat (payment_hash {payment_hash.hex()[:16]})", "info")
+        self._log(f"answered with an invoice for {amount} msat (payment_hash {short_id(payment_hash)})", "info")
 
     # ---- online-fallback records ---------------------------------------------------------------------
     def expire_fallbacks(self, now: Optional[int] = None) -> None:
@@ -593,7 +594,7 @@ class RecipientService:
             f = decode_fallback(payment_hash, got[0])
             pre = open_preimage(self._preimage_key, payment_hash, f.preimage) if f.sealed else f.preimage
         except DecodeError as e:
-            self._log(f"unreadable fallback invoice record {payment_hash.hex()[:16]}: {e}", "unusual")
+            self._log(f"unreadable fallback invoice record {short_id(payment_hash)}: {e}", "unusual")
             return None
         return FallbackInvoice(f.payment_hash, f.offer_id, f.amount_msat, f.expires_at, pre, False, f.payer_note)
 
@@ -669,7 +670,7 @@ class RecipientService:
                           holders=tuple(replace(h, persisted_at=None) for h in s.offer.holders))
             new, actions = c.offer_built(base, s.index, rec)
             self._commit(new)  # persisted before its invoice goes out: a restart re-serves it
-        self._log(f"slot {s.index}: dedicated offer {offer.offer_id.hex()[:16]} built (amount {amount_msat}), "
+        self._log(f"slot {s.index}: dedicated offer {short_id(offer.offer_id)} built (amount {amount_msat}), "
                   "serving its static invoice", "info")
         self._run(actions)
         with self.persisted_changed:

@@ -1,3 +1,4 @@
+from ..logs import short_id
 """Per-client token buckets (as ldk-node's static invoice store: burst 5, one token per 100 ms).
 
 Pure: the caller passes ``now`` (seconds, float).  Idle buckets are evicted, and the number of tracked
@@ -65,4 +66,4 @@ class PerPeerLimit:
 
     @staticmethod
     def refused(what: str, key: bytes, peer) -> str:
-        return f"{what} for offer {key.hex()[:16]} from {peer.hex()[:16] if peer is not None else 'an unknown peer'}"
+        return f"{what} for offer {short_id(key)} from {short_id(peer) if peer is not None else 'an unknown peer'}"

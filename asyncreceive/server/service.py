@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
 from ..errors import DecodeError
+from ..logs import client_name, short_id
 from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
@@ -334,9 +335,9 @@ class ServerService:
         slot = decode_fixed(slot_b, 2, "context.slot") if slot_b is not None else None
         rec = self._client(cid) if cid is not None else None
         if rec is None:
-            raise ContextError("unknown_client", f"no enrolled client {cid!r}")
+            raise ContextError("unknown_client", f"no enrolled client {client_name(cid)}")
         if rec.enrolment != msg.context.get(F_ENROLMENT):
-            raise ContextError("old_enrolment", f"a path of an earlier enrolment of client {cid!r}")
+            raise ContextError("old_enrolment", f"a path of an earlier enrolment of client {client_name(cid)}")
         return cid, slot, rec
 
     def on_offer_paths_request(self, msg: Received) -> None:
@@ -352,7 +353,7 @@ class ServerService:
         mailbox = self.node.node_id if self.config.max_held > 0 else None
         self.t.send(msg.reply_path, m.OFFER_PATHS, m.OfferPaths([offer_path], exp, mailbox).encode(),
                     reply_context=PathContext(Kind.SERVE_REPLY, exp, fields))
-        self._log(f"offer_paths for client {cid!r} slot {req.invoice_slot}", "debug")
+        self._log(f"offer_paths for client {client_name(cid)} slot {req.invoice_slot}", "debug")
 
     def issued_offer_path(self, path: BlindedPath, rec: ClientRecord, slot: int) -> bool:
         """Is ``path`` an offer path we made for (client enrolment, slot)?  Checked statelessly by
@@ -374,7 +375,7 @@ class ServerService:
         if slot is None or slot >= self.config.max_slots:
             raise DecodeError("context.slot", f"slot {slot} over the limit {self.config.max_slots}")
         if not self.persist_limit.allow(cid, self._clock()):
-            raise ContextError("rate_limited", f"client {cid!r} persisting too fast")
+            raise ContextError("rate_limited", f"client {client_name(cid)} persisting too fast")
         serve = m.ServeStaticInvoice.decode(msg.body)
         if len(serve.invoice) > self.config.max_invoice_bytes:
             raise DecodeError("serve_static_invoice.invoice",
@@ -406,10 +407,10 @@ class ServerService:
                 crashpoint("server-invoice-stored")
         self.t.send(msg.reply_path, m.STATIC_INVOICE_PERSISTED, m.StaticInvoicePersisted().encode())
         if stale:
-            self._log(f"client {cid!r} slot {slot}: kept the stored static invoice (created at "
-                      f"{prev_inv.created_at}) over one created at {inv.created_at} (a replay?); acknowledged", "info")
+            self._log(f"client {client_name(cid)} slot {slot}: kept the stored static invoice (created at "
+                      f"{prev_inv.created_at}) over one created at {inv.created_at} (a replay?); acknowledged", "debug")
         else:
-            self._log(f"stored static invoice for client {cid!r} slot {slot} ({len(serve.invoice)} bytes)", "info")
+            self._log(f"stored static invoice for client {client_name(cid)} slot {slot} ({len(serve.invoice)} bytes)", "debug")
 
     def _stored(self, data: bytes, key: List[str], check_signature: bool = True
                 ) -> Tuple[Optional[InvoiceRecord], Optional[StaticInvoice]]:
@@ -425,27 +426,27 @@ class ServerService:
         msg.expect(m.INVOICE_REQUEST, "an offer path")
         cid, slot, _ = self._ids(msg)
         if not self.lookup_limit.allow(cid, self._clock()):
-            raise ContextError("rate_limited", f"invoice requests for client {cid!r} too fast")
+            raise ContextError("rate_limited", f"invoice requests for client {client_name(cid)} too fast")
         InvoiceRequest.decode(msg.body)
         key = invoice_key(cid, slot)
         got = self.node.ds_get(key)
         if got is None:
-            raise ContextError("no_invoice", f"no static invoice for client {cid!r} slot {slot}")
+            raise ContextError("no_invoice", f"no static invoice for client {client_name(cid)} slot {slot}")
         rec, inv = self._stored(got[0], key, check_signature=False)   # checked when it was stored
         if rec is None:
             return
         now = self.now()
         if inv.is_expired(now) or inv.offer_is_expired(now):
-            raise ContextError("invoice_expired", f"static invoice for client {cid!r} slot {slot} expired")
+            raise ContextError("invoice_expired", f"static invoice for client {client_name(cid)} slot {slot} expired")
         try:
             self.t.send(rec.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path, quiet=True)
         except TransportError as e:
-            self._log(f"could not forward invoice_request to client {cid!r} (offline?): {e}", "debug")
+            self._log(f"could not forward invoice_request to client {client_name(cid)} (offline?): {e}", "debug")
         self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
         with self._lock:
             n, _ = self._served.get((cid, slot), (0, now))
             self._served[(cid, slot)] = (n + 1, now)
-        self._log(f"served static invoice of client {cid!r} slot {slot}", "debug")
+        self._log(f"served static invoice of client {client_name(cid)} slot {slot}", "debug")
 
     def flush_served(self) -> None:
         """Write the counts of serves made since the last flush into the invoice records (on the tick).
@@ -553,17 +554,17 @@ class ServerService:
         phantom key for us; a phantom already registered by another client stays with that client.  A
         refused or failed registration is logged; the invoice is still stored."""
         if not reg.verify(self.node.node_id):
-            self._log(f"client {cid!r}: mailbox registration not signed by its phantom key: ignored", "unusual")
+            self._log(f"client {client_name(cid)}: mailbox registration not signed by its phantom key: ignored", "unusual")
             return
         if reg.phantom_id in (self.node.node_id, self.t.phantom_id):
-            self._log(f"client {cid!r}: mailbox registration names this node: ignored", "unusual")
+            self._log(f"client {client_name(cid)}: mailbox registration names this node: ignored", "unusual")
             return
         with self._lock:
             if self._client(cid) is None:
                 return  # removed meanwhile
             owner = self._mailboxes.get(reg.phantom_id)
             if owner is not None and owner[0] != cid:
-                self._log(f"client {cid!r} registered a phantom id that client {owner[0]!r} uses: ignored",
+                self._log(f"client {client_name(cid)} registered a phantom id that client {client_name(owner[0])} uses: ignored",
                           "unusual")
                 return
             old = self._mailbox_of(cid)
@@ -573,12 +574,12 @@ class ServerService:
             try:
                 self._set(mb.mailbox_key(cid), rec.encode())
             except NodeError as e:
-                self._log(f"client {cid!r}: mailbox registration not stored: {e}", "unusual")
+                self._log(f"client {client_name(cid)}: mailbox registration not stored: {e}", "unusual")
                 return
             self._set_box(cid, rec)
         if old is None or old.registration.phantom_id != reg.phantom_id:
-            self._log(f"client {cid!r}: holding onion messages for it while it is offline "
-                      f"(node {rec.client_node_id.hex()})", "info")
+            self._log(f"client {client_name(cid)}: holding onion messages for it while it is offline "
+                      f"(node {short_id(rec.client_node_id)})", "debug")
 
     def _held(self, cid: bytes) -> List[mb.Entry]:
         """What is held for ``cid``, oldest first; a damaged record is logged and expires at once.  The
@@ -630,15 +631,15 @@ class ServerService:
         if entry is None:
             return
         cid, rec = entry
-        peer = source.hex()[:16] if source is not None else "unknown peer"
+        peer = short_id(source) if source is not None else "unknown peer"
         if len(onion_message) > mb.MAX_ONION_MESSAGE:
-            return self._log(f"client {cid!r}: not holding a {len(onion_message)}-byte onion message "
+            return self._log(f"client {client_name(cid)}: not holding a {len(onion_message)}-byte onion message "
                              f"(at most {mb.MAX_ONION_MESSAGE})", "debug")
         clock = self._clock()
         if source is not None and not self.peer_hold_limit.allow(source, clock):
             return self._log(f"onion messages to hold from {peer} arrive too fast: not held", "debug")
         if not self.hold_limit.allow((cid, source), clock):
-            return self._log(f"client {cid!r}: onion messages for it from {peer} arrive too fast: not held", "debug")
+            return self._log(f"client {client_name(cid)}: onion messages for it from {peer} arrive too fast: not held", "debug")
         now = self.now()
         new = mb.Entry(mb.held_key(cid, now, onion_message), source, len(onion_message), now)
         limits = mb.Limits(self.config.max_held, self.config.max_held_bytes, self.config.hold_seconds)
@@ -651,8 +652,8 @@ class ServerService:
                 self._put(new.key, mb.HeldMessage(now, onion_message, source).encode())
                 self._held_keys.setdefault(cid, {})[tuple(new.key)] = now
         if not ok:
-            return self._log(f"client {cid!r}: mailbox full, {peer} holds its share: not held", "debug")
-        self._log(f"holding an onion message for client {cid!r} from {peer} ({len(onion_message)} bytes)", "debug")
+            return self._log(f"client {client_name(cid)}: mailbox full, {peer} holds its share: not held", "debug")
+        self._log(f"holding an onion message for client {client_name(cid)} from {peer} ({len(onion_message)} bytes)", "debug")
         if self.node.is_connected(rec.client_node_id):
             self.deliver(cid)
 
@@ -707,7 +708,7 @@ class ServerService:
                         raise DecodeError("held_message.onion_message", f"{len(held.onion_message)} bytes: too big "
                                           "to relay")
                 except DecodeError as e:
-                    self._log(f"client {cid!r}: dropping a held onion message that cannot be relayed: {e}", "unusual")
+                    self._log(f"client {client_name(cid)}: dropping a held onion message that cannot be relayed: {e}", "unusual")
                     with self._lock:
                         self._delete_held(cid, [key])
                     dropped += 1
@@ -720,11 +721,11 @@ class ServerService:
                 except TransportError as e:
                     with self._lock:
                         flying.pop(tuple(key), None)
-                    self._log(f"relaying held onion messages to client {cid!r} stopped (kept for later): {e}", "debug")
+                    self._log(f"relaying held onion messages to client {client_name(cid)} stopped (kept for later): {e}", "debug")
                     break
                 sent += 1
         if sent or gone or dropped:
-            self._log(f"client {cid!r}: relayed {sent} held onion message(s), {len(gone)} expired"
+            self._log(f"client {client_name(cid)}: relayed {sent} held onion message(s), {len(gone)} expired"
                       + (f", {dropped} dropped" if dropped else ""), "info")
         return sent
 

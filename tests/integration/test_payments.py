@@ -131,7 +131,7 @@ def test_server_holds_held_htlc_available_for_offline_recipient(node_factory, pl
     recipient.start()
     wait_for(lambda: len(payer.rpc.call("asyncreceive-dev-received")["received"]) == 1, timeout=60)
     assert payer.rpc.call("asyncreceive-dev-received")["received"][0]["type"] == m.RELEASE_HELD_HTLC
-    server.daemon.wait_for_log(r"client b'phone': relayed 1 held onion message\(s\), 0 expired")
+    server.daemon.wait_for_log(r"client 'phone': relayed 1 held onion message\(s\), 0 expired")
     assert server.rpc.call("asyncreceive-status")["held_messages"] == 0
     st = recipient.rpc.call("asyncreceive-status")["messages"]
     print("recipient messages after reconnect:", st)
@@ -157,7 +157,7 @@ def test_pay_while_recipient_offline(node_factory, plugin_opts):
                                             "payer_note": "while you were out"})
     assert r["status"] == "requested"
     wait_for(lambda: pays(payer)[0]["status"] == "waiting_release")
-    server.daemon.wait_for_log(r"served static invoice of client b'phone'")
+    server.daemon.wait_for_log(r"served static invoice of client 'phone'")
     time.sleep(5)
     assert pays(payer)[0]["status"] == "waiting_release"  # the payment waits for the recipient
     payer.restart()  # a restart of the payer loses nothing: the payment is resumed from the datastore

@@ -63,7 +63,7 @@ def test_stock_cln_payer_reaches_server_and_recipient(node_factory, plugin_opts)
     offer = recipient.rpc.call("asyncreceive-getoffer")
     got = payer.rpc.fetchinvoice(offer=offer["offer"], amount_msat=1000, timeout=20)
     assert payer.rpc.decode(got["invoice"])["invoice_amount_msat"] == 1000
-    server.daemon.wait_for_log(r"served static invoice of client b'recipient' slot %d" % offer["slot"])
+    server.daemon.wait_for_log(r"served static invoice of client 'recipient' slot %d" % offer["slot"])
     served = [i for i in server.rpc.call("asyncserver-listinvoices", {"client_id": "recipient"})["invoices"]
               if i["slot"] == offer["slot"]]
     assert served[0]["times_served"] == 1 and served[0]["last_served_at"]
@@ -139,10 +139,10 @@ def test_server_restart_keeps_serving(node_factory, plugin_opts):
     offer = recipient.rpc.call("asyncreceive-getoffer")
     got = payer.rpc.fetchinvoice(offer=offer["offer"], amount_msat=5000, timeout=20)
     assert payer.rpc.decode(got["invoice"])["invoice_amount_msat"] == 5000
-    server.daemon.wait_for_log(r"served static invoice of client b'recipient' slot %d" % offer["slot"])
+    server.daemon.wait_for_log(r"served static invoice of client 'recipient' slot %d" % offer["slot"])
     # the enrolled client paths still work after the restart: a refresh is persisted again
     recipient.rpc.call("asyncreceive-refresh")
-    server.daemon.wait_for_log(r"stored static invoice for client b'recipient'")
+    server.daemon.wait_for_log(r"stored static invoice for client 'recipient'")
     assert len(server.rpc.call("asyncserver-listclients")["clients"]) == 1
 
 

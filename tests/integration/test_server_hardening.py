@@ -76,7 +76,7 @@ def test_junk_flood_after_a_held_message_does_not_evict_it(node_factory, plugin_
     assert held > 1
     recipient.start()
     wait_for(lambda: len(released(payer)) == 1, timeout=90)   # the real one was still held and relayed
-    server.daemon.wait_for_log(r"client b'phone': relayed \d+ held onion message\(s\)")
+    server.daemon.wait_for_log(r"client 'phone': relayed \d+ held onion message\(s\)")
 
 
 def test_junk_flood_before_a_real_message_does_not_block_it(node_factory, plugin_opts):
@@ -92,7 +92,7 @@ def test_junk_flood_before_a_real_message_does_not_block_it(node_factory, plugin
             pytest.skip("the transport does not pass onionmessage_forward_fail's source to the mailbox yet")
         assert server.daemon.is_in_log(f"from {attacker.info['id'][:16]}")
         send_real(payer, server, path)               # while the flood goes on
-        server.daemon.wait_for_log(f"holding an onion message for client b'phone' from {payer.info['id'][:16]}")
+        server.daemon.wait_for_log(f"holding an onion message for client 'phone' from {payer.info['id'][:16]}")
     finally:
         flood.join()
     recipient.start()

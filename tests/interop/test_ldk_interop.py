@@ -239,7 +239,7 @@ def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
     recipient.stop()
     t0 = time.time()
     pid = payer.call("pay_offer", offer["offer"], 50_000, "from", "ldk")
-    server.daemon.wait_for_log(r"served static invoice of client b'cln-recipient'")
+    server.daemon.wait_for_log(r"served static invoice of client 'cln-recipient'")
     wait_for(lambda: server.rpc.call("asyncreceive-status")["held_messages"] >= 1, timeout=30)
     time.sleep(5)
     print("LDK payment while the recipient is offline:", ldk_payment(payer, pid))
@@ -248,7 +248,7 @@ def test_ldk_pays_offline_cln_recipient(node_factory, ldk_factory, bitcoind):
     recipient.start()
     check_ldk_paid(payer, recipient, pid, offer, t0, timeout=60)
     print(f"paid {time.time() - t1:.1f}s after the recipient started")
-    server.daemon.wait_for_log(r"client b'cln-recipient': relayed [1-9]\d* held onion message")
+    server.daemon.wait_for_log(r"client 'cln-recipient': relayed [1-9]\d* held onion message")
     assert server.rpc.call("asyncreceive-status")["held_messages"] == 0
     relayed = recipient.rpc.call("asyncreceive-status")["messages"]["relayed"]
     print("recipient: relayed to it by the server:", relayed)

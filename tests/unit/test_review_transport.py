@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from asyncreceive.logs import short_id
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.node.graph import ChannelGraph
 from asyncreceive.node.lightningd import MAX_CONNECTING, Lightningd, NodeError
@@ -132,7 +133,7 @@ def test_a_connect_that_times_out_is_told_while_lightningd_still_tries_and_keeps
 
 
 def sent_via(net, peer):
-    return sum(f"via {peer.node_id.hex()}" in text for _, _, text in net.log)
+    return sum(f"via {short_id(peer.node_id)}" in text for _, _, text in net.log)
 
 
 def _counting_graph(us):
