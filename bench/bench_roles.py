@@ -67,7 +67,7 @@ def test_bench_server_serving(node_factory):
 
 def _first_invoice(server, recipient):
     from asyncreceive.server.store import InvoiceRecord, invoice_key
-    from asyncreceive.wire.bolt12 import StaticInvoice
+    from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
     slot = recipient.rpc.call("asyncreceive-getoffer")["slot"]
     rec = server.rpc.listdatastore(key=invoice_key(b"bench", slot))["datastore"][0]
     return StaticInvoice.decode(InvoiceRecord.decode(bytes.fromhex(rec["hex"])).invoice)

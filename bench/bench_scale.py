@@ -41,7 +41,7 @@ from asyncreceive.recipient.invoice import CHAINS, build_offer, build_static_inv
 from asyncreceive.server.service import OFFER_LIFETIME, ServerService
 from asyncreceive.server.store import ClientRecord, InvoiceRecord, client_key, invoice_key
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import StaticInvoice
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from bench.bench_transport import HAVE_NODES, PLUGIN, plugin_cpu
 
 pytestmark = pytest.mark.skipif(not HAVE_NODES, reason="needs lightningd, bitcoind, bitcoin-cli on PATH")

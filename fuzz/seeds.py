@@ -14,7 +14,8 @@ from asyncreceive.payments.payer import build_invoice_request, build_payment_oni
 from asyncreceive.recipient.invoice import build_static_invoice
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import HRP_INVOICE_REQUEST, Offer, bech32_encode
+from asyncreceive.wire.bolt12.bech32 import HRP_INVOICE_REQUEST, bech32_encode
+from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.paths import (BlindedPath, BlindedPayInfo, SciddirOrPubkey, encode_path_list, encode_paths,
                                      encode_payinfos)
 from asyncreceive.wire.tlv import bigsize, encode_tlv, tu64, u16

@@ -46,7 +46,7 @@ from asyncreceive.payments.payer import build_invoice_request, build_payment_oni
 from asyncreceive.payments.receive import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA
 from asyncreceive.payments.service import PaymentsService
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import Offer
+from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.paths import BlindedPath, decode_path_list
 from asyncreceive.wire.tlv import bigsize, encode_record, encode_tlv, tu64, u16
 

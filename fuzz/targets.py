@@ -24,7 +24,10 @@ from asyncreceive.errors import DecodeError
 from asyncreceive.payments.receive import parse_payload
 from asyncreceive.recipient import store as recipient_store
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
-from asyncreceive.wire import bolt12
+from asyncreceive.wire.bolt12.bech32 import bech32_decode, bech32_encode
+from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.paths import (BlindedPath, decode_path_list, decode_paths, decode_payinfos, decode_server_paths,
                                      encode_path_list, encode_paths, encode_payinfos)
@@ -250,12 +253,12 @@ def _read_offer_fields(o) -> None:
 
 @target("offer")
 def fuzz_offer(data: bytes) -> None:
-    o = refused(bolt12.Offer.decode, data)
+    o = refused(Offer.decode, data)
     if o is not None:
         same(o.encode(), data, "Offer")
         _read_offer_fields(o)
         o.paths, o.features, o.is_expired(NOW)
-        if bolt12.Offer.from_string(o.to_string()) != o:
+        if Offer.from_string(o.to_string()) != o:
             raise Failure("Offer: from_string(to_string(x)) != x")
 
 
@@ -267,41 +270,41 @@ def _text(data: bytes) -> str:
 def fuzz_bolt12_string(data: bytes) -> None:
     """bech32_decode and the string forms of offers and invoice_requests (``+`` joins, upper case)."""
     s = _text(data)
-    got = refused(bolt12.bech32_decode, s)
+    got = refused(bech32_decode, s)
     if got is not None:
         hrp, raw = got
-        again = refused(bolt12.bech32_encode, hrp, raw, errors=(ValueError,))  # it takes fewer hrps
+        again = refused(bech32_encode, hrp, raw, errors=(ValueError,))  # it takes fewer hrps
         if again is not None and s == s.lower() and "+" not in s:
             same(again.encode("latin-1"), data, "bech32")
-    o = refused(bolt12.Offer.from_string, s)
+    o = refused(Offer.from_string, s)
     if o is not None:
         again = o.to_string()
-        if bolt12.bech32_decode(again) != ("lno", o.encode()):
+        if bech32_decode(again) != ("lno", o.encode()):
             raise Failure("Offer.to_string does not decode back to the offer")
         if "+" not in s and s == s.lower():
             same(again.encode("latin-1"), data, "Offer string")
-    refused(bolt12.InvoiceRequest.from_string, s, False)
+    refused(InvoiceRequest.from_string, s, False)
 
 
 @target("invoice_request")
 def fuzz_invoice_request(data: bytes) -> None:
-    ir = refused(bolt12.InvoiceRequest.decode, data, False)
+    ir = refused(InvoiceRequest.decode, data, False)
     if ir is not None:
         same(ir.encode(), data, "InvoiceRequest")
         _read_offer_fields(ir)
         ir.invreq_metadata, ir.chain, ir.invreq_amount, ir.quantity, ir.payer_id, ir.payer_note, ir.signature
-        refused(bolt12.InvoiceRequest.decode, data, True)
+        refused(InvoiceRequest.decode, data, True)
 
 
 @target("static_invoice", max_len=8192)
 def fuzz_static_invoice(data: bytes) -> None:
-    inv = refused(bolt12.StaticInvoice.decode, data, False)
+    inv = refused(StaticInvoice.decode, data, False)
     if inv is not None:
         same(inv.encode(), data, "StaticInvoice")
         _read_offer_fields(inv)
         (inv.paths, inv.payinfos, inv.created_at, inv.relative_expiry, inv.expires_at, inv.is_expired(NOW),
          inv.fallbacks, inv.features, inv.node_id, inv.message_paths, inv.signature, inv.offer)
-        refused(bolt12.StaticInvoice.decode, data, True)
+        refused(StaticInvoice.decode, data, True)
 
 
 # ---- sphinx ---------------------------------------------------------------------------------------------

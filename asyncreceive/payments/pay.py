@@ -41,7 +41,11 @@ from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
-from ..wire.bolt12 import Invoice, InvoiceRequest, Offer, StaticInvoice, TLV_INVOICE_PAYMENT_HASH
+from ..wire.bolt12.fields import TLV_INVOICE_PAYMENT_HASH
+from ..wire.bolt12.invoice import Invoice
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.offer import Offer
+from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
 from .payer import PayLimits, build_invoice_request, build_payment_onion, check_invoice, check_static_invoice, \
     path_order, usable_paths

@@ -16,8 +16,12 @@ from coincurve import PrivateKey
 
 from ..crypto.sphinx import hop_size
 from ..errors import DecodeError
-from ..wire.bolt12 import (INVOICE_REQUEST_TABLE, TLV_SIGNATURE, Invoice, InvoiceRequest, Offer, StaticInvoice,
-                           in_invreq_range, merkle_root, schnorr_sign, sighash)
+from ..wire.bolt12.fields import INVOICE_REQUEST_TABLE, TLV_SIGNATURE, in_invreq_range
+from ..wire.bolt12.invoice import Invoice
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.offer import Offer
+from ..wire.bolt12.signature import merkle_root, schnorr_sign, sighash
+from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.paths import BlindedPayInfo
 from ..wire.tlv import TlvStream, encode_tlv
 from .receive import PAYMENT_HOP_TABLE

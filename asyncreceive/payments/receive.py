@@ -24,7 +24,8 @@ from typing import Dict, Hashable, List, Optional, Tuple
 from ..crypto.blinding import EncryptedData
 from ..errors import DecodeError
 from ..recipient.fallback import HTLC_GRACE
-from ..wire.bolt12 import InvoiceRequest, Offer
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.offer import Offer
 from ..wire.records import BYTES, POINT, SHA256, TU32, TU64, Field, Table
 from ..wire.tlv import decode_tlv, Reader
 

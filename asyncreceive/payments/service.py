@@ -34,7 +34,7 @@ from ..recipient.fallback import cap_note
 from ..recipient.service import F_OFFER_ID, RecipientService
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
-from ..wire.bolt12 import Offer
+from ..wire.bolt12.offer import Offer
 from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, array, fixed_bytes
 from ..wire.tlv import decode_tlv
 from ..logs import short_id

@@ -20,8 +20,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from coincurve import PrivateKey
 
-from ..wire.bolt12 import (BASIC_MPP_OPTIONAL, INVOICE_TABLE, InvoiceRequest, TLV_SIGNATURE, is_signature_type,
-                           merkle_root, schnorr_sign, sighash)
+from ..wire.bolt12.fields import BASIC_MPP_OPTIONAL, INVOICE_TABLE, TLV_SIGNATURE
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.signature import is_signature_type, merkle_root, schnorr_sign, sighash
 from ..wire.paths import BlindedPath, BlindedPayInfo
 from ..wire.tlv import TlvStream, encode_tlv
 

@@ -16,7 +16,9 @@ from typing import Callable, List, Optional, Sequence
 from coincurve import PrivateKey
 
 from ..crypto.blinding import EncryptedData, PaymentConstraints, PaymentRelay, build_blinded_path
-from ..wire.bolt12 import BASIC_MPP_OPTIONAL, Offer, StaticInvoice, TLV_OFFER_ISSUER
+from ..wire.bolt12.fields import BASIC_MPP_OPTIONAL, TLV_OFFER_ISSUER
+from ..wire.bolt12.offer import Offer
+from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.paths import BlindedPath, BlindedPayInfo
 
 MAX_U32 = 2 ** 32 - 1

@@ -25,7 +25,8 @@ from ..node.transport import CONNECT_TIMEOUT as SERVER_CONNECT_TIMEOUT
 from ..node.transport import Received, Transport, TransportError
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
-from ..wire.bolt12 import InvoiceRequest, Offer
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.offer import Offer
 from ..wire.paths import BlindedPath, decode_path_list, decode_paths, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from ..logs import short_id

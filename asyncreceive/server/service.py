@@ -41,7 +41,8 @@ from ..node.crashpoint import crashpoint
 from ..node.lightningd import NodeError
 from ..node.transport import Received, Transport, TransportError
 from ..wire import messages as m
-from ..wire.bolt12 import InvoiceRequest, StaticInvoice
+from ..wire.bolt12.invoice_request import InvoiceRequest
+from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_fixed, u16
 from . import mailbox as mb

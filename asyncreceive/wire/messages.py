@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import DecodeError
-from .bolt12 import schnorr_sign, schnorr_verify
+from .bolt12.signature import schnorr_sign, schnorr_verify
 from .paths import BlindedPath
 from .records import (BLINDED_PATH, BLINDED_PATHS, BYTES, NONEMPTY_BYTES, POINT, U16, U64, Field, Table, TableRecord,
                       record_codec)

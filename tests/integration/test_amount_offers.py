@@ -9,7 +9,7 @@ from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
 from asyncreceive.server.store import InvoiceRecord, invoice_key
-from asyncreceive.wire.bolt12 import StaticInvoice
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from tests.integration.test_payments import pay_of, pays
 
 

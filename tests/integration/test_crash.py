@@ -21,7 +21,8 @@ from asyncreceive.recipient import cache as c
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.recipient.store import decode_slot
 from asyncreceive.server.store import InvoiceRecord, invoice_key, invoices_prefix
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.tlv import bigsize
 from tests.integration.test_payments import pays
 

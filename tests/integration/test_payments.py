@@ -18,7 +18,8 @@ from asyncreceive.payments.payer import build_invoice_request, build_payment_oni
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.tlv import bigsize
 
 

@@ -14,7 +14,7 @@ import time
 
 from pyln.testing.utils import wait_for
 
-from asyncreceive.wire.bolt12 import Offer
+from asyncreceive.wire.bolt12.offer import Offer
 
 from tests.integration.test_payments import pay_of
 

@@ -20,7 +20,8 @@ from asyncreceive.recipient.invoice import (CHAINS, MAX_AMOUNT_MSAT, MAX_DESCRIP
                                             check_offer_fields)
 from asyncreceive.recipient.service import RecipientError
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import Invoice, Offer
+from asyncreceive.wire.bolt12.invoice import Invoice
+from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.tlv import decode_tlv, encode_tlv
 
 from .test_protocol import NOW, World, mailbox_world, stored_invoice
@@ -212,7 +213,7 @@ def test_payer_pays_an_amount_offer_its_amount_or_more_never_less():
                           description="book")
     pid = w.pay(amount=None)  # omitted: the offer's
     rec = w.record(pid)
-    from asyncreceive.wire.bolt12 import InvoiceRequest
+    from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest
     assert rec.amount_msat == 40_000 and InvoiceRequest.decode(rec.invreq).invreq_amount == 40_000
     assert w.record(w.pay(amount=45_000)).amount_msat == 45_000
     with pytest.raises(PayError, match="amount_msat: 39999 is below the offer's amount 40000"):

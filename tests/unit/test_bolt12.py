@@ -7,11 +7,15 @@ import pytest
 from coincurve import PrivateKey
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
+import asyncreceive.wire.bolt12.fields as fields
 from asyncreceive.errors import DecodeError
-from asyncreceive.wire import bolt12
-from asyncreceive.wire.bolt12 import (BASIC_MPP_OPTIONAL, DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY, InvoiceRequest,
-                                      Offer, StaticInvoice, bech32_decode, bech32_encode, feature_bits,
-                                      merkle_root, schnorr_sign, schnorr_verify, sighash)
+from asyncreceive.wire.bolt12.bech32 import bech32_decode, bech32_encode
+from asyncreceive.wire.bolt12.fields import BASIC_MPP_OPTIONAL, DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY, feature_bits
+from asyncreceive.wire.bolt12.invoice import Invoice, _inv_field
+from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest, _ir_field
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.signature import is_signature_type, merkle_root, schnorr_sign, schnorr_verify, sighash
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice, _si_field
 from asyncreceive.wire.paths import BlindedHop, BlindedPath, BlindedPayInfo, SciddirOrPubkey
 from asyncreceive.wire.tlv import decode_tlv, encode_record, encode_tlv, tu64
 
@@ -478,17 +482,17 @@ FIELD_VALUES = {
     "held_htlc_available_paths": st.lists(blinded_paths, max_size=2),
     "invoice_payment_hash": st.binary(min_size=32, max_size=32), "invoice_amount": u64s,
 }
-TABLES = [bolt12.OFFER_TABLE, bolt12.INVOICE_REQUEST_TABLE, bolt12.STATIC_INVOICE_TABLE, bolt12.INVOICE_TABLE]
+TABLES = [fields.OFFER_TABLE, fields.INVOICE_REQUEST_TABLE, fields.STATIC_INVOICE_TABLE, fields.INVOICE_TABLE]
 FIELDS = [(table, f) for table in TABLES for f in table.fields]
 
 
 def test_every_table_field_has_a_strategy_and_a_name_of_its_range():
     assert {f.name for _, f in FIELDS} == set(FIELD_VALUES)
-    assert all(bolt12.in_offer_range(f.type) for f in bolt12.OFFER_TABLE.fields)
-    assert all(bolt12.in_invreq_range(f.type) or bolt12.is_signature_type(f.type)
-               for f in bolt12.INVOICE_REQUEST_TABLE.fields)
-    for table in (bolt12.STATIC_INVOICE_TABLE, bolt12.INVOICE_TABLE):
-        assert all(bolt12.in_invoice_range(f.type) or bolt12.is_signature_type(f.type) for f in table.fields)
+    assert all(fields.in_offer_range(f.type) for f in fields.OFFER_TABLE.fields)
+    assert all(fields.in_invreq_range(f.type) or is_signature_type(f.type)
+               for f in fields.INVOICE_REQUEST_TABLE.fields)
+    for table in (fields.STATIC_INVOICE_TABLE, fields.INVOICE_TABLE):
+        assert all(fields.in_invoice_range(f.type) or is_signature_type(f.type) for f in table.fields)
 
 
 @SETTINGS
@@ -514,10 +518,9 @@ def test_field_codecs_take_any_bytes_or_raise_decode_error_naming_the_field(tabl
 
 
 def test_field_names_in_errors_come_from_the_tables():
-    inv = bolt12.Invoice
-    assert bolt12._inv_field(bolt12.TLV_INVREQ_PAYER_ID) == "invoice.invreq_payer_id"
-    assert bolt12._inv_field(bolt12.TLV_OFFER_PATHS) == "invoice.offer_paths"
-    assert bolt12._inv_field(241) == "invoice[241]"
-    assert bolt12._si_field(bolt12.TLV_INVREQ_PAYER_ID) == "static_invoice[88]"
-    assert bolt12._ir_field(bolt12.TLV_SIGNATURE) == "invoice_request.signature"
-    assert inv.DEFAULT_RELATIVE_EXPIRY == bolt12.DEFAULT_INVOICE_RELATIVE_EXPIRY
+    assert _inv_field(fields.TLV_INVREQ_PAYER_ID) == "invoice.invreq_payer_id"
+    assert _inv_field(fields.TLV_OFFER_PATHS) == "invoice.offer_paths"
+    assert _inv_field(241) == "invoice[241]"
+    assert _si_field(fields.TLV_INVREQ_PAYER_ID) == "static_invoice[88]"
+    assert _ir_field(fields.TLV_SIGNATURE) == "invoice_request.signature"
+    assert Invoice.DEFAULT_RELATIVE_EXPIRY == fields.DEFAULT_INVOICE_RELATIVE_EXPIRY

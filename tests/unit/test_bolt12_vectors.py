@@ -5,8 +5,10 @@ import re
 import pytest
 
 from asyncreceive.errors import DecodeError
-from asyncreceive.wire.bolt12 import (InvoiceRequest, Offer, bech32_decode, merkle_root, schnorr_verify,
-                                      sighash, tagged_hash)
+from asyncreceive.wire.bolt12.bech32 import bech32_decode
+from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.signature import merkle_root, schnorr_verify, sighash, tagged_hash
 from asyncreceive.wire.tlv import Reader, bigsize, decode_tlv
 
 from ..vectors import load_vector

@@ -7,7 +7,8 @@ from coincurve import PrivateKey
 from asyncreceive.crypto.blinding import decrypt_hop
 from asyncreceive.recipient.invoice import (CHAINS, IncomingChannel, build_offer, build_static_invoice,
                                             offer_signing_key, payment_paths, scid_int)
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 
 NOW = 1_800_000_000
 

@@ -27,7 +27,9 @@ from asyncreceive.payments.receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENC
                                            KEYSEND_PREIMAGE)
 from asyncreceive.wire import messages as m
 from asyncreceive.recipient.invoice import CHAINS
-from asyncreceive.wire.bolt12 import InvoiceRequest, Offer, StaticInvoice
+from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.paths import BlindedPayInfo
 from asyncreceive.wire.tlv import decode_tlv
 

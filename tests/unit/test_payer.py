@@ -19,7 +19,9 @@ from asyncreceive.payments.payer import (PayLimits, build_invoice_request, check
 from asyncreceive.recipient.fallback import build_invoice
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import HRP_OFFER, Offer, StaticInvoice, bech32_encode
+from asyncreceive.wire.bolt12.bech32 import HRP_OFFER, bech32_encode
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.paths import BlindedPayInfo
 from asyncreceive.wire.tlv import encode_tlv
 

@@ -18,7 +18,8 @@ from asyncreceive.server.service import MAX_OFFER_PATHS_CHECKED, ServerConfig, S
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m
 from asyncreceive.recipient.invoice import CHAINS
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.paths import decode_path_list
 
 from .fakes import FakeNetwork

@@ -22,7 +22,7 @@ from asyncreceive.recipient import service as rs
 from asyncreceive.recipient import store
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import Offer
+from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.paths import decode_paths
 from asyncreceive.wire.tlv import bigsize, decode_tlv, encode_tlv, tu64
 

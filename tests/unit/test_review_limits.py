@@ -66,7 +66,7 @@ def fallback_world():
 
 def forward_invreq(w, source):
     """A forwarded invoice_request for the recipient's offer that arrived from peer ``source``."""
-    from asyncreceive.wire.bolt12 import Offer
+    from asyncreceive.wire.bolt12.offer import Offer
     offer = Offer.decode(w.recipient.cache[0].offer.offer)
     invreq = build_invoice_request(offer, 50_000, os.urandom(32), chain=CHAINS["regtest"])
     reply = w.pt.make_path(PathContext(Kind.PAYER_REPLY, None, {4: b"payment-1"}))

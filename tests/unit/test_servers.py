@@ -16,7 +16,8 @@ from asyncreceive.recipient.store import SERVERS_KEY, encode_servers
 from asyncreceive.server.service import ServerConfig, ServerService
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m
-from asyncreceive.wire.bolt12 import Offer, StaticInvoice
+from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.bolt12.static_invoice import StaticInvoice
 from asyncreceive.wire.paths import decode_path_list, encode_path_list
 
 from asyncreceive.wire.tlv import decode_tlv, encode_tlv
