@@ -258,7 +258,8 @@ def init(options, configuration, plugin, **kwargs):
                                         lambda p: plugin.notify("asyncreceive_payment", p))
     network = plugin.rpc.getinfo()["network"]
     state["pay"] = PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
-                              notify=lambda p: plugin.notify("asyncreceive_pay", p))
+                              notify=lambda p: plugin.notify("asyncreceive_pay", p),
+                              wake=lambda delay: state["worker"].wake("pay", delay, state["pay"].run_due))
     first = [True]
     if not configuration.get("startup", True):
         transport.running.set()  # started by `plugin start`: lightningd is already running
@@ -286,8 +287,8 @@ def init(options, configuration, plugin, **kwargs):
 
     worker = Worker(log, tick=on_tick, tick_seconds=tick, on_drop=transport.drop,
                     rate=RateLimiter(PEER_BURST, PEER_REFILL))
+    state["worker"] = worker   # before the first tick: resuming payments asks it for a wake-up
     worker.start()
-    state["worker"] = worker
     log(f"asyncreceive {__version__} ready; phantom hop {transport.phantom_id.hex()}; "
         f"{len(recipient.servers)} server(s), {len(recipient.server_paths)} server path(s), {slots} slots")
 

@@ -80,11 +80,6 @@ class _Threading:
     RLock = threading.RLock
 
 
-def _no_timer(delay, fn, args):
-    """PayService's retry timers: none in a fuzz loop."""
-    return _NoTimer()
-
-
 class FuzzWorld:
     def __init__(self):
         from tests.unit.test_protocol import World, stored_invoice
@@ -95,8 +90,8 @@ class FuzzWorld:
         log = lambda msg, level="info": self.log.append(("svc", level, msg))  # noqa: E731
         w.payments = PaymentsService(w.rt, w.recipient, log, lambda p: None, clock=lambda: w.now)
         w.pnode, w.pt = w.net.add("payer")
-        # no retry timers; sending the HTLC is lightningd's sendonion: not modelled
-        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now, schedule=_no_timer,
+        # no wake-ups (retries are not run); sending the HTLC is lightningd's sendonion: not modelled
+        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now,
                            spawn=lambda fn: None)
         self.worker = Worker(lambda msg, level="info": self.log.append(("worker", level, msg)))
         w.server.load()
