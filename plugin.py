@@ -255,7 +255,9 @@ def init(options, configuration, plugin, **kwargs):
     recipient.load(servers)
     state["recipient"] = recipient
     state["payments"] = PaymentsService(transport, recipient, log,
-                                        lambda p: plugin.notify("asyncreceive_payment", p))
+                                        lambda p: plugin.notify("asyncreceive_payment", p),
+                                        wake=lambda delay: state["worker"].wake("mpp", delay,
+                                                                                state["payments"].run_due))
     network = plugin.rpc.getinfo()["network"]
     state["pay"] = PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
                               notify=lambda p: plugin.notify("asyncreceive_pay", p),
