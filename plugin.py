@@ -253,9 +253,11 @@ def init(options, configuration, plugin, **kwargs):
     network = plugin.rpc.getinfo()["network"]
     recipient = RecipientService(transport, slots, log, network, node.makesecret(OFFER_KEY_LABEL), final_cltv)
     parts = App(transport, Probe(transport), server, recipient,
-                PaymentsService(transport, recipient, log, lambda p: plugin.notify("asyncreceive_payment", p)),
+                PaymentsService(transport, recipient, log, lambda p: plugin.notify("asyncreceive_payment", p),
+                                wake=lambda delay: app.worker.wake("mpp", delay, app.payments.run_due)),
                 PayService(transport, network, log, pay_timeout, invoice_grace=invoice_grace,
-                           notify=lambda p: plugin.notify("asyncreceive_pay", p)),
+                           notify=lambda p: plugin.notify("asyncreceive_pay", p),
+                           wake=lambda delay: app.worker.wake("pay", delay, app.pay.run_due)),
                 log_level=_lightningd_log_level(configs))
     parts.route()
     server.load(background=True)   # requests are served while it counts what is stored

@@ -28,7 +28,6 @@ Both fail on any exception the plugin would log as BROKEN and on any BROKEN log 
 
 import hashlib
 import os
-import threading
 import time
 from typing import List, Tuple
 
@@ -40,7 +39,6 @@ from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.crypto.onion import onion_size_for
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message
 from asyncreceive.node.worker import Worker
-from asyncreceive.payments import service as payments_service
 from asyncreceive.payments.pay import PayService
 from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
 from asyncreceive.payments.receive import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA
@@ -62,42 +60,17 @@ MESSAGE_TYPES = [m.INVOICE_REQUEST, m.INVOICE, m.INVOICE_ERROR, m.STATIC_INVOICE
 SESSION_KEY = b"\x44" * 32
 
 
-class _NoTimer:
-    """MPP parts held by the payments service would each start a 60 s thread; not in a fuzz loop."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def start(self):
-        pass
-
-    def cancel(self):
-        pass
-
-
-class _Threading:
-    Timer = _NoTimer
-    Lock = threading.Lock
-    RLock = threading.RLock
-
-
-def _no_timer(delay, fn, args):
-    """PayService's retry timers: none in a fuzz loop."""
-    return _NoTimer()
-
-
 class FuzzWorld:
     def __init__(self):
         from tests.unit.test_protocol import World, stored_invoice
 
-        payments_service.threading = _Threading    # this process only fuzzes: no MPP timers
         w = self.w = World(slots=1)
         self.log = w.net.log
         log = lambda msg, level="info": self.log.append(("svc", level, msg))  # noqa: E731
         w.payments = PaymentsService(w.rt, w.recipient, log, lambda p: None, clock=lambda: w.now)
         w.pnode, w.pt = w.net.add("payer")
-        # no retry timers; sending the HTLC is lightningd's sendonion: not modelled
-        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now, schedule=_no_timer,
+        # no wake-ups (retries are not run); sending the HTLC is lightningd's sendonion: not modelled
+        w.pay = PayService(w.pt, "regtest", log, 3600, clock=lambda: w.now,
                            spawn=lambda fn: None)
         route(w.rt, recipient=w.recipient, payments=w.payments)
         route(w.pt, pay=w.pay)
@@ -180,10 +153,9 @@ setup_seconds = 0.0
 
 
 def reset() -> None:
-    """Forget the world and undo its patch (for callers that keep running other code, e.g. pytest)."""
+    """Forget the world (for callers that keep running other code, e.g. pytest)."""
     global _world
     _world = None
-    payments_service.threading = threading
 
 
 def world() -> FuzzWorld:

@@ -20,21 +20,17 @@ MAX_CONNECTING = 8
 
 
 class _Connect(threading.Thread):
-    """One ``connect`` RPC, in its own thread; each waiter hears of it once: when it ends or when it has
-    taken ``timeout`` seconds, whichever is first."""
+    """One ``connect`` RPC; each waiter hears of it once: when it ends or when it has taken ``timeout``
+    seconds, whichever is first.  This thread waits for the RPC, which runs in a thread of its own (it
+    blocks until lightningd answers), at most ``timeout`` seconds."""
 
     def __init__(self, rpc, node_id: bytes, timeout: float, on_end: Callable[[bytes], None]):
         super().__init__(name="asyncreceive-connect", daemon=True)
         self.rpc, self.node_id, self.on_end = rpc, node_id, on_end
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._waiting: List[Callable[[Optional[str]], None]] = []
         self._outcome: Optional[Tuple[Optional[str]]] = None   # (error or None,) once told
-        self._timer = threading.Timer(timeout, self._tell, (f"no answer within {timeout:g} s",))
-        self._timer.daemon = True
-
-    def start(self) -> None:
-        super().start()
-        self._timer.start()
 
     def wait_for(self, on_done: Callable[[Optional[str]], None]) -> None:
         with self._lock:
@@ -54,6 +50,13 @@ class _Connect(threading.Thread):
             on_done(error)
 
     def run(self) -> None:
+        call = threading.Thread(target=self._connect, name="asyncreceive-connect-rpc", daemon=True)
+        call.start()
+        call.join(self.timeout)
+        if call.is_alive():   # lightningd still tries (it holds the slot): the waiters go on without it
+            self._tell(f"no answer within {self.timeout:g} s")
+
+    def _connect(self) -> None:
         error = None
         try:
             self.rpc.connect(self.node_id.hex())
@@ -62,7 +65,6 @@ class _Connect(threading.Thread):
         except Exception as e:  # lightningd gone, or anything else: the caller sees a failed connect
             error = str(e)
         finally:
-            self._timer.cancel()
             self.on_end(self.node_id)
             self._tell(error)
 

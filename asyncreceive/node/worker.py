@@ -1,4 +1,4 @@
-"""One background thread that runs queued work and a periodic tick.
+"""One background thread that runs queued work, a periodic tick, and wake-ups at services' due times.
 
 pyln-client dispatches hooks and notifications one at a time on its main thread, so handlers only
 enqueue work here and return at once.  Exceptions are logged, never propagated: they must not reach
@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Callable, Deque, Dict, Optional
+from typing import Callable, Deque, Dict, Optional, Tuple
 
 from pyln.client import RpcError
 
@@ -50,6 +50,8 @@ class Worker:
         self._cond = threading.Condition()
         self._stop = False
         self._tick_due = False
+        self._wakes: Dict[str, Tuple[float, Callable]] = {}   # name -> (monotonic time, fn)
+        self._wakes_changed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -72,6 +74,27 @@ class Worker:
         with self._cond:
             self._tick_due = True
             self._cond.notify()
+
+    def wake(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on this thread in ``delay`` seconds (a due time of a service, e.g. the payer's next
+        try); one wake-up per ``name``: the sooner of this one and one already asked for is kept."""
+        with self._cond:
+            when = time.monotonic() + max(0.0, delay)
+            if name not in self._wakes or when < self._wakes[name][0]:
+                self._wakes[name] = (when, fn)
+                self._wakes_changed = True
+                self._cond.notify()
+
+    def _due_wakes(self):
+        """The wake-ups that are due (taken off), and the time of the next one (or None)."""
+        now = time.monotonic()
+        with self._cond:
+            self._wakes_changed = False
+            due = [(name, fn) for name, (when, fn) in self._wakes.items() if when <= now]
+            for name, _ in due:
+                del self._wakes[name]
+            nxt = min((when for when, _ in self._wakes.values()), default=None)
+        return [fn for _, fn in due], nxt
 
     def submit(self, fn: Callable, *args) -> bool:
         with self._cond:
@@ -107,7 +130,7 @@ class Worker:
         """The next work: local first, then one message of the peer whose turn it is; None on timeout
         or stop."""
         with self._cond:
-            if not self._local and not self._messages and not self._stop and not self._tick_due:
+            if not (self._local or self._messages or self._stop or self._tick_due or self._wakes_changed):
                 self._cond.wait(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
             if self._stop:
                 return None
@@ -142,7 +165,12 @@ class Worker:
                                            or time.monotonic() >= last_tick + self.tick_seconds):
                 self._call(self._tick, ())
                 last_tick = time.monotonic()
-            timeout = max(0.0, last_tick + self.tick_seconds - time.monotonic()) if self._tick is not None else None
+            due, nxt = self._due_wakes()
+            for fn in due:
+                self._call(fn, ())
+            times = [t for t in (nxt, last_tick + self.tick_seconds if self._tick is not None else None)
+                     if t is not None]
+            timeout = max(0.0, min(times) - time.monotonic()) if times else None
             item = self._take(timeout)
             with self._cond:
                 if self._stop:

@@ -93,13 +93,17 @@ def decode_payment(data: bytes) -> dict:
 
 class PaymentsService:
     def __init__(self, transport: Transport, recipient: RecipientService, log: Callable[[str, str], None],
-                 notify: Callable[[dict], None], clock: Callable[[], float] = time.time):
+                 notify: Callable[[dict], None], clock: Callable[[], float] = time.time,
+                 wake: Optional[Callable[[float], None]] = None):
         self.t = transport
         self.node = transport.node
         self.recipient = recipient
         self._log = log
         self._notify = notify
         self._clock = clock
+        #: ``wake(delay)``: have :meth:`run_due` called in ``delay`` seconds (the worker's wake-up), when an
+        #: incomplete multi-part payment's ``MPP_TIMEOUT`` is over
+        self._wake = wake
         self._lock = threading.Lock()
         #: payment_hash -> (its parts, their responders, digests of the paths they came over)
         self._sets: Dict[bytes, Tuple[PartSet, List, List[bytes]]] = {}
@@ -224,13 +228,15 @@ class PaymentsService:
             waiters.append(respond)
             if digest not in digests:
                 digests.append(digest)
-            if not complete:
-                if len(waiters) == 1:
-                    threading.Timer(MPP_TIMEOUT, self._expire, args=(payment_hash,)).start()
-                self._log(f"holding part of async payment {short_id(payment_hash)} "
-                          f"({sum(p.amount_msat for p in pset.parts)}/{pset.total_msat} msat)", "debug")
-                return True
-            del self._sets[payment_hash]
+            first_part = len(waiters) == 1
+            if complete:
+                del self._sets[payment_hash]
+        if not complete:
+            if first_part and self._wake is not None:
+                self._wake(MPP_TIMEOUT)
+            self._log(f"holding part of async payment {short_id(payment_hash)} "
+                      f"({sum(p.amount_msat for p in pset.parts)}/{pset.total_msat} msat)", "debug")
+            return True
         paid = sum(p.amount_msat for p in pset.parts)
         try:
             self.node.ds_put(payment_key(payment_hash), encode_payment(offer_id, paid, now, v.preimage, note,
@@ -289,15 +295,21 @@ class PaymentsService:
             return None
         return bytes.fromhex(rec["preimage"])
 
-    def _expire(self, payment_hash: bytes) -> None:
+    def run_due(self) -> None:
+        """The wake-up: fail the parts of multi-part payments still incomplete ``MPP_TIMEOUT`` after their
+        first part; ask for the next wake-up."""
+        now = self._clock()
         with self._lock:
-            entry = self._sets.pop(payment_hash, None)
-        if entry is None:
-            return
-        self._log(f"async payment {short_id(payment_hash)} incomplete after {MPP_TIMEOUT}s: failing its parts",
-                  "info")
-        for r in entry[1]:
-            r({"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})
+            due = [h for h, (pset, _, _) in self._sets.items() if now >= pset.first_seen + MPP_TIMEOUT]
+            expired = [(h, self._sets.pop(h)) for h in due]
+            nxt = min((pset.first_seen + MPP_TIMEOUT for pset, _, _ in self._sets.values()), default=None)
+        for payment_hash, entry in expired:
+            self._log(f"async payment {short_id(payment_hash)} incomplete after {MPP_TIMEOUT}s: failing its parts",
+                      "info")
+            for r in entry[1]:
+                r({"result": "fail", "failure_message": INVALID_ONION_BLINDING.hex()})
+        if nxt is not None and self._wake is not None:
+            self._wake(max(0.0, nxt - now))
 
     def list_payments(self) -> List[dict]:
         out = []

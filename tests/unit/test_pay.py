@@ -3,7 +3,8 @@
 import hashlib
 import os
 
-from asyncreceive.payments.pay import FAILURE_STANDS, Payment, PayService, key
+from asyncreceive.payments.pay import Payment, PayService, key
+from asyncreceive.payments.pay_policy import FAILURE_STANDS, PayState
 from asyncreceive.wire.tlv import encode_tlv
 
 from .fakes import FakeNetwork
@@ -121,10 +122,10 @@ def test_static_route_payment_settles_from_sendpays_and_is_never_resent():
     node.rpc.listsendpays = lambda payment_hash: (seen.append(payment_hash),
                                                   {"payments": [{"status": "failed"}, {"status": "complete"}]})[1]
     svc = PayService(t, "regtest", lambda *a: None, 3600)
-    svc._active.add(p.payment_id)     # a thread of ours still waits on it: the tick leaves it alone
+    svc._states[p.payment_id] = PayState(p, busy=True)   # a send of ours still waits on it: the tick leaves it alone
     svc.check_sending()
     assert seen == []
-    svc._active.clear()
+    svc._states.clear()
     svc.check_sending()
     assert seen == [hashlib.sha256(p.preimage).hexdigest()]
     assert svc.list_pays()[0]["status"] == "complete"

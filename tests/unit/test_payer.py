@@ -30,30 +30,6 @@ from .fakes import FakeNetwork
 NOW = 1_800_000_000
 
 
-class Scheduler:
-    """Timers run when the test says so."""
-
-    def __init__(self):
-        self.due = []
-
-    def __call__(self, delay, fn, args):
-        entry = [delay, fn, args, False]
-        self.due.append(entry)
-
-        class Handle:
-            def cancel(self_inner):
-                entry[3] = True
-        return Handle()
-
-    def run(self, name=None):
-        """Run the pending timers (only those whose function is ``name``), in order."""
-        todo = [e for e in self.due if not e[3] and (name is None or e[1].__name__ == name)]
-        self.due = [e for e in self.due if e not in todo]
-        for _, fn, args, _ in todo:
-            fn(*args)
-        return len(todo)
-
-
 class Rpc:
     """The payer's lightningd calls used to pay: createonion, sendonion, waitsendpay, pay."""
 
@@ -92,12 +68,11 @@ class World:
         self.offer = Offer.build(self.issuer_id if issuer else None, [offer_path], chains=[CHAINS["regtest"]])
         self.rpc = Rpc()
         self.pnode.rpc.call = self.rpc.call
-        self.sched = Scheduler()
         self.notes = []
         self.logs = []
         self.svc = PayService(self.pt, "regtest", lambda msg, level="info": self.logs.append((level, msg)), 3600,
                               clock=lambda: self.now, invoice_grace=grace, notify=self.notes.append,
-                              schedule=self.sched, spawn=lambda fn: fn())
+                              spawn=lambda fn: fn())
         route(self.pt, pay=self.svc)
 
     def pay(self, amount=50_000, limits=PayLimits()):
@@ -174,7 +149,7 @@ def test_static_invoice_with_a_huge_fee_is_refused_with_a_clear_error():
     w = World(grace=0)
     pid = w.pay(100_000_000)
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice(fees=(2 ** 32 - 1, 2 ** 32 - 1)))
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     got = w.svc.list_pays()[0]
     assert got["status"] == "failed" and "over the limit" in got["error"]
@@ -186,7 +161,7 @@ def test_long_delay_refused_and_caps_follow_lightningd_pay():
     w = World(grace=0)
     pid = w.pay(limits=PayLimits(maxdelay=100))
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice(cltv=65535))
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     assert "delay 65535 blocks over the limit 100" in w.svc.list_pays()[0]["error"]
     assert PayLimits().max_fee(100_000_000) == 500_000            # 0.5 %
@@ -210,7 +185,7 @@ def test_within_caps_the_htlc_goes_out_over_the_cheapest_path():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice(paths=2))
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     assert w.rpc.methods() == ["createonion", "sendonion", "waitsendpay"]
     assert w.record(pid).status == "complete" and w.notes[-1]["status"] == "complete"
@@ -223,7 +198,7 @@ def test_release_on_the_invoice_request_reply_path_is_refused():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     with pytest.raises(DecodeError, match="not on the reply path made for it"):
         w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_INVOICE)
     with pytest.raises(DecodeError, match="not on the reply path made for it"):
@@ -250,7 +225,7 @@ def test_unknown_result_after_sendonion_never_tries_the_next_path():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice(paths=2))
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.rpc.wait_errors = [200]            # waitsendpay timed out: the HTLC may still be in flight
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     assert w.rpc.methods().count("sendonion") == 1 and w.record(pid).status == "sending"
@@ -260,7 +235,7 @@ def test_definite_failure_moves_on_to_the_next_path():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice(paths=2))
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.rpc.wait_errors = [204, None]
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     assert w.rpc.methods().count("sendonion") == 2 and w.record(pid).status == "complete"
@@ -284,7 +259,9 @@ def test_normal_invoice_within_the_grace_time_wins_over_the_static_route():
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())          # the server answers first
     assert "waiting up to 1.5 s for the payee's own invoice" in w.svc.list_pays()[0]["step"]
     w.reply(pid, m.INVOICE, w.invoice(pid))                     # the online payee a moment later
-    assert w.sched.run("_after_grace") == 0 or w.record(pid).held_at is None
+    w.now += 2
+    w.svc.run_due()                                             # the grace time is over: nothing to ask
+    assert w.record(pid).held_at is None
     got = w.svc.list_pays()[0]
     assert got["status"] == "complete" and got["route"] == "normal" and w.rpc.methods() == ["pay"]
 
@@ -293,7 +270,7 @@ def test_normal_invoice_while_waiting_for_the_release_is_taken_once():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     assert w.record(pid).held_at == NOW
     w.reply(pid, m.INVOICE, w.invoice(pid))
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)  # late release: ignored
@@ -304,10 +281,12 @@ def test_cancel_before_sending_and_a_late_release_pays_nothing():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     assert w.svc.cancel(pid)["status"] == "cancelled"
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
-    w.sched.run()                                               # retries find it cancelled
+    w.now += 3600
+    w.svc.run_due()                                             # no try is due for it any more
+    w.svc.check_sending()
     assert w.rpc.calls == [] and w.record(pid).status == "cancelled"
     assert w.notes[-1]["status"] == "cancelled"
     with pytest.raises(PayError, match="payment is cancelled"):
@@ -318,7 +297,7 @@ def test_a_payment_that_may_be_in_flight_cannot_be_cancelled():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     w.rpc.wait_errors = [200]
     w.reply(pid, m.RELEASE_HELD_HTLC, m.ReleaseHeldHtlc().encode(), STEP_RELEASE)
     with pytest.raises(PayError, match="payment is sending"):
@@ -332,9 +311,9 @@ def test_listpays_shows_step_attempts_next_try_and_deadline():
     assert got["attempts"] == 1 and got["next_try_at"] == NOW + 5 and got["deadline"] == NOW + 3600
     assert got["step"] == "asking the offer's issuer for an invoice" and got["route"] is None
     w.now += 5
-    w.sched.run("_retry_invreq")
+    w.svc.run_due()
     w.now += 10
-    w.sched.run("_retry_invreq")
+    w.svc.run_due()
     got = w.svc.list_pays()[0]
     assert got["attempts"] == 3 and got["next_try_at"] == NOW + 15 + 20 and "no answer yet" in got["step"]
     assert any("no answer to the invoice_request yet" in msg for lvl, msg in w.logs if lvl == "info")
@@ -370,16 +349,19 @@ def test_each_invoice_request_try_starts_at_the_next_offer_path():
     pid = w.pay()
     for _ in range(3):
         w.now += 300
-        w.sched.run("_retry_invreq")
+        w.svc.run_due()
     assert tried == [0, 1, 0, 1]                       # the 2nd (and every even) try goes over server B's path
     down.add(1)
     tried.clear()
-    w.sched.run("_retry_invreq")                       # 5th try: starts at path 0
-    w.sched.run("_retry_invreq")                       # 6th: path 1 cannot be sent on, so path 0 in the same try
+    w.now += 300
+    w.svc.run_due()                                    # 5th try: starts at path 0
+    w.now += 300
+    w.svc.run_due()                                    # 6th: path 1 cannot be sent on, so path 0 in the same try
     assert tried == [0, 1, 0]
     down.clear()
     tried.clear()
-    w.sched.run("_retry_invreq")                       # 7th: path 0
+    w.now += 300
+    w.svc.run_due()                                    # 7th: path 0
     w.svc.resume()                                     # as after a restart: the count goes on, 8th try, path 1
     assert tried == [0, 1] and w.record(pid).attempts == 8
 
@@ -430,7 +412,7 @@ def test_a_concurrent_write_of_ours_does_not_drop_a_release():
     w = World(grace=0)
     pid = w.pay()
     w.reply(pid, m.STATIC_INVOICE, w.static_invoice())
-    w.sched.run("_after_grace")
+    w.svc.run_due()                                 # the grace time (0) is over
     real, raced = w.pnode.ds_put, []
 
     def racing(key, value, generation=None):

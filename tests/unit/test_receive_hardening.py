@@ -262,6 +262,30 @@ def test_mpp_parts_with_look_alike_ids_are_distinct():
     assert decide(w, *htlc_for(w, ph, path, amount=25_000, total=50_000, hid=12, scid="3x4x5")) == "resolve"
 
 
+def test_an_incomplete_mpp_payment_fails_its_parts_when_its_timeout_is_over():
+    """No timer per payment: the worker's wake-up (asked for at the first part) fails the parts of a payment
+    still incomplete MPP_TIMEOUT after its first part; a later one waits for its own time."""
+    w = world()
+    wakes = []
+    w.payments = ps.PaymentsService(w.rt, w.recipient, lambda *a: None, lambda p: None, clock=lambda: w.now,
+                                    wake=wakes.append)
+    ph, path = issued_invoice(w)
+    ph2, path2 = issued_invoice(w)
+    first, second = [], []
+    assert w.payments.on_htlc(*htlc_for(w, ph, path, amount=25_000, total=50_000), first.append) is True
+    w.now += 30
+    assert w.payments.on_htlc(*htlc_for(w, ph2, path2, amount=25_000, total=50_000, hid=2), second.append)
+    assert wakes == [ps.MPP_TIMEOUT, ps.MPP_TIMEOUT] and first == second == []
+    w.payments.run_due()                                   # too early: nothing fails
+    assert first == second == []
+    w.now += ps.MPP_TIMEOUT - 30
+    w.payments.run_due()
+    assert [r["result"] for r in first] == ["fail"] and second == [] and wakes[-1] == 30
+    w.now += 30
+    w.payments.run_due()
+    assert [r["result"] for r in second] == ["fail"] and w.payments.list_payments() == []
+
+
 def test_no_decrypt_before_lightningd_runs_and_the_htlc_is_decided_after():
     w = world()
     ph, path = issued_invoice(w)

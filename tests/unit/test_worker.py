@@ -129,3 +129,22 @@ def test_a_huge_tick_interval_does_not_kill_the_worker():
         time.sleep(0.005)
     w.stop()
     assert done == [1]
+
+
+def test_a_wake_up_runs_between_ticks_and_the_sooner_one_is_kept():
+    """The payer's due times: one wake-up per name, on the worker's thread, long before the next tick."""
+    w, ticks = ticking_worker()
+    ran, logs = [], []
+    w._log = lambda msg, level="info": logs.append(level)
+    try:
+        w.wake("pay", 3600, lambda: ran.append("late"))
+        w.wake("pay", 0.05, lambda: ran.append("soon"))      # sooner: taken
+        w.wake("pay", 10, lambda: ran.append("later"))       # later than the one asked for: the sooner stays
+        assert wait_until(lambda: ran) and ran == ["soon"]
+        time.sleep(0.1)
+        assert ran == ["soon"] and len(ticks) == 1
+        w.wake("pay", 0, lambda: 1 / 0)                      # an error is logged as other work's are
+        w.wake("other", 0.01, lambda: ran.append("other"))
+        assert wait_until(lambda: "other" in ran) and logs == ["broken"]
+    finally:
+        w.stop()
