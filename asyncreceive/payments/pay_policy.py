@@ -33,7 +33,8 @@ from ..errors import DecodeError
 from ..wire.bolt12.fields import TLV_INVOICE_PAYMENT_HASH
 from ..wire.bolt12.offer import Offer
 from ..wire.bolt12.static_invoice import StaticInvoice
-from ..wire.tlv import decode_fixed, decode_tlv, decode_tu, encode_tlv, tu64
+from ..wire.records import BYTES, FLAG, TU64, UTF8_REPLACE, Field, Table, fixed_bytes, one_of
+from ..wire.tlv import decode_tlv
 
 PAYER_RETRY_BASE = 5
 PAYER_RETRY_CAP = 300
@@ -77,10 +78,28 @@ def _is_static(invoice: bytes) -> bool:
 
 
 # ---- the payment record ---------------------------------------------------------------------------
-# TLV types of the record (odd ones may be absent); values are tu64 unless said otherwise.
-R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_INVOICE = 0, 2, 4, 6, 8, 10
-R_CREATED, R_DEADLINE, R_ERROR, R_MAX_FEE, R_MAX_DELAY = 12, 14, 16, 18, 20
-R_ATTEMPTS, R_ERROR_AT, R_NEXT_TRY, R_HELD_AT, R_ROUTE, R_SENDING_AT, R_HANDED_OVER = 21, 23, 25, 27, 29, 31, 33
+#: TLV in the datastore; odd fields may be absent.  Even types up to 33 that are not declared are read
+#: and ignored, as every version did.
+PAYMENT_RECORD = Table("payment", [
+    Field(0, "offer", BYTES, required=True),
+    Field(2, "amount_msat", TU64, required=True),
+    Field(4, "invreq", BYTES, required=True),
+    Field(6, "preimage", fixed_bytes(32), required=True),
+    Field(8, "status", one_of("status", STATUSES), required=True),
+    Field(10, "invoice", BYTES, default=b""),
+    Field(12, "created_at", TU64, required=True),
+    Field(14, "deadline", TU64, required=True),
+    Field(16, "error", UTF8_REPLACE, default=""),
+    Field(18, "max_fee_msat", TU64, default=0),
+    Field(20, "max_delay", TU64, default=2016),
+    Field(21, "attempts", TU64, default=0),
+    Field(23, "error_at", TU64),
+    Field(25, "next_try_at", TU64),
+    Field(27, "held_at", TU64),
+    Field(29, "route", one_of("route", ROUTES)),
+    Field(31, "sending_at", TU64),
+    Field(33, "handed_over", FLAG, default=False),
+], also_known=lambda t: t <= 33)
 
 
 @dataclass
@@ -112,54 +131,18 @@ class Payment:
         self.status = Status(self.status)
 
     def encode(self) -> bytes:
-        recs = [(R_OFFER, self.offer), (R_AMOUNT, tu64(self.amount_msat)), (R_INVREQ, self.invreq),
-                (R_PREIMAGE, self.preimage), (R_STATUS, bytes([STATUSES.index(self.status)])),
-                (R_CREATED, tu64(self.created_at)), (R_DEADLINE, tu64(self.deadline)),
-                (R_MAX_FEE, tu64(self.max_fee_msat)), (R_MAX_DELAY, tu64(self.max_delay)),
-                (R_ATTEMPTS, tu64(self.attempts))]
-        if self.invoice:
-            recs.append((R_INVOICE, self.invoice))
-        if self.error:
-            recs.append((R_ERROR, self.error[:MAX_ERROR].encode()))
-        for t, v in ((R_ERROR_AT, self.error_at), (R_NEXT_TRY, self.next_try_at), (R_HELD_AT, self.held_at),
-                     (R_SENDING_AT, self.sending_at)):
-            if v is not None:
-                recs.append((t, tu64(v)))
-        if self.route is not None:
-            recs.append((R_ROUTE, bytes([ROUTES.index(self.route)])))
-        if self.handed_over:
-            recs.append((R_HANDED_OVER, b""))
-        return encode_tlv(sorted(recs))
+        values = {f.name: getattr(self, f.name) for f in PAYMENT_RECORD.fields}
+        values.update(invoice=self.invoice or None, error=self.error[:MAX_ERROR] or None,
+                      handed_over=self.handed_over or None)
+        return PAYMENT_RECORD.encode(values)
 
     @staticmethod
     def decode(payment_id: bytes, data: bytes) -> "Payment":
         """Raises only DecodeError, naming the field, on a damaged record."""
-        r = dict(decode_tlv(data, "payment", known=lambda t: t <= R_HANDED_OVER).records)
-        for t in (R_OFFER, R_AMOUNT, R_INVREQ, R_PREIMAGE, R_STATUS, R_CREATED, R_DEADLINE):
-            if t not in r:
-                raise DecodeError(f"payment[{t}]", "missing")
-
-        def tu(t, name, default=None):
-            return decode_tu(r[t], 8, f"payment.{name}") if t in r else default
-
-        status = decode_fixed(r[R_STATUS], 1, "payment.status")
-        if status >= len(STATUSES):
-            raise DecodeError("payment.status", f"unknown status {status}")
-        route = decode_fixed(r[R_ROUTE], 1, "payment.route") if R_ROUTE in r else None
-        if route is not None and route >= len(ROUTES):
-            raise DecodeError("payment.route", f"unknown route {route}")
-        if len(r[R_PREIMAGE]) != 32:
-            raise DecodeError("payment.preimage", "expected 32 bytes")
-        invoice = r.get(R_INVOICE, b"")
-        if route is None and invoice and STATUSES[status] not in OPEN:  # a record from before R_ROUTE
-            route = ROUTES.index("static" if _is_static(invoice) else "normal")
-        return Payment(payment_id, r[R_OFFER], tu(R_AMOUNT, "amount"), r[R_INVREQ], r[R_PREIMAGE], STATUSES[status],
-                       invoice, tu(R_CREATED, "created_at"), tu(R_DEADLINE, "deadline"),
-                       r.get(R_ERROR, b"").decode("utf-8", "replace"), tu(R_MAX_FEE, "max_fee_msat", 0),
-                       tu(R_MAX_DELAY, "max_delay", 2016), tu(R_ATTEMPTS, "attempts", 0),
-                       tu(R_ERROR_AT, "error_at"), tu(R_NEXT_TRY, "next_try_at"), tu(R_HELD_AT, "held_at"),
-                       ROUTES[route] if route is not None else None, tu(R_SENDING_AT, "sending_at"),
-                       R_HANDED_OVER in r)
+        r = PAYMENT_RECORD.decode(data)
+        if r["route"] is None and r["invoice"] and r["status"] not in OPEN:  # a record from before route
+            r["route"] = "static" if _is_static(r["invoice"]) else "normal"
+        return Payment(payment_id, **r)
 
     @property
     def normal_invoice(self) -> bool:

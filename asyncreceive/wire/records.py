@@ -114,6 +114,20 @@ U8 = fixed_int(1)
 UTF8_REPLACE = Codec("utf8 (lossy)", lambda s: s.encode(), lambda v, f: v.decode("utf-8", "replace"))
 
 
+def one_of(name: str, values: Sequence[Any]) -> Codec:
+    """One byte: the value's index in ``values`` (stored, so ``values`` is append-only)."""
+    def decode(v: bytes, f: str):
+        i = decode_fixed(v, 1, f)
+        if i >= len(values):
+            raise DecodeError(f, f"unknown {name} {i}")
+        return values[i]
+    return Codec(name, lambda x: bytes([values.index(x)]), decode)
+
+
+#: a field whose presence is the value (True); its bytes, empty when we write them, are not read
+FLAG = Codec("flag", lambda _: b"", lambda v, f: True)
+
+
 def table_codec(table: "Table") -> Codec:
     """A field whose value is a record of another table, as that table's {field name: value}."""
     return Codec(table.name, table.encode, lambda v, f: table.decode(v, f))

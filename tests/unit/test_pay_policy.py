@@ -13,6 +13,7 @@ from asyncreceive.payments import pay_policy as pol
 from asyncreceive.payments.pay_policy import (ENDED, FAILURE_STANDS, OPEN, PAYER_RETRY_BASE, PAYER_RETRY_CAP,
                                               PayState, Payment, Status)
 from asyncreceive.wire.bolt12.offer import Offer
+from asyncreceive.wire.tlv import decode_tlv
 
 NOW = 1_800_000_000
 OFFER = Offer.build(PrivateKey(b"\x01" * 32).public_key.format(), [], amount=50_000, description="x").encode()
@@ -46,7 +47,8 @@ def test_statuses_are_an_enum_shown_as_the_same_strings_in_the_same_stored_order
         out = p.json()
         assert type(out["status"]) is str and out["status"] == s.value
         assert Payment.decode(p.payment_id, p.encode()).status is s
-        assert dict(pol.decode_tlv(p.encode(), "p", known=lambda t: True).records)[pol.R_STATUS] == bytes([i])
+        assert dict(decode_tlv(p.encode(), "p", known=lambda t: True).records)[pol.PAYMENT_RECORD.field("status").type] \
+            == bytes([i])
 
 
 def test_the_record_bytes_are_those_written_before():
