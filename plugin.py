@@ -16,12 +16,12 @@ try:
     from asyncreceive import __version__
     from asyncreceive.app import App
     from asyncreceive.errors import DecodeError
-    from asyncreceive.node import crashpoint
-    from asyncreceive.node.lightningd import Lightningd
-    from asyncreceive.node.probe import Probe
-    from asyncreceive.node.rpc_plugin import OperatorPlugin
-    from asyncreceive.node.transport import Transport, TransportError
-    from asyncreceive.node.worker import Worker
+    from asyncreceive.shell import crashpoint
+    from asyncreceive.shell.lightningd import Lightningd
+    from asyncreceive.shell.probe import Probe
+    from asyncreceive.shell.rpc_plugin import OperatorPlugin
+    from asyncreceive.shell.transport import Transport, TransportError
+    from asyncreceive.shell.worker import Worker
     from asyncreceive.payments.pay import PayError, PayService
     from asyncreceive.payments.payer import PayLimits
     from asyncreceive.payments.service import PaymentsService

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from .crypto.context import Kind
-from .node.probe import Probe
-from .node.transport import Transport
-from .node.worker import Worker
+from .shell.probe import Probe
+from .shell.transport import Transport
+from .shell.worker import Worker
 from .payments.pay import PayService
 from .payments.service import PaymentsService
 from .recipient.service import RecipientService

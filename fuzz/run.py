@@ -152,7 +152,7 @@ def child(name: str, runs: int, extra: List[str]) -> None:
     """Inside the child: instrument asyncreceive, write the seeds into the corpus, hand over to libFuzzer."""
     import atheris
     with atheris.instrument_imports(include=["asyncreceive"]):
-        import asyncreceive.node.transport  # noqa: F401  (everything the structured targets reach)
+        import asyncreceive.shell.transport  # noqa: F401  (everything the structured targets reach)
         import asyncreceive.recipient.service  # noqa: F401
         import asyncreceive.server.service  # noqa: F401
         from . import seeds, targets

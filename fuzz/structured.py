@@ -38,7 +38,7 @@ from asyncreceive.crypto.blinding import decrypt_hop
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.crypto.onion import onion_size_for
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message
-from asyncreceive.node.worker import Worker
+from asyncreceive.shell.worker import Worker
 from asyncreceive.payments.pay import PayService
 from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
 from asyncreceive.payments.receive import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA

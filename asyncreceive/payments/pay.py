@@ -41,9 +41,9 @@ from pyln.client import RpcError
 
 from ..crypto.context import Kind, PathContext
 from ..errors import DecodeError
-from ..node.crashpoint import crashpoint
-from ..node.lightningd import NodeError
-from ..node.transport import Received, Transport, TransportError
+from ..shell.crashpoint import crashpoint
+from ..shell.lightningd import NodeError
+from ..shell.transport import Received, Transport, TransportError
 from ..recipient.invoice import CHAINS
 from ..wire import messages as m
 from ..wire.bolt12.invoice import Invoice

@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ..crypto.blinding import EncryptedData
 from ..crypto.context import ContextError
 from ..errors import DecodeError
-from ..node.crashpoint import crashpoint
-from ..node.lightningd import NodeError
-from ..node.transport import Received, Transport
+from ..shell.crashpoint import crashpoint
+from ..shell.lightningd import NodeError
+from ..shell.transport import Received, Transport
 from ..recipient.fallback import cap_note
 from ..recipient.service import F_OFFER_ID, RecipientService
 from ..server.ratelimit import PerPeerLimit, RateLimiter

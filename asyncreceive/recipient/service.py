@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..crypto.context import ContextError, Kind, PathContext
 from ..errors import DecodeError
-from ..node.crashpoint import crashpoint
-from ..node.lightningd import NodeError
-from ..node.transport import CONNECT_TIMEOUT as SERVER_CONNECT_TIMEOUT
-from ..node.transport import Received, Transport, TransportError
+from ..shell.crashpoint import crashpoint
+from ..shell.lightningd import NodeError
+from ..shell.transport import CONNECT_TIMEOUT as SERVER_CONNECT_TIMEOUT
+from ..shell.transport import Received, Transport, TransportError
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
 from ..wire.bolt12.invoice_request import InvoiceRequest

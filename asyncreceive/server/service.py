@@ -37,9 +37,9 @@ from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
 from ..errors import DecodeError
 from ..logs import client_name, short_id
-from ..node.crashpoint import crashpoint
-from ..node.lightningd import NodeError
-from ..node.transport import Received, Transport, TransportError
+from ..shell.crashpoint import crashpoint
+from ..shell.lightningd import NodeError
+from ..shell.transport import Received, Transport, TransportError
 from ..wire import messages as m
 from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.static_invoice import StaticInvoice

@@ -1,6 +1,6 @@
 """Hard crashes (payer l1 -> server l2 -> recipient l3): lightningd is killed with SIGKILL at each step that
 writes state, right after the write and before its effect goes out (the ``asyncreceive-dev-crash-at``
-option, :mod:`asyncreceive.node.crashpoint`).  The datastore as the crash left it is read from the
+option, :mod:`asyncreceive.shell.crashpoint`).  The datastore as the crash left it is read from the
 node's database file; the node is restarted on the same lightning-dir without the crash point, and then
 nothing may be lost, duplicated, paid twice or stuck.
 """

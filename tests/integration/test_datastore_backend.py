@@ -5,7 +5,7 @@ values of any bytes and size come back unchanged."""
 
 import pytest
 
-from asyncreceive.node.lightningd import Lightningd, NodeError
+from asyncreceive.shell.lightningd import Lightningd, NodeError
 from asyncreceive.server.store import SERVER_PREFIX, Tally, client_key
 
 #: client ids whose hex orders differently from their text order in most collations

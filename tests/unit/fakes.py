@@ -18,10 +18,10 @@ from coincurve import PrivateKey
 from asyncreceive.crypto.blinding import EncryptedData, blinded_privkey, decrypt_hop
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message, peel_packet
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.lightningd import Lightningd, NodeError
-from asyncreceive.node.graph import ChannelGraph
-from asyncreceive.node.sender import Sender
-from asyncreceive.node.transport import Transport
+from asyncreceive.shell.lightningd import Lightningd, NodeError
+from asyncreceive.shell.graph import ChannelGraph
+from asyncreceive.shell.sender import Sender
+from asyncreceive.shell.transport import Transport
 from asyncreceive.wire.messages import OnionMessagePayload
 
 

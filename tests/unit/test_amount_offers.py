@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.transport import Received
+from asyncreceive.shell.transport import Received
 from asyncreceive.payments.pay import PayError
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.recipient import cache as c

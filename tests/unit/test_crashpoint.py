@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from asyncreceive.node import crashpoint as cp
+from asyncreceive.shell import crashpoint as cp
 from asyncreceive.payments.pay import Payment, PayService, key
 
 from .fakes import FakeNetwork

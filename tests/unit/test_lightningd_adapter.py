@@ -9,7 +9,7 @@ import pytest
 from pyln.client import LightningRpc, RpcError
 
 from asyncreceive.crypto.onion import OutgoingOnion
-from asyncreceive.node.lightningd import Lightningd
+from asyncreceive.shell.lightningd import Lightningd
 
 #: (required, optional) request parameters of the commands the adapter sends through ``rpc.call`` or
 #: that pyln-client has no method for (or an older one: its sendonion lacks groupid), as lightningd's

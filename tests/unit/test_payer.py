@@ -11,7 +11,7 @@ from pyln.client import RpcError
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.transport import Received, TransportError
+from asyncreceive.shell.transport import Received, TransportError
 from asyncreceive.payments import pay as pay_mod
 from asyncreceive.payments.pay import F_PAYMENT_ID, F_STEP, STEP_INVOICE, STEP_RELEASE, Payment, PayError, PayService
 from asyncreceive.payments.payer import (PayLimits, build_invoice_request, check_invoice, path_fee,

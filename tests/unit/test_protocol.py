@@ -9,8 +9,8 @@ from coincurve import PrivateKey
 from asyncreceive.app import route
 from asyncreceive.crypto.context import ContextError, Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.lightningd import NodeError
-from asyncreceive.node.transport import Received
+from asyncreceive.shell.lightningd import NodeError
+from asyncreceive.shell.transport import Received
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient.service import RecipientService
 from asyncreceive.server.ratelimit import RateLimiter

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.node.transport import Received
+from asyncreceive.shell.transport import Received
 from asyncreceive.payments import service as ps
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.payments.receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA,

@@ -1,6 +1,6 @@
 """Findings of a review of the hardening change: each test failed before its fix."""
 
-from asyncreceive.node.lightningd import NodeError
+from asyncreceive.shell.lightningd import NodeError
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient.store import slot_key
 

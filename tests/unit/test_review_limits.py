@@ -5,7 +5,7 @@ import os
 
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.node.transport import Received
+from asyncreceive.shell.transport import Received
 from asyncreceive.payments import service as ps
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.recipient import fallback as fb
@@ -138,7 +138,7 @@ def offline_with_held(w, n):
 
 
 def test_held_messages_are_deleted_only_once_lightningd_took_them():
-    from asyncreceive.node.lightningd import NodeError
+    from asyncreceive.shell.lightningd import NodeError
     w = mailbox_world()
     offline_with_held(w, 3)
     w.st.sender = ManualSender()
@@ -173,7 +173,7 @@ def test_a_full_send_queue_keeps_the_held_messages_for_later():
 
 
 def test_delivery_goes_in_batches_within_the_senders_queue_for_a_peer():
-    from asyncreceive.node.sender import PER_PEER
+    from asyncreceive.shell.sender import PER_PEER
     from asyncreceive.server import mailbox as mb
     from asyncreceive.server.service import ServerConfig
     w = mailbox_world(ServerConfig(max_held=40))
@@ -221,8 +221,8 @@ def test_tick_reads_nothing_held_for_clients_that_are_not_connected():
 
 def test_on_sent_reports_each_send_once():
     import pytest
-    from asyncreceive.node.lightningd import NodeError
-    from asyncreceive.node.transport import TransportError
+    from asyncreceive.shell.lightningd import NodeError
+    from asyncreceive.shell.transport import TransportError
     w = mailbox_world()
     path = w.rt.make_path(PathContext(Kind.MAILBOX))
     got = []

@@ -9,10 +9,10 @@ import pytest
 
 from asyncreceive.logs import short_id
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.node.graph import ChannelGraph
-from asyncreceive.node.lightningd import MAX_CONNECTING, Lightningd, NodeError
-from asyncreceive.node.sender import REPLIES_PER_PEER, Sender
-from asyncreceive.node.transport import TransportError
+from asyncreceive.shell.graph import ChannelGraph
+from asyncreceive.shell.lightningd import MAX_CONNECTING, Lightningd, NodeError
+from asyncreceive.shell.sender import REPLIES_PER_PEER, Sender
+from asyncreceive.shell.transport import TransportError
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.paths import BlindedPath, SciddirOrPubkey
 

@@ -7,7 +7,7 @@ import json
 from pyln.client import RpcException
 from pyln.client.plugin import Request
 
-from asyncreceive.node.rpc_plugin import INVALID_PARAMS, OperatorPlugin
+from asyncreceive.shell.rpc_plugin import INVALID_PARAMS, OperatorPlugin
 
 
 class Out(io.TextIOWrapper):

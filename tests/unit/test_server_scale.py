@@ -4,7 +4,7 @@ invoice), and a client's record is read once, not once per request."""
 
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.node.lightningd import NodeError
+from asyncreceive.shell.lightningd import NodeError
 from asyncreceive.payments.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerConfig, ServerService
@@ -148,7 +148,7 @@ def test_log_lines_lightningd_would_drop_are_not_sent():
 def test_a_path_starting_at_us_is_decrypted_once():
     """The forward path of a client (first hop: the server) is used for every invoice_request: lightningd
     decrypts that hop once, not per request."""
-    from asyncreceive.node import transport as tr
+    from asyncreceive.shell import transport as tr
     w = mailbox_world()
     w.st.running.set()
     inv = stored_invoice(w, 0)

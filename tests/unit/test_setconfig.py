@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyln.client import RpcException
 
-from asyncreceive.node.worker import Worker
+from asyncreceive.shell.worker import Worker
 from asyncreceive.server.service import ServerConfig, ServerError
 
 from .test_protocol import World

@@ -8,10 +8,10 @@ import pytest
 
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.node.lightningd import NodeError
-from asyncreceive.node.sender import Sender
-from asyncreceive.node.transport import GUESS_BURST, GUESS_PER_SCID, TransportError
-from asyncreceive.node.worker import Worker
+from asyncreceive.shell.lightningd import NodeError
+from asyncreceive.shell.sender import Sender
+from asyncreceive.shell.transport import GUESS_BURST, GUESS_PER_SCID, TransportError
+from asyncreceive.shell.worker import Worker
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.paths import BlindedPath, SciddirOrPubkey
 
@@ -71,7 +71,7 @@ def test_a_reply_to_a_stranger_never_connects():
     """An echo (a reply over the sender's reply path) to an introduction that is not our peer goes
     through the cached graph to a connected peer, or is dropped; it never connects."""
     net, [(us, t), (sender, st), (intro, _), (hop, ht)] = world("us", "sender", "intro", "hop")
-    from asyncreceive.node.probe import Probe
+    from asyncreceive.shell.probe import Probe
     probe = Probe(t, clock=lambda: NOW)
     route(t, probe=probe)
     echo = probe.make_path(echo=True)

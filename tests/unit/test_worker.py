@@ -2,7 +2,7 @@
 
 import time
 
-from asyncreceive.node.worker import Worker
+from asyncreceive.shell.worker import Worker
 from asyncreceive.server.ratelimit import RateLimiter
 
 from .fakes import wait_until
