@@ -18,6 +18,7 @@ try:
     from asyncreceive.errors import DecodeError
     from asyncreceive.shell import crashpoint
     from asyncreceive.shell.lightningd import Lightningd
+    from asyncreceive.shell.rpc import KeptConnectionRpc
     from asyncreceive.shell.probe import Probe
     from asyncreceive.shell.rpc_plugin import OperatorPlugin
     from asyncreceive.shell.transport import Transport, TransportError
@@ -245,7 +246,8 @@ def init(options, configuration, plugin, **kwargs):
                                 bool(plugin.get_option("asyncreceive-dev")))
     except ValueError as e:
         return {"disable": str(e)}
-    node = Lightningd(plugin.rpc)
+    node = Lightningd(KeptConnectionRpc(plugin.rpc.socket_path))
+    node.follow_peers()   # connected peers from the connect/disconnect notifications below
     transport = Transport(node, node.makesecret(PHANTOM_LABEL), node.makesecret(CONTEXT_LABEL), log)
     server = ServerService(transport, server_cfg, log)
     configs = plugin.rpc.listconfigs()["configs"]
@@ -276,8 +278,9 @@ def init(options, configuration, plugin, **kwargs):
             parts.pay.resume()
         # each part on its own: one failing must not stop the others
         # the channel graph first: replies route only over the cached graph, which nothing else refreshes
-        for part in (transport.graph.refresh_if_due, lambda: recipient.tick(start=start), server.tick,
-                     parts.pay.check_sending):
+        # (the connected peers are listed again first, in case a notification was missed)
+        for part in (node.reload_peers, transport.graph.refresh_if_due, lambda: recipient.tick(start=start),
+                     server.tick, parts.pay.check_sending):
             try:
                 part()
             except OSError as e:  # lightningd's RPC socket is gone: it is shutting down
@@ -340,10 +343,21 @@ def on_connect(plugin, **kwargs):
                 app.worker.tick_now()        # the start-up tick (resume payments, connect to our server)
             peer = kwargs.get("connect", kwargs).get("id")
             if peer:
+                app.transport.node.peer_changed(bytes.fromhex(peer), True)
                 app.worker.submit(app.recipient.on_peer_connected, bytes.fromhex(peer))
                 app.worker.submit(app.server.on_peer_connected, bytes.fromhex(peer))
     except Exception:
         log(f"connect handler error: {traceback.format_exc()}", "broken")
+
+
+@plugin.subscribe("disconnect")
+def on_disconnect(plugin, **kwargs):
+    try:
+        peer = kwargs.get("disconnect", kwargs).get("id")
+        if app is not None and peer:
+            app.transport.node.peer_changed(bytes.fromhex(peer), False)
+    except Exception:
+        log(f"disconnect handler error: {traceback.format_exc()}", "broken")
 
 
 @plugin.subscribe("channel_opened")

@@ -227,8 +227,9 @@ def profiler(server, fillers: int):
     if not spy:
         return None
     out = os.path.join(os.environ.get("PROFILE_DIR", "/tmp"), f"bench-scale-profile-{fillers}.txt")
-    return subprocess.Popen([spy, "record", "-p", str(proc_of_plugin(server)), "-f", "raw", "-r", "500", "--gil",
-                             "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gil = [] if os.environ.get("PYSPY_ALL") else ["--gil"]   # PYSPY_ALL=1: every thread py-spy sees active
+    return subprocess.Popen([spy, "record", "-p", str(proc_of_plugin(server)), "-f", "raw", "-r", "500",
+                             "-o", out, "--nonblocking"] + gil, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(server, recipient, payer, fillers: int) -> dict:
@@ -260,12 +261,13 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     targets = real + [offer_of(server, cid, i % SLOTS) for i, cid in enumerate(picks)]
     time.sleep(1)
     spy = profiler(server, fillers)
-    cpu0 = plugin_cpu(server)
+    cpu0 = plugin_cpu(server, split=True)
     lat = []
     for i in range(REQUESTS):
         lat.append(payer.request(targets[i % len(targets)], 1000 + i))
         time.sleep(0.3)   # stay clear of CLN's 4 messages/s per peer
-    cpu = plugin_cpu(server) - cpu0
+    user, system = (b - a for a, b in zip(cpu0, plugin_cpu(server, split=True)))
+    cpu = user + system
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
@@ -275,6 +277,8 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     row["lat_median"] = 1e3 * statistics.median(got) if got else float("nan")
     row["lat_p99"] = 1e3 * got[min(len(got) - 1, int(0.99 * len(got)))] if got else float("nan")
     row["cpu_req"] = 1e3 * cpu / max(1, len(got))
+    row["cpu_user"] = 1e3 * user / max(1, len(got))
+    row["cpu_system"] = 1e3 * system / max(1, len(got))
     row["rss"] = rss_mb(server)
     totals = server.rpc.call("asyncreceive-status")["static_invoice_server"]
     row["invoices"] = totals["invoices"]
@@ -326,6 +330,8 @@ LINES = [
     ("latency invoice_request->static_invoice, median (ms)", "lat_median", "{:.1f}"),
     ("latency, p99 (ms)", "lat_p99", "{:.1f}"),
     ("plugin CPU per served request (ms)", "cpu_req", "{:.2f}"),
+    ("  of it in user mode (ms)", "cpu_user", "{:.2f}"),
+    ("  of it in the kernel (ms)", "cpu_system", "{:.2f}"),
     ("plugin RSS after start-up (MB)", "rss_start", "{:.1f}"),
     ("plugin RSS after the requests (MB)", "rss", "{:.1f}"),
     ("database size (MB)", "db", "{:.2f}"),

@@ -55,8 +55,8 @@ def test_bench_codecs():
                1e3 * per_call(lambda: peel_phantom(phantom.secret, wire), 50), "ms")
 
 
-def plugin_cpu(node):
-    """User+system CPU seconds of the node's plugin.py process."""
+def plugin_cpu(node, split: bool = False):
+    """User+system CPU seconds of the node's plugin.py process (``split``: (user, system))."""
     ld = node.daemon.proc.pid
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -68,7 +68,8 @@ def plugin_cpu(node):
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if int(fields[1]) == ld and b"plugin.py" in cmd:
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            user, system = (int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK"))
+            return (user, system) if split else user + system
     raise RuntimeError("plugin process not found")
 
 

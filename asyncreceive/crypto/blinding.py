@@ -17,7 +17,10 @@ import hmac as _hmac
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.utils import validate_secret
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -52,13 +55,30 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+# coincurve's PrivateKey computes two public keys when it is made (about 40 µs): the three operations
+# below call libsecp256k1 through coincurve's own binding without making one (constant time, as
+# PrivateKey's methods are); tests/unit/test_blinding.py checks them against PrivateKey's.
+
 def ecdh(priv32: bytes, pub33: bytes) -> bytes:
     """BOLT ECDH: SHA256 of the compressed point priv·pub.  Raises ValueError on a bad key."""
-    return PrivateKey(priv32).ecdh(pub33)
+    out = ffi.new("unsigned char [32]")
+    if not lib.secp256k1_ecdh(GLOBAL_CONTEXT.ctx, out, PublicKey(pub33).public_key, validate_secret(priv32),
+                              ffi.NULL, ffi.NULL):
+        raise ValueError("ECDH failed")
+    return bytes(ffi.buffer(out, 32))
 
 
 def pubkey_of(priv32: bytes) -> bytes:
-    return PrivateKey(priv32).public_key.format()
+    """priv·G, compressed.  Raises ValueError on a bad key."""
+    return PublicKey.from_valid_secret(validate_secret(priv32)).format()
+
+
+def secret_times(priv32: bytes, scalar32: bytes) -> bytes:
+    """priv·scalar mod n (a private key tweaked by multiplication).  Raises ValueError on a bad key."""
+    out = ffi.new("unsigned char [32]", validate_secret(priv32))
+    if not lib.secp256k1_ec_seckey_tweak_mul(GLOBAL_CONTEXT.ctx, out, validate_secret(scalar32)):
+        raise ValueError("private key tweak failed")
+    return bytes(ffi.buffer(out, 32))
 
 
 def derive_next_path_key(path_key33: bytes, shared_secret32: bytes) -> bytes:
@@ -233,7 +253,7 @@ def build_blinded_path(session_key: bytes, hops: Sequence[Tuple[bytes, bytes]],
         blinded = PublicKey(node_id).multiply(hmac256(b"blinded_node_id", ss)).format()
         enc = ChaCha20Poly1305(hmac256(b"rho", ss)).encrypt(ZERO_NONCE, plaintext, None)
         out.append(BlindedHop(blinded, enc))
-        e = PrivateKey(e).multiply(sha256(E + ss)).secret
+        e = secret_times(e, sha256(E + ss))
     intro = introduction if introduction is not None else SciddirOrPubkey(node_id=hops[0][0])
     return BlindedPath(intro, first_path_key, tuple(out))
 
@@ -267,4 +287,4 @@ def decrypt_hop(node_priv: bytes, path_key: bytes, encrypted: bytes,
 def blinded_privkey(node_priv: bytes, path_key: bytes, field: str = "path_key") -> bytes:
     """``k · HMAC256("blinded_node_id", ECDH(path_key, k)) mod n``: the key for our blinded node id."""
     ss = _shared_secret(node_priv, path_key, field)
-    return PrivateKey(node_priv).multiply(hmac256(b"blinded_node_id", ss)).secret
+    return secret_times(node_priv, hmac256(b"blinded_node_id", ss))

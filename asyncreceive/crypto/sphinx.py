@@ -11,12 +11,12 @@ import hashlib
 import hmac as _hmac
 from typing import List, Optional, Sequence, Tuple
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from ..errors import DecodeError
 from ..wire.tlv import Reader, bigsize, decode_point, u16
-from .blinding import ecdh, hmac256, pubkey_of, sha256
+from .blinding import ecdh, hmac256, pubkey_of, secret_times, sha256
 
 VERSION = 0
 HMAC_LEN = 32
@@ -57,7 +57,7 @@ def _shared_secrets(session_key: bytes, pubkeys: Sequence[bytes]) -> List[bytes]
         E = pubkey_of(e)
         ss = ecdh(e, pk)
         out.append(ss)
-        e = PrivateKey(e).multiply(sha256(E + ss)).secret
+        e = secret_times(e, sha256(E + ss))
     return out
 
 

@@ -1,11 +1,13 @@
 """The one adapter to lightningd: every RPC the package makes goes through here."""
 
+import os
 import threading
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from pyln.client import RpcError
 
 from ..crypto.onion import OutgoingOnion
+from ..crypto.sphinx import build_packet
 from ..wire.tlv import bigsize
 
 
@@ -69,12 +71,80 @@ class _Connect(threading.Thread):
             self._tell(error)
 
 
+class PeerSet:
+    """The peers lightningd is connected to, kept from its ``connect``/``disconnect`` notifications so
+    that a send does not ask ``listpeers`` each time.  Loaded from ``listpeers`` on first use and again
+    on :meth:`reload` (the tick heals any drift); notifications that come while a listing is under way
+    are applied again on top of it, in order, so a listing older than them does not undo them."""
+
+    def __init__(self, listpeers: Callable[[], Set[bytes]]):
+        self._listpeers = listpeers
+        self._lock = threading.Lock()
+        self._peers: Optional[Set[bytes]] = None       # None: not listed yet
+        self._during: Optional[List[Tuple[bool, bytes]]] = None   # events seen while listing
+
+    def changed(self, node_id: bytes, connected: bool) -> None:
+        with self._lock:
+            if self._peers is not None:
+                (self._peers.add if connected else self._peers.discard)(node_id)
+            if self._during is not None:
+                self._during.append((connected, node_id))
+
+    def reload(self) -> Set[bytes]:
+        with self._lock:
+            self._during = []
+        try:
+            listed = set(self._listpeers())
+        except BaseException:
+            with self._lock:
+                self._during = None
+            raise
+        with self._lock:
+            for connected, node_id in self._during or ():
+                (listed.add if connected else listed.discard)(node_id)
+            self._during = None
+            self._peers = listed
+            return set(listed)
+
+    def current(self) -> Set[bytes]:
+        with self._lock:
+            if self._peers is not None:
+                return set(self._peers)
+        return self.reload()
+
+    def __contains__(self, node_id: bytes) -> bool:
+        with self._lock:
+            if self._peers is not None:
+                return node_id in self._peers
+        return node_id in self.reload()
+
+
 class Lightningd:
     def __init__(self, rpc):
         self.rpc = rpc
         self._node_id: Optional[bytes] = None
         self._connecting: Dict[bytes, _Connect] = {}
         self._connect_lock = threading.Lock()
+        self._peers: Optional[PeerSet] = None   # set by follow_peers
+
+    def follow_peers(self) -> PeerSet:
+        """Keep the connected peers from notifications from now on (the plugin subscribes to
+        ``connect`` and ``disconnect`` and tells :meth:`peer_changed`); without it every question asks
+        ``listpeers``."""
+        self._peers = PeerSet(self._list_connected)
+        return self._peers
+
+    def peer_changed(self, node_id: bytes, connected: bool) -> None:
+        if self._peers is not None:
+            self._peers.changed(node_id, connected)
+
+    def reload_peers(self) -> None:
+        """List the connected peers again (on the tick), in case a notification was missed."""
+        if self._peers is not None:
+            self._peers.reload()
+
+    def _list_connected(self) -> Set[bytes]:
+        return {bytes.fromhex(p["id"]) for p in self.rpc.listpeers()["peers"] if p.get("connected")}
 
     @property
     def node_id(self) -> bytes:
@@ -87,11 +157,15 @@ class Lightningd:
         return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
 
     def is_connected(self, node_id: bytes) -> bool:
+        if self._peers is not None:
+            return node_id in self._peers
         peers = self.rpc.listpeers(node_id.hex())["peers"]
         return bool(peers) and bool(peers[0].get("connected"))
 
     def connected_peers(self) -> Set[bytes]:
-        return {bytes.fromhex(p["id"]) for p in self.rpc.listpeers()["peers"] if p.get("connected")}
+        if self._peers is not None:
+            return self._peers.current()
+        return self._list_connected()
 
     def channel_adjacency(self) -> Dict[bytes, Set[bytes]]:
         """The public channel graph (lightningd's gossip): node -> nodes it has a channel towards."""
@@ -256,9 +330,12 @@ class Lightningd:
         return None
 
     def send_onion(self, out: OutgoingOnion) -> None:
+        """Inject an onion message: the onion is built here (``crypto/sphinx.py``, checked against the
+        BOLT 4 vectors) with a fresh session key, which saves lightningd's ``createonion`` and a 32 kB
+        onion's trip through JSON both ways."""
         try:
-            onion, _ = self.createonion(out.hops, b"", out.onion_size)
-            self.rpc.call("injectonionmessage", {"path_key": out.path_key.hex(), "message": onion})
+            onion = build_packet(os.urandom(32), out.hops, out.onion_size)
+            self.rpc.call("injectonionmessage", {"path_key": out.path_key.hex(), "message": onion.hex()})
         except RpcError as e:
             raise NodeError(f"sending onion message failed: {e.error.get('message', e.error)}")
 

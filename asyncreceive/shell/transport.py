@@ -333,7 +333,7 @@ class Transport:
             try:
                 self.node.connect_then(a.peer, CONNECT_TIMEOUT, functools.partial(self._connected, outgoing, a))
                 return
-            except NodeError as e:   # too many connects pending: a route we know through our peers may do
+            except NodeError:   # too many connects pending: a route we know through our peers may do
                 routed = a.reroute() if a.reroute is not None else None
                 if routed is None or routed.onion is None:
                     raise

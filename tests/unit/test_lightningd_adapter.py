@@ -6,9 +6,11 @@ documents for ``name``."""
 import inspect
 
 import pytest
+from coincurve import PrivateKey
 from pyln.client import LightningRpc, RpcError
 
 from asyncreceive.crypto.onion import OutgoingOnion
+from asyncreceive.crypto.sphinx import peel_packet
 from asyncreceive.shell.lightningd import Lightningd
 
 #: (required, optional) request parameters of the commands the adapter sends through ``rpc.call`` or
@@ -169,10 +171,19 @@ def test_createonion_sendonion_waitsendpay():
     assert e.value.error["code"] == 203
 
 
-def test_send_onion_message_sizes_the_onion_and_injects_it():
-    hop = bytes.fromhex("02" + "33" * 32)
-    rpc = CheckedRpc({"createonion": {"onion": "cd", "shared_secrets": ["55" * 32]}, "injectonionmessage": {}})
-    Lightningd(rpc).send_onion(OutgoingOnion(PEER, ((hop, b"\x07"),), 1300))
-    assert rpc.calls == [
-        ("createonion", (), {"hops": [{"pubkey": hop.hex(), "payload": "0107"}], "assocdata": "", "onion_size": 1300}),
-        ("injectonionmessage", (), {"path_key": PEER.hex(), "message": "cd"})]
+def test_send_onion_message_builds_the_onion_and_injects_it():
+    """The onion is built here (no createonion): lightningd gets one injectonionmessage whose onion
+    the hops peel, in order, to their payloads, in the size asked for."""
+    keys = [PrivateKey(bytes([i]) * 32) for i in (7, 8)]
+    hops = ((keys[0].public_key.format(), b"\x07"), (keys[1].public_key.format(), b"\x08" * 40))
+    for size in (1300, 32768):
+        rpc = CheckedRpc({"injectonionmessage": {}})
+        Lightningd(rpc).send_onion(OutgoingOnion(PEER, hops, size))
+        [(name, _, params)] = rpc.calls
+        assert name == "injectonionmessage" and params["path_key"] == PEER.hex()
+        onion = bytes.fromhex(params["message"])
+        assert len(onion) == 1 + 33 + size + 32
+        payload, rest = peel_packet(keys[0].secret, onion)
+        assert payload == b"\x07"
+        payload, rest = peel_packet(keys[1].secret, rest)
+        assert (payload, rest) == (b"\x08" * 40, None)
