@@ -227,7 +227,7 @@ def profiler(server, fillers: int):
     if not spy:
         return None
     out = os.path.join(os.environ.get("PROFILE_DIR", "/tmp"), f"bench-scale-profile-{fillers}.txt")
-    gil = [] if os.environ.get("PYSPY_ALL") else ["--gil"]   # PYSPY_ALL=1: every thread py-spy sees active
+    gil = ([] if os.environ.get("PYSPY_ALL") else ["--gil"]) + (["--native"] if os.environ.get("PYSPY_NATIVE") else [])
     return subprocess.Popen([spy, "record", "-p", str(proc_of_plugin(server)), "-f", "raw", "-r", "500",
                              "-o", out, "--nonblocking"] + gil, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

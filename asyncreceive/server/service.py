@@ -30,8 +30,9 @@ import functools
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ..crypto.blinding import decrypt_hop
 from ..crypto.context import CONTEXT_TLV_TYPE, ContextError, Kind, PathContext
@@ -57,6 +58,20 @@ OFFER_LIFETIME = 365 * 24 * 3600
 #: a served invoice's offer may carry at most this many offer paths (each of ours costs one
 #: decryptencrypteddata call to recognise)
 MAX_OFFER_PATHS_CHECKED = 8
+#: invoices kept ready to serve (about 3 kB each): the ones requested most lately
+SERVABLE_KEPT = 1000
+
+
+class Servable(NamedTuple):
+    """What serving a stored static invoice needs: its bytes, the path to forward the request to the
+    client on, and when the invoice and its offer expire (from the invoice, read once)."""
+    invoice: bytes
+    forward_path: BlindedPath
+    expires_at: int
+    offer_expires_at: Optional[int]
+
+    def expired(self, now: int) -> bool:
+        return self.expires_at < now or (self.offer_expires_at is not None and now > self.offer_expires_at)
 
 
 @dataclass
@@ -112,6 +127,9 @@ class ServerService:
         self._journal: Optional[List[Tuple[str, tuple]]] = None
         #: client -> its record as stored (None: damaged), once read; dropped on every write of it
         self._clients: Dict[bytes, Optional[ClientRecord]] = {}
+        #: invoice key -> what serving it needs, for the invoices served lately (at most SERVABLE_KEPT,
+        #: the least recently served dropped first; dropped on every write of the key, see ``_forget``)
+        self._servable: "OrderedDict[Tuple[str, ...], Servable]" = OrderedDict()
         #: (client, slot) -> (times served, last served at) not yet written (``flush_served``)
         self._served: Dict[Tuple[bytes, int], Tuple[int, int]] = {}
         transport.on_undeliverable = self.on_undeliverable   # holds only while config.max_held > 0 (dynamic)
@@ -320,6 +338,7 @@ class ServerService:
 
     def _forget(self, key: List[str]) -> None:
         """A write of ``key`` is about to be made: drop what memory holds of it."""
+        self._servable.pop(tuple(key), None)
         n = len(SERVER_PREFIX)
         if len(key) == n + 2 and key[:n + 1] == SERVER_PREFIX + ["clients"]:
             try:
@@ -429,25 +448,45 @@ class ServerService:
         if not self.lookup_limit.allow(cid, self._clock()):
             raise ContextError("rate_limited", f"invoice requests for client {client_name(cid)} too fast")
         InvoiceRequest.decode(msg.body)
-        key = invoice_key(cid, slot)
-        got = self.node.ds_get(key)
-        if got is None:
-            raise ContextError("no_invoice", f"no static invoice for client {client_name(cid)} slot {slot}")
-        rec, inv = self._stored(got[0], key, check_signature=False)   # checked when it was stored
-        if rec is None:
+        s = self._servable_of(cid, slot)
+        if s is None:
             return
         now = self.now()
-        if inv.is_expired(now) or inv.offer_is_expired(now):
+        if s.expired(now):
             raise ContextError("invoice_expired", f"static invoice for client {client_name(cid)} slot {slot} expired")
         try:
-            self.t.send(rec.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path, quiet=True)
+            self.t.send(s.forward_path, m.INVOICE_REQUEST, msg.body, reply_path=msg.reply_path, quiet=True)
         except TransportError as e:
             self._log(f"could not forward invoice_request to client {client_name(cid)} (offline?): {e}", "debug")
-        self.t.send(msg.reply_path, m.STATIC_INVOICE, rec.invoice)
+        self.t.send(msg.reply_path, m.STATIC_INVOICE, s.invoice)
         with self._lock:
             n, _ = self._served.get((cid, slot), (0, now))
             self._served[(cid, slot)] = (n + 1, now)
         self._log(f"served static invoice of client {client_name(cid)} slot {slot}", "debug")
+
+    def _servable_of(self, cid: bytes, slot: int) -> Optional[Servable]:
+        """What serving ``cid``'s invoice in ``slot`` needs: kept from an earlier request, or read from the
+        datastore (and kept).  None if the record is damaged (logged); ContextError if there is none.
+        Under ``_lock``: a write of the key (which drops it from memory) cannot come between the read
+        and keeping it."""
+        key = invoice_key(cid, slot)
+        k = tuple(key)
+        with self._lock:
+            s = self._servable.get(k)
+            if s is not None:
+                self._servable.move_to_end(k)
+                return s
+            got = self.node.ds_get(key)
+            if got is None:
+                raise ContextError("no_invoice", f"no static invoice for client {client_name(cid)} slot {slot}")
+            rec, inv = self._stored(got[0], key, check_signature=False)   # checked when it was stored
+            if rec is None:
+                return None
+            s = Servable(rec.invoice, rec.forward_path, inv.expires_at, inv.absolute_expiry)
+            self._servable[k] = s
+            if len(self._servable) > SERVABLE_KEPT:
+                self._servable.popitem(last=False)
+            return s
 
     def flush_served(self) -> None:
         """Write the counts of serves made since the last flush into the invoice records (on the tick).
