@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
-from asyncreceive.payments.service import RECEIVED_PAYMENT_RECORD, decode_payment, encode_payment
+from asyncreceive.receiving.service import RECEIVED_PAYMENT_RECORD, decode_payment, encode_payment
 from asyncreceive.recipient import cache as c, store
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.server.store import InvoiceRecord

@@ -3,8 +3,8 @@
 import hashlib
 import os
 
-from asyncreceive.payments.pay import Payment, PayService, key
-from asyncreceive.payments.pay_policy import FAILURE_STANDS, PayState
+from asyncreceive.paying.service import Payment, PayService, key
+from asyncreceive.paying.policy import FAILURE_STANDS, PayState
 from asyncreceive.wire.tlv import encode_tlv
 
 from .fakes import FakeNetwork

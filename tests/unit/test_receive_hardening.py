@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.shell.transport import Received
-from asyncreceive.payments import service as ps
-from asyncreceive.payments.payer import build_invoice_request
-from asyncreceive.payments.receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA,
-                                           OUTGOING_CLTV, TOTAL_AMOUNT)
+from asyncreceive.receiving import service as ps
+from asyncreceive.paying.payer import build_invoice_request
+from asyncreceive.wire.payment_hop import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, OUTGOING_CLTV,
+                                           TOTAL_AMOUNT)
 from asyncreceive.recipient import fallback as fb
 from asyncreceive.recipient import service as rs
 from asyncreceive.recipient import store
@@ -302,7 +302,8 @@ def test_no_decrypt_before_lightningd_runs_and_the_htlc_is_decided_after():
 
 def test_static_invoice_expiry_is_checked():
     from asyncreceive.crypto.blinding import EncryptedData, PaymentConstraints
-    from asyncreceive.payments.receive import KEYSEND_PREIMAGE, INVREQ_LDK, check_htlc
+    from asyncreceive.wire.payment_hop import INVREQ_LDK, KEYSEND_PREIMAGE
+    from asyncreceive.receiving.htlc import check_htlc
     w = world()
     pre = os.urandom(32)
     invreq = build_invoice_request(w.offer, 50_000, os.urandom(32), chain=CHAINS["regtest"])
@@ -394,7 +395,8 @@ def test_damaged_servers_record_does_not_stop_loading():
     "invoice_request": st.binary(max_size=40), "sender_preimage": st.binary(min_size=32, max_size=32)}),
     st.integers(0, 2**40))
 def test_payment_hop_table_round_trip_and_amount_defaults(values, htlc_msat):
-    from asyncreceive.payments.receive import PAYMENT_HOP_TABLE, onion_amounts, parse_payload
+    from asyncreceive.wire.payment_hop import PAYMENT_HOP_TABLE, parse_payload
+    from asyncreceive.receiving.htlc import onion_amounts
     body = PAYMENT_HOP_TABLE.encode(values)
     decoded = PAYMENT_HOP_TABLE.decode(body)
     assert {k: v for k, v in decoded.items() if v is not None} == values
@@ -405,7 +407,7 @@ def test_payment_hop_table_round_trip_and_amount_defaults(values, htlc_msat):
 
 
 def test_payment_hop_bad_amount_is_named():
-    from asyncreceive.payments.receive import onion_amounts
+    from asyncreceive.receiving.htlc import onion_amounts
     with pytest.raises(DecodeError, match="^total_amount_msat: "):
         onion_amounts({18: b"\x00\x01"}, 1)
     with pytest.raises(DecodeError, match="^outgoing_cltv_value: "):

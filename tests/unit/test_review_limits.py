@@ -6,8 +6,8 @@ import os
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.shell.transport import Received
-from asyncreceive.payments import service as ps
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.receiving import service as ps
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient import fallback as fb
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.recipient.service import F_OFFER_ID, HELD_HTLC_GRACE

@@ -73,7 +73,7 @@ class Invoice(InvoiceFields):
     ``decode`` applies the reader's rules that need nothing but the invoice (required fields, ranges,
     unknown even types and features, payinfo count, signature by ``invoice_node_id``).  Whether it
     answers *our* invoice_request, and is signed by the offer's issuer, is the payer's check
-    (:func:`asyncreceive.payments.payer.check_invoice`).
+    (:func:`asyncreceive.paying.payer.check_invoice`).
     """
 
     stream: TlvStream

@@ -10,7 +10,7 @@
   cap.  Duplicates within that are harmless: each gets the same answer.
 - ``htlc_accepted`` (registered before CLN's keysend plugin): an HTLC whose final blinded hop carries a
   path_id from one of our static invoices, or from an online-fallback invoice, is checked
-  (:mod:`.receive`, the same checks for both) and resolved with the preimage, or failed; parts of a
+  (:mod:`.htlc`, the same checks for both) and resolved with the preimage, or failed; parts of a
   multi-part payment are held until their sum reaches the total or ``MPP_TIMEOUT`` passes.  HTLCs that
   are not ours are left to the next plugin.  The payment is written to the datastore *before* the HTLC is
   resolved.  A later HTLC with a recorded payment hash (a replay after a restart, when lightningd no
@@ -38,8 +38,8 @@ from ..wire.bolt12.offer import Offer
 from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, array, fixed_bytes
 from ..wire.tlv import decode_tlv
 from ..logs import short_id
-from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
-                      check_htlc, check_terms, onion_amounts, parse_payload)
+from ..wire.payment_hop import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, parse_payload
+from .htlc import INVALID_ONION_BLINDING, Part, PartSet, Verdict, check_htlc, check_terms, onion_amounts
 
 PAYMENT_PREFIX = ["asyncreceive", "v1", "recipient", "payment"]
 MPP_TIMEOUT = 60
