@@ -23,13 +23,25 @@ from typing import Dict, Hashable, List, Optional, Tuple
 
 from ..crypto.blinding import EncryptedData
 from ..errors import DecodeError
-from ..recipient.fallback import HTLC_GRACE
 from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.offer import Offer
 from ..wire.payment_hop import INVREQ_DRAFT, INVREQ_LDK, KEYSEND_PREIMAGE, PAYMENT_HOP_TABLE
 
+#: an HTLC may reach us this long after the invoice it pays expired: the payer sent it in time, and
+#: each hop may take a while (a block's worth of minutes at most, in practice seconds)
+HTLC_GRACE = 600
+#: the payer's note is only shown to the operator (asyncreceive-listpayments)
+MAX_NOTE_BYTES = 512
+
 #: BOLT 4 invalid_onion_blinding (BADONION | PERM | 24) with a zero sha256_of_onion
 INVALID_ONION_BLINDING = bytes.fromhex("c018") + bytes(32)
+
+
+def cap_note(note: Optional[str], limit: int = MAX_NOTE_BYTES) -> Optional[str]:
+    """The payer's note cut to ``limit`` UTF-8 bytes, never inside a character."""
+    if note is None:
+        return None
+    return note.encode()[:limit].decode("utf-8", "ignore")
 
 
 @dataclass
