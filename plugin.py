@@ -23,9 +23,9 @@ try:
     from asyncreceive.shell.rpc_plugin import OperatorPlugin
     from asyncreceive.shell.transport import Transport, TransportError
     from asyncreceive.shell.worker import Worker
-    from asyncreceive.payments.pay import PayError, PayService
-    from asyncreceive.payments.payer import PayLimits
-    from asyncreceive.payments.service import PaymentsService
+    from asyncreceive.paying.service import PayError, PayService
+    from asyncreceive.paying.payer import PayLimits
+    from asyncreceive.receiving.service import PaymentsService
     from asyncreceive.recipient.service import RecipientError, RecipientService
     from asyncreceive.server.ratelimit import RateLimiter
     from asyncreceive.server.service import ServerConfig, ServerError, ServerService

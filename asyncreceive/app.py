@@ -13,8 +13,8 @@ from .crypto.context import Kind
 from .shell.probe import Probe
 from .shell.transport import Transport
 from .shell.worker import Worker
-from .payments.pay import PayService
-from .payments.service import PaymentsService
+from .paying.service import PayService
+from .receiving.service import PaymentsService
 from .recipient.service import RecipientService
 from .server.service import ServerService
 

@@ -36,7 +36,7 @@ from pyln.testing.utils import wait_for
 
 from asyncreceive.crypto.context import ContextKey, Kind, PathContext
 from asyncreceive.crypto.onion import build_reply_path
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS, build_offer, build_static_invoice
 from asyncreceive.server.service import OFFER_LIFETIME, ServerService
 from asyncreceive.server.store import ClientRecord, InvoiceRecord, client_key, invoice_key

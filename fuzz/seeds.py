@@ -10,7 +10,7 @@ from asyncreceive.crypto.blinding import (EncryptedData, PaymentConstraints, Pay
                                           pubkey_of)
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message
-from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
+from asyncreceive.paying.payer import build_invoice_request, build_payment_onion
 from asyncreceive.recipient.invoice import build_static_invoice
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.wire import messages as m

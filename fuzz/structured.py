@@ -39,10 +39,10 @@ from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.crypto.onion import onion_size_for
 from asyncreceive.crypto.sphinx import build_packet, encode_onion_message
 from asyncreceive.shell.worker import Worker
-from asyncreceive.payments.pay import PayService
-from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
-from asyncreceive.payments.receive import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA
-from asyncreceive.payments.service import PaymentsService
+from asyncreceive.paying.service import PayService
+from asyncreceive.paying.payer import build_invoice_request, build_payment_onion
+from asyncreceive.wire.payment_hop import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA
+from asyncreceive.receiving.service import PaymentsService
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.paths import BlindedPath, decode_path_list

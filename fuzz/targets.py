@@ -21,7 +21,7 @@ from asyncreceive.crypto.context import ContextError, ContextKey
 from asyncreceive.crypto.onion import peel_phantom
 from asyncreceive.crypto.sphinx import HMAC_LEN, _mac, chacha_stream, peel_packet
 from asyncreceive.errors import DecodeError
-from asyncreceive.payments.receive import parse_payload
+from asyncreceive.wire.payment_hop import parse_payload
 from asyncreceive.recipient import store as recipient_store
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.wire.bolt12.bech32 import bech32_decode, bech32_encode

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..errors import DecodeError
 from ..wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
-from ..wire.tlv import (bigsize, decode_fixed, decode_point, decode_tlv, decode_tu, encode_tlv, tu64, u16,
-                        u32, u64)
+from ..wire.records import BYTES, POINT, U64, Field, Table, record_codec
+from ..wire.tlv import bigsize, decode_point, decode_tu, tu64, u16, u32
 
 ZERO_NONCE = b"\x00" * 12
 
@@ -40,8 +40,6 @@ NEXT_PATH_KEY_OVERRIDE = 8
 PAYMENT_RELAY = 10
 PAYMENT_CONSTRAINTS = 12
 ALLOWED_FEATURES = 14
-KNOWN_TYPES = frozenset({PADDING, SHORT_CHANNEL_ID, NEXT_NODE_ID, PATH_ID, NEXT_PATH_KEY_OVERRIDE,
-                         PAYMENT_RELAY, PAYMENT_CONSTRAINTS, ALLOWED_FEATURES})
 
 
 # --- primitives -------------------------------------------------------------------------------------
@@ -123,10 +121,23 @@ class PaymentConstraints:
                                   decode_tu(value[4:], 8, field + ".htlc_minimum_msat"))
 
 
+#: BOLT 4's encrypted_data_tlv; unknown odd records are kept (:attr:`EncryptedData.unknown`)
+ENCRYPTED_DATA_TABLE = Table("encrypted_data", [
+    Field(PADDING, "padding", BYTES),
+    Field(SHORT_CHANNEL_ID, "short_channel_id", U64),
+    Field(NEXT_NODE_ID, "next_node_id", POINT),
+    Field(PATH_ID, "path_id", BYTES),
+    Field(NEXT_PATH_KEY_OVERRIDE, "next_path_key_override", POINT),
+    Field(PAYMENT_RELAY, "payment_relay", record_codec(PaymentRelay)),
+    Field(PAYMENT_CONSTRAINTS, "payment_constraints", record_codec(PaymentConstraints)),
+    Field(ALLOWED_FEATURES, "allowed_features", BYTES),
+])
+
+
 @dataclass(frozen=True)
 class EncryptedData:
-    """One hop's ``encrypted_data_tlv``.  ``unknown`` holds odd records we don't interpret, in type order
-    (our own authenticated context goes there as type 65537)."""
+    """One hop's ``encrypted_data_tlv`` (:data:`ENCRYPTED_DATA_TABLE`).  ``unknown`` holds odd records we
+    don't interpret, in type order (our own authenticated context goes there as type 65537)."""
 
     padding: Optional[bytes] = None
     short_channel_id: Optional[int] = None
@@ -138,64 +149,20 @@ class EncryptedData:
     allowed_features: Optional[bytes] = None
     unknown: Tuple[Tuple[int, bytes], ...] = ()
 
-    def records(self) -> List[Tuple[int, bytes]]:
-        recs = []
-        if self.padding is not None:
-            recs.append((PADDING, self.padding))
-        if self.short_channel_id is not None:
-            recs.append((SHORT_CHANNEL_ID, u64(self.short_channel_id)))
-        if self.next_node_id is not None:
-            recs.append((NEXT_NODE_ID, self.next_node_id))
-        if self.path_id is not None:
-            recs.append((PATH_ID, self.path_id))
-        if self.next_path_key_override is not None:
-            recs.append((NEXT_PATH_KEY_OVERRIDE, self.next_path_key_override))
-        if self.payment_relay is not None:
-            recs.append((PAYMENT_RELAY, self.payment_relay.encode()))
-        if self.payment_constraints is not None:
-            recs.append((PAYMENT_CONSTRAINTS, self.payment_constraints.encode()))
-        if self.allowed_features is not None:
-            recs.append((ALLOWED_FEATURES, self.allowed_features))
-        for t, v in self.unknown:
-            if t in KNOWN_TYPES or t % 2 == 0:
-                raise ValueError(f"unknown encrypted_data record must be an odd, unknown type (got {t})")
-            recs.append((t, v))
-        recs.sort(key=lambda r: r[0])
-        return recs
-
     def encode(self) -> bytes:
         for name in ("next_node_id", "next_path_key_override"):
             v = getattr(self, name)
             if v is not None and len(v) != 33:
                 raise ValueError(f"{name} must be a 33-byte point")
-        return encode_tlv(self.records())
+        for t, _ in self.unknown:
+            if ENCRYPTED_DATA_TABLE.known(t) or t % 2 == 0:
+                raise ValueError(f"unknown encrypted_data record must be an odd, unknown type (got {t})")
+        return ENCRYPTED_DATA_TABLE.encode({f.name: getattr(self, f.name) for f in ENCRYPTED_DATA_TABLE.fields},
+                                           self.unknown)
 
     @staticmethod
     def decode(data: bytes, field: str = "encrypted_data") -> "EncryptedData":
-        stream = decode_tlv(data, field, known=KNOWN_TYPES)
-        kw = {}
-        unknown = []
-        for t, v in stream.records:
-            f = f"{field}[{t}]"
-            if t == PADDING:
-                kw["padding"] = v
-            elif t == SHORT_CHANNEL_ID:
-                kw["short_channel_id"] = decode_fixed(v, 8, f + ".short_channel_id")
-            elif t == NEXT_NODE_ID:
-                kw["next_node_id"] = decode_point(v, f + ".next_node_id")
-            elif t == PATH_ID:
-                kw["path_id"] = v
-            elif t == NEXT_PATH_KEY_OVERRIDE:
-                kw["next_path_key_override"] = decode_point(v, f + ".next_path_key_override")
-            elif t == PAYMENT_RELAY:
-                kw["payment_relay"] = PaymentRelay.decode(v, f + ".payment_relay")
-            elif t == PAYMENT_CONSTRAINTS:
-                kw["payment_constraints"] = PaymentConstraints.decode(v, f + ".payment_constraints")
-            elif t == ALLOWED_FEATURES:
-                kw["allowed_features"] = v
-            else:
-                unknown.append((t, v))
-        return EncryptedData(unknown=tuple(unknown), **kw)
+        return EncryptedData(**ENCRYPTED_DATA_TABLE.decode(data, field, keep_unknown=True))
 
 
 def _padding_record_size(n: int) -> int:

@@ -3,10 +3,8 @@
 Every state change is written to the datastore *before* its effect goes out (a message sent, an offer
 handed to a payer), so a restart at any step resumes from what was promised.
 
-Online-fallback invoices (answers to forwarded invoice_requests) are indexed in memory (loaded once at
-start) and kept within the bounds of :mod:`.fallback`: expired and excess records are deleted on every
-tick and before each new one is written; their preimages are sealed with a key derived from
-``makesecret``.
+Invoice_requests our server forwards while we are online are the online fallback's
+(:mod:`..fallback.service`): this service hands them over, and runs its expiry on each tick.
 """
 
 import functools
@@ -17,29 +15,24 @@ import time
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..crypto.context import ContextError, Kind, PathContext
+from ..crypto.context import Kind, PathContext
 from ..errors import DecodeError
 from ..shell.crashpoint import crashpoint
 from ..shell.lightningd import NodeError
 from ..shell.transport import CONNECT_TIMEOUT as SERVER_CONNECT_TIMEOUT
 from ..shell.transport import Received, Transport, TransportError
-from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
-from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.offer import Offer
 from ..wire.paths import BlindedPath, decode_path_list, decode_paths, decode_server_paths, encode_path_list
 from ..wire.tlv import decode_fixed, decode_tu, tu64, u16
 from ..logs import short_id
+from ..fallback.service import FallbackService
 from . import cache as c
 from . import servers as sv
-from .fallback import (ANSWER_BURST, ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS, ANSWER_REFILL_SECONDS,
-                       FALLBACK_INVOICE_LIFETIME, KEEP_AFTER_EXPIRY, Issued, build_invoice, cap_note,
-                       fallbacks_to_delete)
 from .invoice import (IncomingChannel, build_offer, build_static_invoice, check_offer_fields, offer_signing_key,
                       payment_paths, relative_expiry, scid_int)
-from .store import (FALLBACK_PREFIX, MAX_SERVERS, NONCE_LEN, SERVER_PATHS_KEY, SERVERS_KEY, FallbackInvoice,
-                    decode_fallback, decode_servers, decode_slot, encode_fallback, encode_servers, encode_slot,
-                    fallback_key, open_preimage, record_key, seal_preimage, slot_key)
+from .store import (MAX_SERVERS, SERVER_PATHS_KEY, SERVERS_KEY, decode_servers, decode_slot, encode_servers,
+                    encode_slot, slot_key)
 
 F_REPLY_SLOT = 4
 F_OFFER_ID = 4
@@ -50,17 +43,6 @@ FORWARD_PATH_LIFETIME = 365 * 24 * 3600
 #: a connect from our server or a channel peer retries waiting requests at once, but not more often than
 #: this: a peer reconnecting in a loop must not make us send a round of requests each time
 PEER_RETRY_INTERVAL = 30
-#: [dev, regtest only] seconds an online-fallback invoice lasts (and, at most, its record after that),
-#: so that integration tests can watch records expire
-DEV_FALLBACK_EXPIRY_ENV = "ASYNCRECEIVE_DEV_FALLBACK_EXPIRY"
-
-
-def _fallback_lifetime(network: str) -> Tuple[int, int]:
-    """(invoice relative expiry, how long its record outlives it)."""
-    dev = os.environ.get(DEV_FALLBACK_EXPIRY_ENV, "")
-    if network == "regtest" and dev.isdigit() and int(dev) > 0:
-        return int(dev), min(KEEP_AFTER_EXPIRY, int(dev))
-    return FALLBACK_INVOICE_LIFETIME, KEEP_AFTER_EXPIRY
 
 
 class RecipientError(Exception):
@@ -89,14 +71,10 @@ class RecipientService:
         self.health: Dict[bytes, sv.Health] = {}
         self._channels_fp: Optional[bytes] = None
         self.ignored: Dict[str, int] = {}
-        #: payment_hash -> the online-fallback invoice we issued (its record is in the datastore)
-        self._fallbacks: Dict[bytes, Issued] = {}
-        self._preimage_key = preimage_key or record_key(offer_key_base)
-        self._answers = PerPeerLimit(RateLimiter(ANSWER_BURST, ANSWER_REFILL_SECONDS),
-                                     RateLimiter(ANSWER_OFFER_BURST, ANSWER_OFFER_REFILL_SECONDS))
-        self.fallback_expiry, self._fallback_keep = _fallback_lifetime(network)
+        #: the online fallback: answers the invoice_requests our server forwards while we are online
+        self.fallback = FallbackService(transport, network, offer_key_base, final_cltv, log, self._signing_key,
+                                        self._incoming, self._ignore, clock, preimage_key)
         self._last_peer_retry: Optional[int] = None
-        self.forwarded_invreqs = 0
 
     def now(self) -> int:
         return int(self._clock())
@@ -153,25 +131,7 @@ class RecipientService:
         gone = {h.server for s in self.cache if s.offer is not None for h in s.offer.holders} - set(self.server_ids)
         if gone:
             self._commit(c.servers_removed(self.cache, gone))
-        self._load_fallbacks()
-
-    def _load_fallbacks(self) -> None:
-        """Index every online-fallback record once; damaged ones are deleted (they could never be paid)."""
-        index: Dict[bytes, Issued] = {}
-        for key, val, _ in self.node.ds_list(FALLBACK_PREFIX):
-            try:
-                h = bytes.fromhex(key[-1])
-                if len(h) != 32:
-                    raise DecodeError("fallback_invoice.key", "not a payment hash")
-                f = decode_fallback(h, val)
-            except (DecodeError, ValueError) as e:
-                self._log(f"deleting unreadable fallback invoice record {'/'.join(key)}: {e}", "unusual")
-                self.node.ds_delete(key)
-                continue
-            # records do not say when they were written: as if with the lifetime we give invoices now
-            index[h] = Issued(f.offer_id, f.expires_at, f.expires_at - self.fallback_expiry)
-        with self.lock:
-            self._fallbacks = index
+        self.fallback.load()
 
     def _commit(self, new) -> None:
         """Write every slot that changed (compare-and-swap on its generation), then adopt ``new``."""
@@ -212,7 +172,7 @@ class RecipientService:
 
     # ---- the clock --------------------------------------------------------------------------------
     def tick(self, start: bool = False) -> None:
-        self.expire_fallbacks()
+        self.fallback.expire()
         if not self.servers:
             return
         if start:
@@ -501,111 +461,14 @@ class RecipientService:
                   f"{server.hex()})", "info")
 
     def on_forwarded_invoice_request(self, msg: Received) -> None:
-        """An invoice_request a payer sent to our server, forwarded to us because we are online: answer it
-        with a normal BOLT 12 invoice (payment hash, so the payer gets proof of payment).  The preimage is
-        stored (sealed) before the invoice goes out; the payments service claims the HTLC against it.
+        """An invoice_request our server forwarded (we are online): the online fallback answers it."""
+        self.fallback.on_invoice_request(msg, msg.context.get(F_OFFER_ID) or b"")
 
-        Anyone holding our offer can send these, so answers are rate-limited per (offer, incoming peer)
-        within a per-offer cap over all peers, and the records they leave are bounded and expire (see
-        :mod:`.fallback`): when the bounds are full of records younger than ``MIN_AGE`` (invoices a payer
-        may be paying right now) the request is dropped rather than one of them deleted.
-
-        What remains: the forward path is known only to our server, so these normally all arrive from
-        it (``source`` is the server, or unknown): every payer going through our server shares one
-        bucket, and a stranger who sends invoice_requests to the server for our offer faster than
-        ``ANSWER_REFILL_SECONDS`` (or fills ``MAX_PER_OFFER`` young records in ``MIN_AGE``) keeps other
-        payers from getting an online-fallback invoice; they still get our static invoice from the
-        server.  The per-peer key only separates requests that reach us through other peers."""
-        msg.expect(m.INVOICE_REQUEST, "a forward path", needs_reply=False)
-        offer_id = msg.context.get(F_OFFER_ID) or b""
-        with self.lock:
-            now_f = self._clock()
-            allowed = self._answers.allow(offer_id, msg.source, now_f)
-        if not allowed:
-            raise ContextError("rate_limited", PerPeerLimit.refused("invoice_request", offer_id, msg.source))
-        invreq = InvoiceRequest.decode(msg.body)
-        if invreq.offer_id != offer_id:
-            raise DecodeError("invoice_request.offer", "not for the offer this forward path belongs to")
-        self.forwarded_invreqs += 1
-        self._log(f"forwarded invoice_request for offer {short_id(offer_id)} received "
-                  f"(amount {invreq.invreq_amount}, reply path {'yes' if msg.reply_path else 'no'})", "info")
+    def _signing_key(self, offer_id: bytes) -> Optional[bytes]:
+        """The key of our offer ``offer_id`` (its ``offer_issuer_id``'s), None if no slot holds it now."""
         with self.lock:
             s = next((x for x in self.cache if x.offer is not None and x.offer.offer_id == offer_id), None)
-        # BOLT 12: with an offer_amount the payer may leave the amount out, else must not ask less
-        amount = invreq.invreq_amount if invreq.invreq_amount is not None else invreq.amount
-        if invreq.amount is not None and amount is not None and amount < invreq.amount:
-            return self._ignore("below_offer_amount", f"forwarded invoice_request for {amount} msat, "
-                                f"below the offer's {invreq.amount}")
-        if s is None or msg.reply_path is None or not amount:
-            return self._ignore("no_fallback", "forwarded invoice_request we cannot answer")
-        now = self.now()
-        preimage = os.urandom(32)
-        payment_hash = hashlib.sha256(preimage).digest()
-        paths, infos = payment_paths(self.node.node_id, self._incoming(), self.fallback_path_id(payment_hash),
-                                     self.node.block_height(), self.fallback_expiry, self.final_cltv,
-                                     random_bytes=os.urandom)
-        invoice = build_invoice(invreq, offer_signing_key(self.offer_key_base, s.offer.key_nonce), payment_hash,
-                                amount, now, paths, infos, self.fallback_expiry)
-        sealed = seal_preimage(self._preimage_key, payment_hash, preimage, os.urandom(NONCE_LEN))
-        # the note is for asyncreceive-listpayments, as on the static route
-        rec = FallbackInvoice(payment_hash, offer_id, amount, now + self.fallback_expiry, sealed, True,
-                              cap_note(invreq.payer_note))
-        with self.lock:
-            admit, doomed = fallbacks_to_delete(self._fallbacks, now, admitting=offer_id,
-                                                keep_after=self._fallback_keep)
-            self._delete_fallbacks(doomed)
-            if not admit:
-                raise ContextError("rate_limited", f"invoice_request for offer {short_id(offer_id)}: every "
-                                   "online-fallback record is of an invoice issued in the last minutes")
-            self.node.ds_put(fallback_key(payment_hash), encode_fallback(rec))
-            self._fallbacks[payment_hash] = Issued(offer_id, rec.expires_at, now)
-        self.t.send(msg.reply_path, m.INVOICE, invoice)
-        self._log(f"answered with an invoice for {amount} msat (payment_hash {short_id(payment_hash)})", "info")
-
-    # ---- online-fallback records ---------------------------------------------------------------------
-    def expire_fallbacks(self, now: Optional[int] = None) -> None:
-        """Delete the records of invoices past expiry (+ grace) and any over the bounds (the tick runs this)."""
-        with self.lock:
-            _, doomed = fallbacks_to_delete(self._fallbacks, self.now() if now is None else now,
-                                            keep_after=self._fallback_keep)
-            self._delete_fallbacks(doomed)
-
-    def _delete_fallbacks(self, hashes: List[bytes]) -> None:
-        for h in hashes:
-            self.node.ds_delete(fallback_key(h))
-            self._fallbacks.pop(h, None)
-        if hashes:
-            self._log(f"deleted {len(hashes)} online-fallback invoice record(s) (expired or over the bound)",
-                      "debug")
-
-    def fallback_count(self) -> int:
-        with self.lock:
-            return len(self._fallbacks)
-
-    def fallback_invoice(self, payment_hash: bytes) -> Optional[FallbackInvoice]:
-        """The online-fallback invoice we issued with this payment hash, its preimage opened; None if we
-        issued none (no datastore read) or its record is damaged (logged)."""
-        with self.lock:
-            if payment_hash not in self._fallbacks:
-                return None
-        got = self.node.ds_get(fallback_key(payment_hash))
-        if got is None:
-            return None
-        try:
-            f = decode_fallback(payment_hash, got[0])
-            pre = open_preimage(self._preimage_key, payment_hash, f.preimage) if f.sealed else f.preimage
-        except DecodeError as e:
-            self._log(f"unreadable fallback invoice record {short_id(payment_hash)}: {e}", "unusual")
-            return None
-        return FallbackInvoice(f.payment_hash, f.offer_id, f.amount_msat, f.expires_at, pre, False, f.payer_note)
-
-    def forget_fallback(self, payment_hash: bytes) -> None:
-        """The invoice was paid (the payment record now answers for it): its record goes."""
-        with self.lock:
-            self._delete_fallbacks([payment_hash])
-
-    def fallback_path_id(self, payment_hash: bytes) -> bytes:
-        return self.t.ctx_key.path_id(b"invoice" + payment_hash)
+        return None if s is None else offer_signing_key(self.offer_key_base, s.offer.key_nonce)
 
     # ---- RPC ------------------------------------------------------------------------------------------
     def offer_json(self, s: c.Slot) -> dict:
@@ -732,5 +595,5 @@ class RecipientService:
             return {"server_paths": [p.encode().hex() for p in self.server_paths], "servers": self.servers_json(),
                     "slots": len(self.cache),
                     "slot_status": c.counts(self.cache), "ignored": dict(self.ignored),
-                    "forwarded_invoice_requests": self.forwarded_invreqs,
-                    "fallback_invoices": len(self._fallbacks)}
+                    "forwarded_invoice_requests": self.fallback.forwarded_invreqs,
+                    "fallback_invoices": self.fallback.count()}

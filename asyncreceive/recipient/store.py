@@ -3,25 +3,17 @@
     asyncreceive/v1/recipient/slot/<index 05d>     one Slot
     asyncreceive/v1/recipient/servers              the servers set at runtime (setserver): their path lists
     asyncreceive/v1/recipient/server_paths         (older versions) one server's paths set at runtime
-    asyncreceive/v1/recipient/invoice/<hash>       online-fallback invoices issued (sealed preimage, amount)
 
-The slot (with its holders) and fallback records are declared as tables (:mod:`..wire.records`); the
-servers record is LDK's u16-counted list, not a TLV stream.  Decoders raise only DecodeError on a damaged
-record; callers skip it with a log line.
+The online-fallback invoices under asyncreceive/v1/recipient/invoice/ are :mod:`..fallback.store`'s.  The
+slot record (with its holders) is declared as a table (:mod:`..wire.records`); the servers record is
+LDK's u16-counted list, not a TLV stream.  Decoders raise only DecodeError on a damaged record; callers
+skip it with a log line.
 """
 
-import hashlib
-from dataclasses import dataclass
-from typing import List, Optional
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import List
 
 from ..errors import DecodeError
-from ..wire.records import (BYTES, TU64, U8, UTF8, UTF8_REPLACE, Codec, Field, Table, fixed_bytes, table_codec,
-                            u16_prefixed_list)
+from ..wire.records import BYTES, TU64, U8, UTF8, Codec, Field, Table, table_codec, u16_prefixed_list
 from ..wire.tlv import Reader, u16
 from . import cache as c
 
@@ -34,81 +26,6 @@ MAX_SERVERS = 4
 #: slot numbers travel as u16 (offer_paths_request)
 MAX_SLOT_INDEX = 0xFFFF
 _STATUS = [c.EMPTY, c.REQUESTED, c.PENDING, c.READY, c.USED]
-
-
-FALLBACK_PREFIX = RECIPIENT_PREFIX + ["invoice"]
-NONCE_LEN = 12
-
-
-def fallback_key(payment_hash: bytes) -> List[str]:
-    """An online-fallback invoice we issued: sealed preimage, amount, offer_id, expiry (TLV)."""
-    return FALLBACK_PREFIX + [payment_hash.hex()]
-
-
-def record_key(offer_key_base: bytes) -> bytes:
-    """The key that seals preimages in the datastore, derived from the makesecret-based offer key base
-    under its own label (so it is never the same key as any offer's)."""
-    return HKDF(hashes.SHA256(), 32, None, b"asyncreceive/v1/record-key").derive(offer_key_base)
-
-
-def _aad(payment_hash: bytes) -> bytes:
-    return b"asyncreceive/v1/preimage" + payment_hash  # a sealed preimage opens only under its own key
-
-
-def seal_preimage(key: bytes, payment_hash: bytes, preimage: bytes, nonce: bytes) -> bytes:
-    """nonce (12 bytes, random, from the caller) || ChaCha20-Poly1305(preimage)."""
-    return nonce + ChaCha20Poly1305(key).encrypt(nonce, preimage, _aad(payment_hash))
-
-
-def open_preimage(key: bytes, payment_hash: bytes, sealed: bytes) -> bytes:
-    try:
-        pre = ChaCha20Poly1305(key).decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], _aad(payment_hash))
-    except InvalidTag:
-        raise DecodeError("fallback_invoice.preimage", "does not open with our key")
-    if hashlib.sha256(pre).digest() != payment_hash:
-        raise DecodeError("fallback_invoice.preimage", "does not hash to the payment_hash")
-    return pre
-
-
-@dataclass(frozen=True)
-class FallbackInvoice:
-    """An online-fallback invoice we issued.  ``preimage`` is sealed (``sealed``) or, in records written
-    before sealing, clear."""
-
-    payment_hash: bytes
-    offer_id: bytes
-    amount_msat: int
-    expires_at: int
-    preimage: bytes
-    sealed: bool = True
-    payer_note: Optional[str] = None
-
-
-FALLBACK_RECORD = Table("fallback_invoice", [
-    Field(0, "clear_preimage", fixed_bytes(32)),            # records written before preimages were sealed
-    Field(2, "amount_msat", TU64, required=True),
-    Field(4, "offer_id", fixed_bytes(32), required=True),
-    Field(6, "expires_at", TU64, required=True),
-    Field(8, "payer_note", UTF8_REPLACE),
-    Field(10, "sealed_preimage", fixed_bytes(NONCE_LEN + 32 + 16)),   # seal_preimage's
-])
-
-
-def encode_fallback(f: FallbackInvoice) -> bytes:
-    return FALLBACK_RECORD.encode({
-        "clear_preimage": None if f.sealed else f.preimage, "sealed_preimage": f.preimage if f.sealed else None,
-        "amount_msat": f.amount_msat, "offer_id": f.offer_id, "expires_at": f.expires_at,
-        "payer_note": f.payer_note or None})
-
-
-def decode_fallback(payment_hash: bytes, data: bytes) -> FallbackInvoice:
-    r = FALLBACK_RECORD.decode(data)
-    sealed = r["sealed_preimage"] is not None
-    pre = r["sealed_preimage"] if sealed else r["clear_preimage"]
-    if pre is None:
-        raise DecodeError("fallback_invoice.preimage", "missing")
-    return FallbackInvoice(payment_hash, r["offer_id"], r["amount_msat"], r["expires_at"], pre, sealed,
-                           r["payer_note"])
 
 
 #: the servers record's path lists, each u16 length || path list (LDK's encoding)

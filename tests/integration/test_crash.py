@@ -14,9 +14,9 @@ import pytest
 from pyln.testing.db import PostgresDb
 from pyln.testing.utils import wait_for
 
-from asyncreceive.payments.pay import PAYER_PREFIX, Payment
-from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
-from asyncreceive.payments.service import PAYMENT_PREFIX, decode_payment
+from asyncreceive.paying.service import PAYER_PREFIX, Payment
+from asyncreceive.paying.payer import build_invoice_request, build_payment_onion
+from asyncreceive.receiving.service import PAYMENT_PREFIX, decode_payment
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.recipient.store import decode_slot

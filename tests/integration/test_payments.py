@@ -14,7 +14,7 @@ from coincurve import PrivateKey
 from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
-from asyncreceive.payments.payer import build_invoice_request, build_payment_onion
+from asyncreceive.paying.payer import build_invoice_request, build_payment_onion
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.store import InvoiceRecord, invoice_key
 from asyncreceive.wire import messages as m

@@ -7,9 +7,9 @@ import hashlib
 from pyln.client import RpcError
 from pyln.testing.utils import wait_for
 
-from asyncreceive.recipient.fallback import ANSWER_BURST
-from asyncreceive.recipient.service import DEV_FALLBACK_EXPIRY_ENV
-from asyncreceive.recipient.store import FALLBACK_PREFIX
+from asyncreceive.fallback.policy import ANSWER_BURST
+from asyncreceive.fallback.service import DEV_FALLBACK_EXPIRY_ENV
+from asyncreceive.fallback.store import FALLBACK_PREFIX
 from asyncreceive.wire.tlv import decode_tlv
 
 from .test_payments import setup

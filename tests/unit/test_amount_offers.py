@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.shell.transport import Received
-from asyncreceive.payments.pay import PayError
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.service import PayError
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient import store
 from asyncreceive.recipient.invoice import (CHAINS, MAX_AMOUNT_MSAT, MAX_DESCRIPTION_BYTES, MAX_ISSUER_BYTES,

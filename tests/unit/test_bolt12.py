@@ -524,3 +524,29 @@ def test_field_names_in_errors_come_from_the_tables():
     assert _si_field(fields.TLV_INVREQ_PAYER_ID) == "static_invoice[88]"
     assert _ir_field(fields.TLV_SIGNATURE) == "invoice_request.signature"
     assert Invoice.DEFAULT_RELATIVE_EXPIRY == fields.DEFAULT_INVOICE_RELATIVE_EXPIRY
+
+
+def test_accessors_parse_each_record_once(monkeypatch):
+    """A decoded message's accessors read the values its decoder parsed: no record is parsed again (the
+    server reads them on every invoice_request); one read later, not parsed at decode, is parsed once; a
+    list read is a copy the caller may change."""
+    from dataclasses import replace
+    from asyncreceive.wire.bolt12.invoice import InvoiceFields
+    from asyncreceive.wire.records import Codec
+    calls = []
+    for name in ("paths", "node_id"):
+        v = InvoiceFields.__dict__[name]
+        c = v.field.codec
+        counting = Codec(c.name, c.encode, lambda data, f, c=c: (calls.append(f), c.decode(data, f))[1])
+        monkeypatch.setattr(v, "field", replace(v.field, codec=counting))
+    inv = StaticInvoice.decode(INVOICE.encode())
+    for _ in range(3):
+        assert inv.paths == INVOICE.paths and inv.node_id == INVOICE.node_id
+    assert calls == []                                      # the decoder's values
+    built = StaticInvoice(INVOICE.stream)                   # not through decode: parsed at the first read
+    for _ in range(3):
+        assert built.paths == INVOICE.paths
+    assert len(calls) == 1
+    got = inv.paths
+    got.clear()
+    assert inv.paths == INVOICE.paths

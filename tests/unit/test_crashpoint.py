@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from asyncreceive.shell import crashpoint as cp
-from asyncreceive.payments.pay import Payment, PayService, key
+from asyncreceive.paying.service import Payment, PayService, key
 
 from .fakes import FakeNetwork
 from .test_pay import payment

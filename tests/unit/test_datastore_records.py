@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
-from asyncreceive.payments.service import RECEIVED_PAYMENT_RECORD, decode_payment, encode_payment
+from asyncreceive.receiving.service import RECEIVED_PAYMENT_RECORD, decode_payment, encode_payment
+from asyncreceive.fallback import store as fstore
 from asyncreceive.recipient import cache as c, store
 from asyncreceive.server.mailbox import HeldMessage, MailboxRecord
 from asyncreceive.server.store import InvoiceRecord
@@ -260,11 +261,11 @@ def test_slot_records_of_older_versions_read_as_before():
 
 def test_servers_and_fallback_golden_bytes():
     same_bytes(store.decode_servers, store.encode_servers, SERVERS, [b"path-list-one", b"", b"p3" * 20])
-    fallback = lambda d: store.decode_fallback(b"\x55" * 32, d)    # noqa: E731
-    same_bytes(fallback, store.encode_fallback, FALLBACK_SEALED,
-               store.FallbackInvoice(b"\x55" * 32, b"\x66" * 32, 1000, 1_700_007_200, b"\x77" * 60, True, "n\u00f6te"))
-    same_bytes(fallback, store.encode_fallback, FALLBACK_CLEAR,
-               store.FallbackInvoice(b"\x55" * 32, b"\x66" * 32, 0, 1_700_007_200, b"\x88" * 32, False, None))
+    fallback = lambda d: fstore.decode_fallback(b"\x55" * 32, d)    # noqa: E731
+    same_bytes(fallback, fstore.encode_fallback, FALLBACK_SEALED,
+               fstore.FallbackInvoice(b"\x55" * 32, b"\x66" * 32, 1000, 1_700_007_200, b"\x77" * 60, True, "n\u00f6te"))
+    same_bytes(fallback, fstore.encode_fallback, FALLBACK_CLEAR,
+               fstore.FallbackInvoice(b"\x55" * 32, b"\x66" * 32, 0, 1_700_007_200, b"\x88" * 32, False, None))
 
 
 u64s = st.integers(0, 2**64 - 1)
@@ -277,7 +278,7 @@ offers = st.builds(c.CachedOffer, st.binary(max_size=20), st.binary(max_size=32)
                    opt_u64s, texts, texts)
 slots = st.builds(c.Slot, st.integers(0, store.MAX_SLOT_INDEX), st.sampled_from(store._STATUS),
                   st.none() | offers, u64s, opt_u64s, opt_u64s, u64s)
-fallbacks = st.builds(lambda sealed, ph, oid, amount, exp, pre, note: store.FallbackInvoice(
+fallbacks = st.builds(lambda sealed, ph, oid, amount, exp, pre, note: fstore.FallbackInvoice(
     ph, oid, amount, exp, pre[:60] if sealed else pre[:32], sealed, note),
     st.booleans(), st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32), u64s, u64s,
     st.binary(min_size=60, max_size=60), st.none() | st.text(min_size=1, max_size=12))
@@ -298,7 +299,7 @@ def test_slot_record_round_trip(slot):
 @given(holder_values, fallbacks, server_lists)
 def test_holder_fallback_servers_round_trip(holder, fallback, servers):
     assert store.HOLDER_RECORD.decode(store.HOLDER_RECORD.encode(holder)) == holder
-    assert store.decode_fallback(fallback.payment_hash, store.encode_fallback(fallback)) == fallback
+    assert fstore.decode_fallback(fallback.payment_hash, fstore.encode_fallback(fallback)) == fallback
     assert store.decode_servers(store.encode_servers(servers)) == servers
 
 
@@ -316,13 +317,13 @@ def test_slot_record_any_bytes(data):
 
 @settings(max_examples=300)
 @given(st.sampled_from(["holder", "fallback", "servers"]), st.binary(max_size=120)
-       | st.builds(_damaged, fallbacks.map(store.encode_fallback), st.integers(0), st.integers(0, 256))
+       | st.builds(_damaged, fallbacks.map(fstore.encode_fallback), st.integers(0), st.integers(0, 256))
        | st.builds(_damaged, server_lists.map(store.encode_servers), st.integers(0), st.integers(0, 256)))
 def test_holder_fallback_servers_any_bytes(kind, data):
     if kind == "holder":
         any_bytes(store.HOLDER_RECORD.decode, store.HOLDER_RECORD.encode, data)
     elif kind == "fallback":
-        any_bytes(lambda d: store.decode_fallback(b"h", d), store.encode_fallback, data)
+        any_bytes(lambda d: fstore.decode_fallback(b"h", d), fstore.encode_fallback, data)
     else:
         any_bytes(store.decode_servers, store.encode_servers, data)
 

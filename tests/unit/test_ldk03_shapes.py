@@ -22,8 +22,8 @@ from asyncreceive.crypto.blinding import (EncryptedData, PaymentConstraints, Pay
                                           build_blinded_path, decrypt_hop, pad_payloads)
 from asyncreceive.crypto.onion import SMALL_ONION, build_outgoing
 from asyncreceive.crypto.sphinx import build_packet, peel_packet
-from asyncreceive.payments.payer import PAYMENT_ONION_SIZE, build_invoice_request, build_payment_onion
-from asyncreceive.payments.receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVREQ_LDK,
+from asyncreceive.paying.payer import PAYMENT_ONION_SIZE, build_invoice_request, build_payment_onion
+from asyncreceive.wire.payment_hop import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVREQ_LDK,
                                            KEYSEND_PREIMAGE)
 from asyncreceive.wire import messages as m
 from asyncreceive.recipient.invoice import CHAINS

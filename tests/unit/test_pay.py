@@ -3,8 +3,8 @@
 import hashlib
 import os
 
-from asyncreceive.payments.pay import Payment, PayService, key
-from asyncreceive.payments.pay_policy import FAILURE_STANDS, PayState
+from asyncreceive.paying.service import Payment, PayService, key
+from asyncreceive.paying.policy import FAILURE_STANDS, PayState
 from asyncreceive.wire.tlv import encode_tlv
 
 from .fakes import FakeNetwork
@@ -13,6 +13,22 @@ from .fakes import FakeNetwork
 def make_offer():
     from coincurve import PrivateKey
     return encode_tlv([(10, b"coffee"), (22, PrivateKey().public_key.format())])
+
+
+def normal_invoice(payment_hash):
+    """A BOLT 12 invoice with this payment hash, as check_invoice stores it (signed by the offer's key)."""
+    from coincurve import PrivateKey
+    from asyncreceive.crypto.blinding import EncryptedData, build_blinded_path
+    from asyncreceive.fallback.policy import build_invoice
+    from asyncreceive.paying.payer import build_invoice_request
+    from asyncreceive.wire.bolt12.offer import Offer
+    from asyncreceive.wire.paths import BlindedPayInfo
+    issuer = PrivateKey()
+    offer = Offer.build(issuer.public_key.format(), [], description="coffee")
+    invreq = build_invoice_request(offer, 21_000, os.urandom(32))
+    path = build_blinded_path(os.urandom(32), [(issuer.public_key.format(), EncryptedData(path_id=b"p").encode())])
+    return build_invoice(invreq, issuer.secret, payment_hash, 21_000, 1_800_000_000, [path],
+                         [BlindedPayInfo(0, 0, 18, 1, 10 ** 9)])
 
 
 def payment(invoice=b"", status="sending"):
@@ -27,9 +43,15 @@ def test_static_route_shows_the_hash_of_our_preimage():
 
 def test_normal_invoice_shows_its_own_payment_hash_before_completion():
     h = os.urandom(32)
-    p = payment(encode_tlv([(160, b"x"), (168, h), (170, b"\x52\x08")]))
+    p = payment(normal_invoice(h))
     assert p.json()["payment_hash"] == h.hex() and p.json()["invoice"] == "normal"
     assert "payment_preimage" not in p.json()
+
+
+def test_a_damaged_normal_invoice_shows_the_hash_of_our_preimage_without_raising():
+    for damaged in (b"\xff", encode_tlv([(168, b"short")])):
+        p = payment(damaged)
+        assert p.json()["payment_hash"] == hashlib.sha256(p.preimage).hexdigest()
 
 
 def test_restart_settles_a_normal_invoice_payment_from_lightningd():
@@ -37,7 +59,7 @@ def test_restart_settles_a_normal_invoice_payment_from_lightningd():
     node, t = net.add("payer")
     preimage = os.urandom(32)
     h = hashlib.sha256(preimage).digest()
-    p = payment(encode_tlv([(168, h)]))
+    p = payment(normal_invoice(h))
     node.ds_put(key(p.payment_id), p.encode())
     calls = []
 
@@ -57,7 +79,7 @@ def test_restart_settles_a_normal_invoice_payment_from_lightningd():
 def test_restart_leaves_an_in_flight_payment_alone():
     net = FakeNetwork(lambda: 1_800_000_000)
     node, t = net.add("payer")
-    p = payment(encode_tlv([(168, os.urandom(32))]))
+    p = payment(normal_invoice(os.urandom(32)))
     node.ds_put(key(p.payment_id), p.encode())
     answer = {"pays": [{"status": "pending"}]}
     node.rpc.listpays = lambda payment_hash: answer
@@ -81,7 +103,7 @@ def test_restart_leaves_an_in_flight_payment_alone():
 def test_a_failure_that_stands_fails_the_payment():
     net = FakeNetwork(lambda: 1_800_000_000)
     node, t = net.add("payer")
-    p = payment(encode_tlv([(168, os.urandom(32))]))
+    p = payment(normal_invoice(os.urandom(32)))
     node.ds_put(key(p.payment_id), p.encode())
     node.rpc.listpays = lambda payment_hash: {"pays": [{"status": "failed"}]}
     now = [1_800_000_000]

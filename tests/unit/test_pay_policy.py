@@ -1,4 +1,4 @@
-"""The payer's policy (asyncreceive/payments/pay_policy.py), pure: its invariants under arbitrary event
+"""The payer's policy (asyncreceive/paying/policy.py), pure: its invariants under arbitrary event
 sequences (never two sends, every payment ends, backoff bounded), the statuses as shown, and the record's
 bytes in the datastore."""
 
@@ -9,8 +9,8 @@ from coincurve import PrivateKey
 from hypothesis import given, settings, strategies as st
 
 from asyncreceive.errors import DecodeError
-from asyncreceive.payments import pay_policy as pol
-from asyncreceive.payments.pay_policy import (ENDED, FAILURE_STANDS, OPEN, PAYER_RETRY_BASE, PAYER_RETRY_CAP,
+from asyncreceive.paying import policy as pol
+from asyncreceive.paying.policy import (ENDED, FAILURE_STANDS, OPEN, PAYER_RETRY_BASE, PAYER_RETRY_CAP,
                                               PayState, Payment, Status)
 from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.tlv import decode_tlv

@@ -12,11 +12,11 @@ from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.shell.transport import Received, TransportError
-from asyncreceive.payments import pay as pay_mod
-from asyncreceive.payments.pay import F_PAYMENT_ID, F_STEP, STEP_INVOICE, STEP_RELEASE, Payment, PayError, PayService
-from asyncreceive.payments.payer import (PayLimits, build_invoice_request, check_invoice, path_fee,
+from asyncreceive.paying import service as pay_mod
+from asyncreceive.paying.service import F_PAYMENT_ID, F_STEP, STEP_INVOICE, STEP_RELEASE, Payment, PayError, PayService
+from asyncreceive.paying.payer import (PayLimits, build_invoice_request, check_invoice, path_fee,
                                          path_order, usable_paths)
-from asyncreceive.recipient.fallback import build_invoice
+from asyncreceive.fallback.policy import build_invoice
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.wire import messages as m
 from asyncreceive.wire.bolt12.bech32 import HRP_OFFER, bech32_encode

@@ -279,7 +279,7 @@ def test_expired_client_paths_are_dropped():
 def mailbox_world(config=None, live_config=None):
     """Server, recipient (1 slot, ready) and payer; ``live_config`` replaces the server's config after it
     was built (as setconfig does)."""
-    from asyncreceive.payments.service import PaymentsService
+    from asyncreceive.receiving.service import PaymentsService
     from asyncreceive.crypto.context import Kind
 
     w = World(slots=1, config=config)

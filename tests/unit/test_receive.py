@@ -6,9 +6,10 @@ import os
 from coincurve import PrivateKey
 
 from asyncreceive.crypto.blinding import EncryptedData, PaymentConstraints
-from asyncreceive.payments.payer import build_invoice_request
-from asyncreceive.payments.receive import (INVREQ_DRAFT, INVREQ_LDK, KEYSEND_PREIMAGE, OUTGOING_CLTV, TOTAL_AMOUNT,
-                                           Part, PartSet, check_htlc, parse_payload)
+from asyncreceive.paying.payer import build_invoice_request
+from asyncreceive.wire.payment_hop import (INVREQ_DRAFT, INVREQ_LDK, KEYSEND_PREIMAGE, OUTGOING_CLTV, TOTAL_AMOUNT,
+                                           parse_payload)
+from asyncreceive.receiving.htlc import Part, PartSet, check_htlc
 from asyncreceive.wire.bolt12.offer import Offer
 from asyncreceive.wire.paths import BlindedHop, BlindedPath, SciddirOrPubkey
 from asyncreceive.wire.tlv import bigsize, encode_tlv, tu64

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
 from asyncreceive.shell.transport import Received
-from asyncreceive.payments import service as ps
-from asyncreceive.payments.payer import build_invoice_request
-from asyncreceive.payments.receive import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA,
-                                           OUTGOING_CLTV, TOTAL_AMOUNT)
-from asyncreceive.recipient import fallback as fb
+from asyncreceive.receiving import service as ps
+from asyncreceive.paying.payer import build_invoice_request
+from asyncreceive.wire.payment_hop import (AMT_TO_FORWARD, CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, OUTGOING_CLTV,
+                                           TOTAL_AMOUNT)
+from asyncreceive.fallback import policy as fb
+from asyncreceive.fallback import store as fstore
+from asyncreceive.receiving import htlc
 from asyncreceive.recipient import service as rs
 from asyncreceive.recipient import store
 from asyncreceive.recipient.invoice import CHAINS
@@ -101,18 +103,18 @@ def test_policy_properties(raw, now, admitting, per_offer, total, min_age):
 
 
 def test_payer_note_is_cut_at_a_character_boundary():
-    assert fb.cap_note("é" * 300) == "é" * 256            # 2 bytes each: 512 bytes exactly
-    assert fb.cap_note("a" + "é" * 300) == "a" + "é" * 255  # the 512th byte would split a character
-    assert fb.cap_note(None) is None and fb.cap_note("hi") == "hi"
+    assert htlc.cap_note("é" * 300) == "é" * 256            # 2 bytes each: 512 bytes exactly
+    assert htlc.cap_note("a" + "é" * 300) == "a" + "é" * 255  # the 512th byte would split a character
+    assert htlc.cap_note(None) is None and htlc.cap_note("hi") == "hi"
 
 
 def test_worst_case_record_size():
     """README: what the bounds cost at most in lightningd's datastore."""
     h = b"\x11" * 32
-    big = store.FallbackInvoice(h, b"\x22" * 32, 2 ** 64 - 1, 2 ** 64 - 1, b"\x33" * (store.NONCE_LEN + 48), True,
-                                "x" * fb.MAX_NOTE_BYTES)
-    value = len(store.encode_fallback(big))
-    key = len("/".join(store.fallback_key(h)))
+    big = fstore.FallbackInvoice(h, b"\x22" * 32, 2 ** 64 - 1, 2 ** 64 - 1, b"\x33" * (fstore.NONCE_LEN + 48), True,
+                                "x" * htlc.MAX_NOTE_BYTES)
+    value = len(fstore.encode_fallback(big))
+    key = len("/".join(fstore.fallback_key(h)))
     print(f"worst-case fallback record: value {value} B, key {key} B; x {fb.MAX_TOTAL} = "
           f"{(value + key) * fb.MAX_TOTAL} B")
     assert value == 632 and key == 98
@@ -137,7 +139,7 @@ def forward_invreq(w, amount=50_000, note=None, offer=None):
 
 
 def fallback_records(w):
-    return {k: v for k, (v, _) in w.rnode.ds.items() if list(k[:4]) == store.FALLBACK_PREFIX}
+    return {k: v for k, (v, _) in w.rnode.ds.items() if list(k[:4]) == fstore.FALLBACK_PREFIX}
 
 
 def test_fallback_records_are_bounded_and_expire():
@@ -147,21 +149,21 @@ def test_fallback_records_are_bounded_and_expire():
         w.now += int(fb.ANSWER_REFILL_SECONDS)  # within the answer rate
     assert len(w.invoices) == fb.MAX_PER_OFFER + 5
     assert len(fallback_records(w)) == fb.MAX_PER_OFFER      # old code: 105
-    assert w.recipient.fallback_count() == fb.MAX_PER_OFFER
+    assert w.recipient.fallback.count() == fb.MAX_PER_OFFER
     w.now += fb.FALLBACK_INVOICE_LIFETIME + fb.KEEP_AFTER_EXPIRY + 1
     w.recipient.tick()
-    assert fallback_records(w) == {} and w.recipient.fallback_count() == 0
+    assert fallback_records(w) == {} and w.recipient.fallback.count() == 0
 
 
 def test_fallback_index_is_loaded_once_and_damaged_records_are_deleted():
     w = world()
     forward_invreq(w)
-    w.rnode.ds[tuple(store.fallback_key(b"\x01" * 32))] = (b"\x02\x01", 0)   # damaged
+    w.rnode.ds[tuple(fstore.fallback_key(b"\x01" * 32))] = (b"\x02\x01", 0)   # damaged
     w.recipient.load([])
-    assert w.recipient.fallback_count() == 1 and len(fallback_records(w)) == 1
+    assert w.recipient.fallback.count() == 1 and len(fallback_records(w)) == 1
     reads = []
     w.rnode.ds_get, real = (lambda k: (reads.append(k), real(k))[1]), w.rnode.ds_get
-    assert w.recipient.fallback_invoice(os.urandom(32)) is None and reads == []  # unknown: no datastore read
+    assert w.recipient.fallback.invoice(os.urandom(32)) is None and reads == []  # unknown: no datastore read
 
 
 def test_invoice_requests_are_answered_at_a_bounded_rate():
@@ -179,13 +181,13 @@ def test_preimage_is_sealed_and_note_capped():
     forward_invreq(w, note="n" * 5000)
     (key, val), = fallback_records(w).items()
     ph = bytes.fromhex(key[-1])
-    f = w.recipient.fallback_invoice(ph)
+    f = w.recipient.fallback.invoice(ph)
     assert hashlib.sha256(f.preimage).digest() == ph
     assert f.preimage not in val                          # not in clear in the datastore
-    assert f.payer_note == "n" * fb.MAX_NOTE_BYTES
+    assert f.payer_note == "n" * htlc.MAX_NOTE_BYTES
     other = rs.RecipientService(w.rt, 1, lambda *a: None, "regtest", b"\x08" * 32, 18, clock=lambda: w.now)
     other.load([])
-    assert other.fallback_invoice(ph) is None             # another key cannot open it
+    assert other.fallback.invoice(ph) is None             # another key cannot open it
 
 
 # ---- htlc_accepted on the fallback route ---------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_fallback_htlc_claimed_and_its_record_goes():
     w = world()
     ph, path = issued_invoice(w)
     assert decide(w, *htlc_for(w, ph, path)) == "resolve"
-    assert fallback_records(w) == {} and w.recipient.fallback_count() == 0
+    assert fallback_records(w) == {} and w.recipient.fallback.count() == 0
     assert w.payments.list_payments()[0]["amount_msat"] == 50_000
 
 
@@ -234,7 +236,7 @@ def test_fallback_route_checks_expiry_max_cltv_and_amount_to_forward():
     ph, path = issued_invoice(w)
     assert decide(w, *htlc_for(w, ph, path, amount=49_000, fwd=50_000, total=50_000)) == "fail"
     assert decide(w, *htlc_for(w, ph, path, cltv=w.rnode.height + 100_000)) == "fail"   # past max_cltv_expiry
-    w.now += fb.FALLBACK_INVOICE_LIFETIME + fb.HTLC_GRACE + 1
+    w.now += fb.FALLBACK_INVOICE_LIFETIME + htlc.HTLC_GRACE + 1
     assert decide(w, *htlc_for(w, ph, path)) == "fail"
     assert w.payments.list_payments() == []
 
@@ -302,15 +304,16 @@ def test_no_decrypt_before_lightningd_runs_and_the_htlc_is_decided_after():
 
 def test_static_invoice_expiry_is_checked():
     from asyncreceive.crypto.blinding import EncryptedData, PaymentConstraints
-    from asyncreceive.payments.receive import KEYSEND_PREIMAGE, INVREQ_LDK, check_htlc
+    from asyncreceive.wire.payment_hop import INVREQ_LDK, KEYSEND_PREIMAGE
+    from asyncreceive.receiving.htlc import check_htlc
     w = world()
     pre = os.urandom(32)
     invreq = build_invoice_request(w.offer, 50_000, os.urandom(32), chain=CHAINS["regtest"])
     recs = {KEYSEND_PREIMAGE: pre, INVREQ_LDK: invreq.encode(), TOTAL_AMOUNT: tu64(50_000)}
     data = EncryptedData(path_id=b"\x01" * 32, payment_constraints=PaymentConstraints(10_000, 1))
     args = (recs, data, w.offer, hashlib.sha256(pre).digest(), 50_000, 200, 100, 18)
-    assert check_htlc(*args, NOW, invoice_expires_at=NOW - fb.HTLC_GRACE).action == "claim"
-    v = check_htlc(*args, NOW, invoice_expires_at=NOW - fb.HTLC_GRACE - 1)
+    assert check_htlc(*args, NOW, invoice_expires_at=NOW - htlc.HTLC_GRACE).action == "claim"
+    v = check_htlc(*args, NOW, invoice_expires_at=NOW - htlc.HTLC_GRACE - 1)
     assert v.action == "fail" and "invoice expired" in v.reason
 
 
@@ -348,7 +351,7 @@ def test_only_our_server_or_channel_peers_reset_the_backoff():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80))
 def test_record_decoders_raise_only_decode_error(data):
-    for decode in (ps.decode_payment, lambda d: store.decode_fallback(b"\x00" * 32, d), store.decode_slot):
+    for decode in (ps.decode_payment, lambda d: fstore.decode_fallback(b"\x00" * 32, d), store.decode_slot):
         try:
             decode(data)
         except DecodeError:
@@ -394,7 +397,8 @@ def test_damaged_servers_record_does_not_stop_loading():
     "invoice_request": st.binary(max_size=40), "sender_preimage": st.binary(min_size=32, max_size=32)}),
     st.integers(0, 2**40))
 def test_payment_hop_table_round_trip_and_amount_defaults(values, htlc_msat):
-    from asyncreceive.payments.receive import PAYMENT_HOP_TABLE, onion_amounts, parse_payload
+    from asyncreceive.wire.payment_hop import PAYMENT_HOP_TABLE, parse_payload
+    from asyncreceive.receiving.htlc import onion_amounts
     body = PAYMENT_HOP_TABLE.encode(values)
     decoded = PAYMENT_HOP_TABLE.decode(body)
     assert {k: v for k, v in decoded.items() if v is not None} == values
@@ -405,7 +409,7 @@ def test_payment_hop_table_round_trip_and_amount_defaults(values, htlc_msat):
 
 
 def test_payment_hop_bad_amount_is_named():
-    from asyncreceive.payments.receive import onion_amounts
+    from asyncreceive.receiving.htlc import onion_amounts
     with pytest.raises(DecodeError, match="^total_amount_msat: "):
         onion_amounts({18: b"\x00\x01"}, 1)
     with pytest.raises(DecodeError, match="^outgoing_cltv_value: "):

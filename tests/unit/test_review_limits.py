@@ -6,9 +6,9 @@ import os
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.shell.transport import Received
-from asyncreceive.payments import service as ps
-from asyncreceive.payments.payer import build_invoice_request
-from asyncreceive.recipient import fallback as fb
+from asyncreceive.receiving import service as ps
+from asyncreceive.paying.payer import build_invoice_request
+from asyncreceive.fallback import policy as fb
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.recipient.service import F_OFFER_ID, HELD_HTLC_GRACE
 from asyncreceive.wire import messages as m
@@ -98,13 +98,13 @@ def test_a_flood_of_invoice_requests_does_not_push_out_an_invoice_being_paid():
         forward_invreq(w, (PEER_X, PEER_Z)[i % 2])
         w.now += 4
     assert w.now - NOW < 600                               # fb.MIN_AGE: every record is young
-    assert w.recipient.fallback_count() == fb.MAX_PER_OFFER
+    assert w.recipient.fallback.count() == fb.MAX_PER_OFFER
     assert decide(w, *htlc_for(w, ph, path)) == "resolve"  # the payer's HTLC, nine minutes later
     assert len(w.invoices) == fb.MAX_PER_OFFER and w.drops(w.rt)["rate_limited"] == 140 - 99
     # once the records are old enough, new requests push out the oldest again
     w.now += fb.MIN_AGE
     forward_invreq(w, PEER_Y)
-    assert len(w.invoices) == fb.MAX_PER_OFFER + 1 and w.recipient.fallback_count() == fb.MAX_PER_OFFER
+    assert len(w.invoices) == fb.MAX_PER_OFFER + 1 and w.recipient.fallback.count() == fb.MAX_PER_OFFER
 
 
 # ---- 5: the mailbox deletes a held message only once lightningd took it -------------------------------

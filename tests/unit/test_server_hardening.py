@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.errors import DecodeError
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server import mailbox as mb
 from asyncreceive.server.service import F_CLIENT, ServerConfig

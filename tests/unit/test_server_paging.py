@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerError
 from asyncreceive.server.store import SERVER_PREFIX, Tally, client_key, invoice_key

@@ -5,7 +5,7 @@ invoice), and a client's record is read once, not once per request."""
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.shell.lightningd import NodeError
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerConfig, ServerService
 from asyncreceive.server.store import InvoiceRecord, client_key, invoice_key

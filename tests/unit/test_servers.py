@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
-from asyncreceive.payments.payer import build_invoice_request
+from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient import cache as c
 from asyncreceive.recipient import servers as sv
 from asyncreceive.recipient import store

@@ -3,12 +3,13 @@ and the field tables (``OFFER_TABLE``, ``INVOICE_REQUEST_TABLE``, ``STATIC_INVOI
 ``INVOICE_TABLE``: :class:`~asyncreceive.wire.records.Table` rows of type number, name, codec, required).
 
 Also the helpers every message's decoder shares: :func:`namer` (how a decoder names a record in its errors),
-:func:`check_fields` (required fields present, each readable by its codec) and :class:`Value` (a field read
-from a message's records through its table).  The rules on ranges and between fields stay in each message's
+:func:`check_fields` (required fields present, each readable by its codec: their values) and :class:`Value`
+(a field read from a message's records through its table, parsed once: the decoder hands its values to the
+message with :func:`keep_decoded`, and a record read later is parsed at its first read).  The rules on ranges and between fields stay in each message's
 ``decode``.
 """
 
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 from ...errors import DecodeError
 from ..records import (BLINDED_PATHS, BLINDED_PAYINFOS, BYTES, POINT, SHA256, SIGNATURE, TU32, TU64, UTF8, Codec, Field,
@@ -196,19 +197,29 @@ def namer(prefix: str, *tables: Table):
     return name
 
 
-def check_fields(recs: Dict[int, bytes], table: Table, name) -> None:
-    """``table``'s required fields are in ``recs``, and each of its fields there reads with its codec."""
+def check_fields(recs: Dict[int, bytes], table: Table, name) -> Dict[int, Any]:
+    """``table``'s required fields are in ``recs``, and each of its fields there reads with its codec:
+    their values, by type."""
     for f in table.fields:
         if f.required and f.type not in recs:
             raise DecodeError(name(f.type), "required field missing")
-    for f in table.fields:
-        if f.type in recs:
-            f.codec.decode(recs[f.type], name(f.type))
+    return {f.type: f.codec.decode(recs[f.type], name(f.type)) for f in table.fields if f.type in recs}
+
+
+#: where a message keeps its records' parsed values (by type), beside its frozen fields
+_DECODED = "_decoded"
+
+
+def keep_decoded(message, values: Dict[int, Any]):
+    """``message``, its accessors given the values its decoder parsed (so no record is parsed again)."""
+    message.__dict__.setdefault(_DECODED, {}).update(values)
+    return message
 
 
 class Value:
     """A field read from ``self.stream`` with its table's codec (checked at decode time, so this does
-    not raise); ``default`` when the record is absent."""
+    not raise), parsed once per message; ``default`` when the record is absent.  A list comes as a copy
+    (a caller may change it)."""
 
     def __init__(self, table: Table, name: str, default=None):
         self.field = table.field(name)
@@ -218,7 +229,14 @@ class Value:
     def __get__(self, obj, owner=None):
         if obj is None:
             return self
-        v = obj.stream.get(self.field.type)
+        decoded = obj.__dict__.get(_DECODED)
+        if decoded is None:
+            decoded = obj.__dict__[_DECODED] = {}
+        t = self.field.type
+        if t not in decoded:
+            raw = obj.stream.get(t)
+            decoded[t] = None if raw is None else self.field.codec.decode(raw, self.where)
+        v = decoded[t]
         if v is None:
-            return list(self.default) if isinstance(self.default, list) else self.default
-        return self.field.codec.decode(v, self.where)
+            v = self.default
+        return list(v) if isinstance(v, list) else v

@@ -7,29 +7,29 @@ field, e.g. ``invoice.invoice_paths`` or ``invoice[241]``.
 """
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 from ...errors import DecodeError
-from ..paths import decode_paths, decode_payinfos
 from ..records import Table
 from ..tlv import TlvStream, decode_tlv
 from .bech32 import HRP_INVOICE, bech32_encode
 from .fields import (DEFAULT_INVOICE_RELATIVE_EXPIRY, DEFAULT_STATIC_INVOICE_RELATIVE_EXPIRY, INVOICE_REQUEST_TABLE,
                      INVOICE_TABLE, STATIC_INVOICE_TABLE, TLV_INVOICE_BLINDEDPAY, TLV_INVOICE_PATHS,
                      TLV_INVOICE_RELATIVE_EXPIRY, TLV_SIGNATURE, Value, check_fields, in_invoice_range, in_invreq_range,
-                     in_offer_range, namer)
+                     in_offer_range, keep_decoded, namer)
 from .offer import OfferFields, validate_offer_records
 from .signature import is_signature_type, merkle_root, schnorr_verify, sighash
 
 
-def check_invoice_records(recs: Dict[int, bytes], table: Table, field) -> None:
+def check_invoice_records(recs: Dict[int, bytes], table: Table, field) -> Dict[int, Any]:
     """The invoice-range records of an invoice or a static invoice (``table``): required ones present,
-    each readable by its codec, and one payinfo per payment path.  ``field(t)`` names a record in errors."""
-    check_fields(recs, table, field)
-    paths = decode_paths(recs[TLV_INVOICE_PATHS], field(TLV_INVOICE_PATHS))
-    payinfos = decode_payinfos(recs[TLV_INVOICE_BLINDEDPAY], field(TLV_INVOICE_BLINDEDPAY))
+    each readable by its codec, and one payinfo per payment path; their values, by type.  ``field(t)``
+    names a record in errors."""
+    values = check_fields(recs, table, field)
+    paths, payinfos = values[TLV_INVOICE_PATHS], values[TLV_INVOICE_BLINDEDPAY]
     if len(payinfos) != len(paths):
         raise DecodeError(field(TLV_INVOICE_BLINDEDPAY), f"{len(payinfos)} payinfos for {len(paths)} payment paths")
+    return values
 
 
 class InvoiceFields(OfferFields):
@@ -73,7 +73,7 @@ class Invoice(InvoiceFields):
     ``decode`` applies the reader's rules that need nothing but the invoice (required fields, ranges,
     unknown even types and features, payinfo count, signature by ``invoice_node_id``).  Whether it
     answers *our* invoice_request, and is signed by the offer's issuer, is the payer's check
-    (:func:`asyncreceive.payments.payer.check_invoice`).
+    (:func:`asyncreceive.paying.payer.check_invoice`).
     """
 
     stream: TlvStream
@@ -90,10 +90,9 @@ class Invoice(InvoiceFields):
             if (t % 2 == 0 and not in_offer_range(t) and INVOICE_TABLE.by_type(t) is None
                     and INVOICE_REQUEST_TABLE.by_type(t) is None):
                 raise DecodeError(f, "unknown even TLV type")
-        if any(in_offer_range(t) for t in recs):
-            validate_offer_records(stream, _INV)
-        check_invoice_records(recs, INVOICE_TABLE, _inv_field)
-        return Invoice(stream)._verified(check_signature, _inv_field(TLV_SIGNATURE))
+        values = validate_offer_records(stream, _INV) if any(in_offer_range(t) for t in recs) else {}
+        values.update(check_invoice_records(recs, INVOICE_TABLE, _inv_field))
+        return keep_decoded(Invoice(stream), values)._verified(check_signature, _inv_field(TLV_SIGNATURE))
 
     def to_string(self) -> str:
         return bech32_encode(HRP_INVOICE, self.encode())

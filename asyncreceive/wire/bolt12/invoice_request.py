@@ -11,7 +11,7 @@ from ...errors import DecodeError
 from ..tlv import TlvStream, decode_tlv
 from .bech32 import HRP_INVOICE_REQUEST, bech32_decode
 from .fields import (INVOICE_REQUEST_TABLE, TLV_SIGNATURE, Value, check_fields, in_invreq_range, in_offer_range,
-                     namer)
+                     keep_decoded, namer)
 from .offer import OfferFields, validate_offer_records
 from .signature import is_signature_type, merkle_root, schnorr_verify, sighash
 
@@ -35,10 +35,9 @@ class InvoiceRequest(OfferFields):
                 raise DecodeError(f, "TLV type outside the invoice_request ranges")
             if t % 2 == 0 and not in_offer_range(t) and INVOICE_REQUEST_TABLE.by_type(t) is None:
                 raise DecodeError(f, "unknown even TLV type")
-        if any(in_offer_range(t) for t in recs):
-            validate_offer_records(stream, _IR)
-        check_fields(recs, INVOICE_REQUEST_TABLE, _ir_field)
-        ir = InvoiceRequest(stream)
+        values = validate_offer_records(stream, _IR) if any(in_offer_range(t) for t in recs) else {}
+        values.update(check_fields(recs, INVOICE_REQUEST_TABLE, _ir_field))
+        ir = keep_decoded(InvoiceRequest(stream), values)
         if check_signature and not ir.verify_signature():
             raise DecodeError(_ir_field(TLV_SIGNATURE), "invalid signature")
         return ir

@@ -8,24 +8,25 @@ Pure: no I/O and no clock (callers pass ``now``).  Decoders raise only
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ...errors import DecodeError
 from ..paths import BlindedPath
 from ..tlv import Record, TlvStream, decode_tlv, encode_tlv
 from .bech32 import HRP_OFFER, bech32_decode, bech32_encode
 from .fields import (OFFER_TABLE, TLV_OFFER_AMOUNT, TLV_OFFER_CURRENCY, TLV_OFFER_DESCRIPTION, TLV_OFFER_ISSUER_ID,
-                     TLV_OFFER_PATHS, Value, in_offer_range, namer)
+                     TLV_OFFER_PATHS, Value, in_offer_range, keep_decoded, namer)
 
 
-def validate_offer_records(stream: TlvStream, prefix: str, require_id_or_paths: bool = True) -> None:
-    """Check the offer-range records of ``stream`` (other records are ignored)."""
+def validate_offer_records(stream: TlvStream, prefix: str, require_id_or_paths: bool = True) -> Dict[int, Any]:
+    """Check the offer-range records of ``stream`` (other records are ignored): their values, by type."""
     recs = {t: v for t, v in stream.records if in_offer_range(t)}
     name = namer(prefix)
+    values = {}
     for t, v in recs.items():
         f = OFFER_TABLE.by_type(t)
         if f is not None:
-            f.codec.decode(v, name(t))
+            values[t] = f.codec.decode(v, name(t))
         elif t % 2 == 0:
             raise DecodeError(name(t), "unknown even offer field")
     if TLV_OFFER_AMOUNT in recs and TLV_OFFER_DESCRIPTION not in recs:
@@ -34,6 +35,7 @@ def validate_offer_records(stream: TlvStream, prefix: str, require_id_or_paths: 
         raise DecodeError(name(TLV_OFFER_AMOUNT), "required when offer_currency is set")
     if require_id_or_paths and TLV_OFFER_ISSUER_ID not in recs and TLV_OFFER_PATHS not in recs:
         raise DecodeError(name(TLV_OFFER_ISSUER_ID), "neither offer_issuer_id nor offer_paths set")
+    return values
 
 
 class OfferFields:
@@ -86,8 +88,7 @@ class Offer(OfferFields):
         for t in stream.types():
             if not in_offer_range(t):
                 raise DecodeError(f"{field}[{t}]", "TLV type outside the offer ranges")
-        validate_offer_records(stream, field)
-        return Offer(stream)
+        return keep_decoded(Offer(stream), validate_offer_records(stream, field))
 
     @staticmethod
     def from_string(s: str) -> "Offer":

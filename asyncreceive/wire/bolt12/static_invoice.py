@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ...errors import DecodeError
-from ..paths import BlindedPath, BlindedPayInfo, decode_paths
+from ..paths import BlindedPath, BlindedPayInfo
 from ..tlv import Record, TlvStream, decode_tlv, encode_tlv
 from .fields import (STATIC_INVOICE_TABLE, TLV_INVOICE_AMOUNT, TLV_INVOICE_NODE_ID, TLV_INVOICE_PAYMENT_HASH,
                      TLV_OFFER_CHAINS, TLV_OFFER_ISSUER_ID, TLV_OFFER_PATHS, TLV_SIGNATURE, Value, in_invoice_range,
-                     in_invreq_range, in_offer_range, namer)
+                     in_invreq_range, in_offer_range, keep_decoded, namer)
 from .invoice import InvoiceFields, check_invoice_records
 from .offer import Offer, OfferFields, validate_offer_records
 from .signature import is_signature_type, merkle_root, schnorr_sign, schnorr_verify, sighash
@@ -56,14 +56,14 @@ class StaticInvoice(InvoiceFields):
             if t % 2 == 0 and not in_offer_range(t) and STATIC_INVOICE_TABLE.by_type(t) is None:
                 raise DecodeError(f, "unknown even TLV type")
         # offer part
-        validate_offer_records(stream, _SI)
+        values = validate_offer_records(stream, _SI)
         if TLV_OFFER_PATHS not in recs:
             raise DecodeError(_si_field(TLV_OFFER_PATHS), "required in a static invoice")
         chains = recs.get(TLV_OFFER_CHAINS)
         if chains is not None and len(chains) > 32:
             raise DecodeError(_si_field(TLV_OFFER_CHAINS), "a static invoice allows at most one chain")
         # invoice part
-        check_invoice_records(recs, STATIC_INVOICE_TABLE, _si_field)
+        values.update(check_invoice_records(recs, STATIC_INVOICE_TABLE, _si_field))
         node_id = recs[TLV_INVOICE_NODE_ID]
         # signing key rule
         issuer_id = recs.get(TLV_OFFER_ISSUER_ID)
@@ -71,11 +71,11 @@ class StaticInvoice(InvoiceFields):
             if node_id != issuer_id:
                 raise DecodeError(_si_field(TLV_INVOICE_NODE_ID), "does not equal offer_issuer_id")
         else:
-            finals = {p.final_blinded_node_id for p in decode_paths(recs[TLV_OFFER_PATHS], _si_field(TLV_OFFER_PATHS))}
+            finals = {p.final_blinded_node_id for p in values[TLV_OFFER_PATHS]}
             if node_id not in finals:
                 raise DecodeError(_si_field(TLV_INVOICE_NODE_ID),
                                   "no offer_issuer_id and not the final blinded node of any offer path")
-        return StaticInvoice(stream)._verified(check_signature, _si_field(TLV_SIGNATURE))
+        return keep_decoded(StaticInvoice(stream), values)._verified(check_signature, _si_field(TLV_SIGNATURE))
 
     @staticmethod
     def build(offer: Offer, payment_paths: Sequence[BlindedPath], payinfos: Sequence[BlindedPayInfo],

@@ -30,11 +30,10 @@ from enum import Enum
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError
-from ..wire.bolt12.fields import TLV_INVOICE_PAYMENT_HASH
+from ..wire.bolt12.invoice import Invoice
 from ..wire.bolt12.offer import Offer
 from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.records import BYTES, FLAG, TU64, UTF8_REPLACE, Field, Table, fixed_bytes, one_of
-from ..wire.tlv import decode_tlv
 
 PAYER_RETRY_BASE = 5
 PAYER_RETRY_CAP = 300
@@ -153,9 +152,10 @@ class Payment:
     def payment_hash(self) -> bytes:
         """The normal invoice's payment hash, else that of the preimage we send with the async HTLC."""
         if self.normal_invoice:
-            h = dict(decode_tlv(self.invoice, "invoice", known=lambda t: True).records).get(TLV_INVOICE_PAYMENT_HASH)
-            if h is not None and len(h) == 32:
-                return h
+            try:   # checked when it came (check_invoice): a damaged record falls back, as one without a hash did
+                return Invoice.decode(self.invoice, check_signature=False).payment_hash
+            except DecodeError:
+                pass
         return hashlib.sha256(self.preimage).digest()
 
     def step(self, grace: float) -> str:

@@ -23,49 +23,25 @@ from typing import Dict, Hashable, List, Optional, Tuple
 
 from ..crypto.blinding import EncryptedData
 from ..errors import DecodeError
-from ..recipient.fallback import HTLC_GRACE
 from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.offer import Offer
-from ..wire.records import BYTES, POINT, SHA256, TU32, TU64, Field, Table
-from ..wire.tlv import decode_tlv, Reader
+from ..wire.payment_hop import INVREQ_DRAFT, INVREQ_LDK, KEYSEND_PREIMAGE, PAYMENT_HOP_TABLE
 
-AMT_TO_FORWARD = 2
-OUTGOING_CLTV = 4
-ENCRYPTED_RECIPIENT_DATA = 10
-CURRENT_PATH_KEY = 12
-TOTAL_AMOUNT = 18
-INVREQ_DRAFT = 1
-INVREQ_LDK = 77777
-KEYSEND_PREIMAGE = 5482373484
-
-#: the final hop payload's records we write (as a payer) and read (BOLT 4, plus the invoice_request as LDK
-#: and the draft send it and the sender's preimage); :func:`parse_payload` keeps every record and each
-#: check reads the one it needs, so a bad record fails the HTLC with a reason, never an exception
-PAYMENT_HOP_TABLE = Table("payment_hop", [
-    Field(INVREQ_DRAFT, "invoice_request_draft", BYTES),
-    Field(AMT_TO_FORWARD, "amt_to_forward", TU64),
-    Field(OUTGOING_CLTV, "outgoing_cltv_value", TU32),
-    Field(ENCRYPTED_RECIPIENT_DATA, "encrypted_recipient_data", BYTES),
-    Field(CURRENT_PATH_KEY, "current_path_key", POINT),
-    Field(TOTAL_AMOUNT, "total_amount_msat", TU64),
-    Field(INVREQ_LDK, "invoice_request", BYTES),
-    Field(KEYSEND_PREIMAGE, "sender_preimage", SHA256),
-])
+#: an HTLC may reach us this long after the invoice it pays expired: the payer sent it in time, and
+#: each hop may take a while (a block's worth of minutes at most, in practice seconds)
+HTLC_GRACE = 600
+#: the payer's note is only shown to the operator (asyncreceive-listpayments)
+MAX_NOTE_BYTES = 512
 
 #: BOLT 4 invalid_onion_blinding (BADONION | PERM | 24) with a zero sha256_of_onion
 INVALID_ONION_BLINDING = bytes.fromhex("c018") + bytes(32)
 
 
-def parse_payload(raw: bytes) -> Dict[int, bytes]:
-    """The final hop payload as lightningd hands it to htlc_accepted (BigSize length prefix, then TLVs).
-
-    Every record is returned (lightningd could not decode it: 5482373484 is an unknown even type).
-    """
-    r = Reader(raw)
-    length = r.bigsize("payload.length")
-    body = r.read(length, "payload")
-    r.expect_end("payload")
-    return dict(decode_tlv(body, "payload", allow_unknown_even=True).records)
+def cap_note(note: Optional[str], limit: int = MAX_NOTE_BYTES) -> Optional[str]:
+    """The payer's note cut to ``limit`` UTF-8 bytes, never inside a character."""
+    if note is None:
+        return None
+    return note.encode()[:limit].decode("utf-8", "ignore")
 
 
 @dataclass

@@ -9,8 +9,8 @@
   at our node) share one bucket per offer.  An attacker with many peers can still use up the per-offer
   cap.  Duplicates within that are harmless: each gets the same answer.
 - ``htlc_accepted`` (registered before CLN's keysend plugin): an HTLC whose final blinded hop carries a
-  path_id from one of our static invoices, or from an online-fallback invoice, is checked
-  (:mod:`.receive`, the same checks for both) and resolved with the preimage, or failed; parts of a
+  path_id from one of our static invoices, or from an online-fallback invoice (which the fallback,
+  :mod:`..fallback.service`, checks), is checked (:mod:`.htlc`, the same checks for both) and resolved with the preimage, or failed; parts of a
   multi-part payment are held until their sum reaches the total or ``MPP_TIMEOUT`` passes.  HTLCs that
   are not ours are left to the next plugin.  The payment is written to the datastore *before* the HTLC is
   resolved.  A later HTLC with a recorded payment hash (a replay after a restart, when lightningd no
@@ -30,7 +30,6 @@ from ..errors import DecodeError
 from ..shell.crashpoint import crashpoint
 from ..shell.lightningd import NodeError
 from ..shell.transport import Received, Transport
-from ..recipient.fallback import cap_note
 from ..recipient.service import F_OFFER_ID, RecipientService
 from ..server.ratelimit import PerPeerLimit, RateLimiter
 from ..wire import messages as m
@@ -38,8 +37,8 @@ from ..wire.bolt12.offer import Offer
 from ..wire.records import BYTES, TU64, UTF8_REPLACE, Field, Table, array, fixed_bytes
 from ..wire.tlv import decode_tlv
 from ..logs import short_id
-from .receive import (CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, INVALID_ONION_BLINDING, Part, PartSet, Verdict,
-                      check_htlc, check_terms, onion_amounts, parse_payload)
+from ..wire.payment_hop import CURRENT_PATH_KEY, ENCRYPTED_RECIPIENT_DATA, parse_payload
+from .htlc import INVALID_ONION_BLINDING, Part, PartSet, cap_note, check_htlc, onion_amounts
 
 PAYMENT_PREFIX = ["asyncreceive", "v1", "recipient", "payment"]
 MPP_TIMEOUT = 60
@@ -196,16 +195,9 @@ class PaymentsService:
         height = self.node.block_height()
         cltv = int(htlc["cltv_expiry"])
         now = int(self._clock())
-        fallback = None
-        if data.path_id is not None and data.path_id == self.recipient.fallback_path_id(payment_hash):
-            fallback = self.recipient.fallback_invoice(payment_hash)
-            if fallback is None:
-                offer_id, v, note = b"", Verdict("fail", "no invoice of ours with this payment_hash"), None
-            else:
-                offer_id, note = fallback.offer_id, fallback.payer_note
-                v = check_terms(records, data, fallback.amount_msat, fallback.expires_at, amount, cltv, height,
-                                self.recipient.final_cltv, now)
-                v.preimage = fallback.preimage
+        fallback = self.recipient.fallback.check_htlc(records, data, payment_hash, amount, cltv, height, now)
+        if fallback is not None:
+            offer_id, v, note = fallback
         else:
             found = self._ours(data.path_id)
             if found is None:
@@ -251,7 +243,7 @@ class PaymentsService:
             return True
         crashpoint("recipient-payment-recorded")
         if fallback is not None:
-            self.recipient.forget_fallback(payment_hash)
+            self.recipient.fallback.paid(payment_hash)
         for r in waiters:
             r({"result": "resolve", "payment_key": v.preimage.hex()})
         self._log(f"received async payment {short_id(payment_hash)}: {paid} msat for offer {short_id(offer_id)}",
@@ -287,7 +279,7 @@ class PaymentsService:
         except DecodeError as e:
             self._log(f"HTLC {short_id(payment_hash)} not resolved from its record: {e}", "unusual")
             return None
-        ours = {self.recipient.fallback_path_id(payment_hash), self._payment_path_id(bytes.fromhex(rec["offer_id"]))}
+        ours = {self.recipient.fallback.path_id(payment_hash), self._payment_path_id(bytes.fromhex(rec["offer_id"]))}
         same_path = hashlib.sha256(enc).digest() in rec["paths"] or (data is not None and data.path_id in ours)
         if not same_path or amount < fwd or total < rec["total_msat"]:
             self._log(f"HTLC {short_id(payment_hash)} has a recorded payment_hash but is not on its path "

@@ -1,10 +1,10 @@
-"""Online fallback: answer a forwarded invoice_request with a normal BOLT 12 invoice (pure).
+"""The online fallback's pure part: the invoice we answer a forwarded invoice_request with, and the bounds
+on the records those invoices leave.
 
-When the recipient is online, the payer can get a regular invoice with a payment hash (and so proof of
-payment) instead of paying the static invoice.  The invoice copies the invoice_request's records byte
-for byte (offer and invreq fields), adds our blinded payment paths, the amount and payment hash, and is
-signed (tag ``lightning`` ``invoice`` ``signature``) with the offer's key, whose public key is the
-offer's ``offer_issuer_id`` and so the invoice's ``invoice_node_id``.
+The invoice copies the invoice_request's records byte for byte (offer and invreq fields), adds our blinded
+payment paths, the amount and payment hash, and is signed (tag ``lightning`` ``invoice`` ``signature``)
+with the offer's key, whose public key is the offer's ``offer_issuer_id`` and so the invoice's
+``invoice_node_id``.
 
 Every invoice we issue leaves a record (its preimage, sealed; amount; offer; expiry; the payer's note)
 that any payer can make us write, so the records are bounded (:func:`fallbacks_to_delete`): deleted
@@ -25,11 +25,9 @@ from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.signature import is_signature_type, merkle_root, schnorr_sign, sighash
 from ..wire.paths import BlindedPath, BlindedPayInfo
 from ..wire.tlv import TlvStream, encode_tlv
+from ..receiving.htlc import HTLC_GRACE
 
 FALLBACK_INVOICE_LIFETIME = 7200
-#: an HTLC may reach us this long after the invoice it pays expired: the payer sent it in time, and
-#: each hop may take a while (a block's worth of minutes at most, in practice seconds)
-HTLC_GRACE = 600
 #: a record outlives its invoice by the HTLC grace plus the longest we hold an MPP part (60 s), rounded up
 KEEP_AFTER_EXPIRY = HTLC_GRACE + 120
 #: a phone is paid by a handful of payers at a time: 100 open invoices per offer, 1000 in all
@@ -38,8 +36,6 @@ MAX_TOTAL = 1000
 #: a record younger than this is never pushed out by newer ones (a payer pays within seconds of getting
 #: its invoice): when the bounds are full of young records, a new invoice_request is not answered
 MIN_AGE = 600
-#: the payer's note is only shown to the operator (asyncreceive-listpayments)
-MAX_NOTE_BYTES = 512
 #: invoice_requests answered per (offer, incoming peer): a burst of 10, then one every 6 s (about what
 #: one payer needs); and per offer over all peers: a burst of 60, then one a second
 ANSWER_BURST = 10
@@ -97,13 +93,6 @@ def _over_bounds(live, now: int, admitting: Optional[bytes], per_offer: int, tot
     if admitting is not None and (count.get(admitting, 0) >= per_offer or len(evictable) < over):
         return None
     return out + evictable
-
-
-def cap_note(note: Optional[str], limit: int = MAX_NOTE_BYTES) -> Optional[str]:
-    """The payer's note cut to ``limit`` UTF-8 bytes, never inside a character."""
-    if note is None:
-        return None
-    return note.encode()[:limit].decode("utf-8", "ignore")
 
 
 def build_invoice(invreq: InvoiceRequest, signing_key: bytes, payment_hash: bytes, amount_msat: int,

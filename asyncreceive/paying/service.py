@@ -26,7 +26,7 @@ compare-and-swap on its record, so two answers, a replayed release or a cancel r
 never pay twice, also across a restart.
 
 The policy (what each answer, tick and result does; backoff and deadline as data) is pure, in
-:mod:`.pay_policy`; this module is its shell.  No timers: tries and expiries are due times, which the
+:mod:`.policy`; this module is its shell.  No timers: tries and expiries are due times, which the
 worker's wake-up (:meth:`PayService.run_due`) and its periodic tick (:meth:`PayService.check_sending`) run.
 """
 
@@ -50,8 +50,8 @@ from ..wire.bolt12.invoice import Invoice
 from ..wire.bolt12.invoice_request import InvoiceRequest
 from ..wire.bolt12.offer import Offer
 from ..wire.bolt12.static_invoice import StaticInvoice
-from . import pay_policy as pol
-from .pay_policy import ENDED, OPEN, PayState, Payment, Status
+from . import policy as pol
+from .policy import ENDED, OPEN, PayState, Payment, Status
 from .payer import PayLimits, build_invoice_request, build_payment_onion, check_invoice, check_static_invoice, \
     path_order, usable_paths
 
@@ -80,7 +80,7 @@ class PayError(Exception):
 
 
 class PayService:
-    """The payer's shell: loads and persists the records, runs :mod:`.pay_policy` on each event and
+    """The payer's shell: loads and persists the records, runs :mod:`.policy` on each event and
     carries out its actions (sends over the transport, lightningd calls, notifications)."""
 
     def __init__(self, transport: Transport, network: str, log: Callable[[str, str], None], timeout: int,

@@ -24,7 +24,7 @@ from ..wire.bolt12.signature import merkle_root, schnorr_sign, sighash
 from ..wire.bolt12.static_invoice import StaticInvoice
 from ..wire.paths import BlindedPayInfo
 from ..wire.tlv import TlvStream, encode_tlv
-from .receive import PAYMENT_HOP_TABLE
+from ..wire.payment_hop import PAYMENT_HOP_TABLE
 
 
 def build_invoice_request(offer: Offer, amount_msat: Optional[int], payer_key: bytes, chain: Optional[bytes] = None,

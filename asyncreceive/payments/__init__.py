@@ -1,1 +1,0 @@
-"""Payments: releasing held HTLCs, claiming async HTLCs, and paying static invoices."""
