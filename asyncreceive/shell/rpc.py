@@ -16,6 +16,10 @@ from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
 
 
+class _ClosedBeforeAnswer(Exception):
+    """The connection was closed before any of the answer came."""
+
+
 class KeptConnectionRpc(LightningRpc):
     """``LightningRpc`` that keeps one connection per calling thread (see the module's text)."""
 
@@ -41,22 +45,19 @@ class KeptConnectionRpc(LightningRpc):
         if filter is not None:
             request["filter"] = filter
         data = json.dumps(request, ensure_ascii=False).encode()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        resp = None
+        if getattr(self._local, "conn", None) is not None:
             try:
-                conn.sendall(data)
-            except OSError:        # lightningd closed it (it does not while running): a new one
+                resp = self._exchange(data, request["id"])
+            except _ClosedBeforeAnswer:   # lightningd closed the kept connection: once on a new one
                 self._drop()
-                conn = None
-        if conn is None:
-            conn = self._local.conn = UnixSocket(self.socket_path)
-            self._local.buf = b""
-            conn.sendall(data)
-        try:
-            resp = self._read_answer(conn, request["id"])
-        except Exception:
-            self._drop()           # half-read answer: the connection's state is unknown
-            raise
+        if resp is None:
+            self._local.conn, self._local.buf = UnixSocket(self.socket_path), b""
+            try:
+                resp = self._exchange(data, request["id"])
+            except _ClosedBeforeAnswer as e:
+                self._drop()
+                raise OSError(f"lightningd closed the RPC connection: {e}")
         if not isinstance(resp, dict):
             raise TypeError(f"Malformed response, response is not a dictionary {resp}.")
         if "error" in resp:
@@ -65,14 +66,40 @@ class KeptConnectionRpc(LightningRpc):
             raise ValueError('Malformed response, "result" missing.')
         return resp["result"]
 
+    def _exchange(self, data: bytes, request_id: str):
+        """Send one request on this thread's connection and read its answer.  _ClosedBeforeAnswer if
+        the connection turns out closed before any byte of the answer came (lightningd keeps a
+        connection open while it runs, so the request was not taken); anything else drops it."""
+        conn = self._local.conn
+        try:
+            conn.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise _ClosedBeforeAnswer(str(e))
+        try:
+            return self._read_answer(conn, request_id)
+        except _ClosedBeforeAnswer:
+            raise
+        except Exception:
+            self._drop()           # half-read answer: the connection's state is unknown
+            raise
+
     def _read_answer(self, conn, request_id: str):
         buf = self._local.buf
+        got = False
         while True:
             end = buf.find(b"\n\n")
             if end < 0:
-                chunk = conn.recv(max(65536, len(buf)))
+                try:
+                    chunk = conn.recv(max(65536, len(buf)))
+                except ConnectionResetError as e:
+                    if not got:
+                        raise _ClosedBeforeAnswer(str(e))
+                    raise
                 if not chunk:
-                    raise OSError("lightningd closed the RPC connection")
+                    if not got:
+                        raise _ClosedBeforeAnswer("end of stream")
+                    raise OSError("lightningd closed the RPC connection during an answer")
+                got = True
                 buf += chunk
                 continue
             obj = json.loads(buf[:end])

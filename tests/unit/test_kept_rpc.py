@@ -27,6 +27,7 @@ class FakeLightningd:
         self.srv.listen(8)
         self.connections = 0
         self.close_after_next = False
+        self.open = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -36,12 +37,16 @@ class FakeLightningd:
             except OSError:
                 return
             self.connections += 1
+            self.open.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         dec, buf = json.JSONDecoder(), ""
         while True:
-            data = conn.recv(4096)
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
             if not data:
                 return
             buf += data.decode()
@@ -77,6 +82,17 @@ class FakeLightningd:
     def close(self):
         self.srv.close()
 
+    def gone(self):
+        """lightningd stopped: no socket file, every connection closed."""
+        self.srv.close()
+        os.unlink(self.path)
+        for conn in self.open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
 
 @pytest.fixture
 def ld():
@@ -109,14 +125,21 @@ def test_a_closed_connection_is_opened_again(ld):
     assert rpc.call("echo", {"n": 1})
     ld.close_after_next = True
     assert rpc.call("echo", {"n": 2}) == {"echo": {"n": 2}}   # answered, then lightningd closes
-    # the next call finds the connection closed (on send or on read) and is not silently lost
-    try:
-        out = rpc.call("echo", {"n": 3})
-    except OSError:
-        out = rpc.call("echo", {"n": 3})
-    assert out == {"echo": {"n": 3}}
+    # the next call finds the kept connection closed (on send, or on read before any answer): it is
+    # sent again on a new connection
+    assert rpc.call("echo", {"n": 3}) == {"echo": {"n": 3}}
     assert rpc.call("echo", {"n": 4}) == {"echo": {"n": 4}}
     assert ld.connections == 2
+
+
+def test_lightningd_gone_is_an_oserror(ld):
+    rpc = KeptConnectionRpc(ld.path)
+    assert rpc.call("echo", {"n": 1})
+    ld.gone()
+    with pytest.raises(OSError):
+        rpc.call("echo", {"n": 2})
+    with pytest.raises(OSError):
+        rpc.call("echo", {"n": 3})
 
 
 def test_each_thread_has_its_own_connection(ld):
