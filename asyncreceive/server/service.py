@@ -125,6 +125,8 @@ class ServerService:
         self._loaded = threading.Event()
         self._loaded.set()
         self._journal: Optional[List[Tuple[str, tuple]]] = None
+        #: count the invoices one client at a time (``_count``); decided at the first ``load``
+        self._count_by_client: Optional[bool] = None
         #: client -> its record as stored (None: damaged), once read; dropped on every write of it
         self._clients: Dict[bytes, Optional[ClientRecord]] = {}
         #: invoice key -> what serving it needs, for the invoices served lately (at most SERVABLE_KEPT,
@@ -515,7 +517,7 @@ class ServerService:
     # ---- start-up, and the tally ------------------------------------------------------------------
     def load(self, background: bool = False) -> None:
         """At startup: read the clients' mailbox registrations and index the held messages, then count
-        what is stored (the tally: one listing per client, values not kept).  With ``background`` the
+        what is stored (the tally, ``_count``: values not kept).  With ``background`` the
         tally is counted on a thread of its own: requests are served meanwhile (they need no tally);
         the operator's RPCs that show counts or pages wait for it (``_tally_ready``), and the writes
         made meanwhile are replayed on it once it is complete."""
@@ -540,6 +542,8 @@ class ServerService:
             self._clients = {}
             self._journal = []
             self._loaded.clear()
+        if self._count_by_client is None:
+            self._count_by_client = self.node.database_backend() != "postgres"
         if background:
             threading.Thread(target=self._count, args=(tally,), name="asyncreceive-tally", daemon=True).start()
         else:
@@ -547,11 +551,37 @@ class ServerService:
 
     def _count(self, tally: Tally) -> None:
         """Count the clients and invoices into ``tally`` (which holds the rest), replay the writes made
-        meanwhile, and make it the tally."""
+        meanwhile, and make it the tally.
+
+        lightningd is single-threaded: while it answers one listdatastore, the requests we serve wait.
+        How the invoices are listed depends on its database (``wallet`` option, read once at the first
+        ``load``):
+
+        - SQLite (or not known): the clients are listed, then each client's invoices (its key's
+          children), one listing each.  lightningd's listing of a key is an indexed range scan that
+          stops at the end of the key's prefix: a few ms per client, with requests answered in between.
+          Listing the invoices' key itself would read every invoice below it (100 000 rows at 10 000
+          clients: about 5 s during which nothing is answered).  Invoices left without their client's
+          record (a crash in the middle of ``_remove``) are then not counted, nor paged.
+        - PostgreSQL: lightningd selects ``key >= ?`` and libpq fetches the whole result, i.e. the rest
+          of the table, then lightningd reads only the prefix's rows: one listing per client would cost
+          the rows after it, O(N^2) in all.  There the invoices' key is listed once.
+
+        Either way the writes made meanwhile are in ``_journal`` (whatever a listing saw of them) and
+        replayed in order: the last write of a key decides it, and a key nobody wrote meanwhile is as
+        listed."""
         t0 = time.monotonic()
         try:
-            for kind in ("clients", "invoices"):
-                for key, size in self.node.ds_sizes(SERVER_PREFIX + [kind]):
+            clients = {}    # the clients' ids as their keys name them, in order
+            for key, size in self.node.ds_sizes(SERVER_PREFIX + ["clients"]):
+                tally.stored(key, size)
+                clients[key[len(SERVER_PREFIX) + 1]] = None
+            if self._count_by_client:
+                for cid in clients:
+                    for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices", cid]):
+                        tally.stored(key, size)
+            else:
+                for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices"]):
                     tally.stored(key, size)
         except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
             self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
@@ -561,7 +591,8 @@ class ServerService:
             self.tally, self._journal = tally, None
             self._loaded.set()
         self._log(f"static invoice server: {tally.count['clients']} clients, {tally.count['invoices']} invoices "
-                  f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s", "info")
+                  f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s "
+                  f"({'client by client' if self._count_by_client else 'in one listing'})", "info")
 
     def _tally_ready(self) -> None:
         self._loaded.wait()

@@ -245,6 +245,17 @@ class Lightningd:
     def block_height(self) -> int:
         return self.rpc.getinfo()["blockheight"]
 
+    def database_backend(self) -> Optional[str]:
+        """The kind of database lightningd keeps (its datastore included): the scheme of its ``wallet``
+        option, "sqlite3" or "postgres"; None if lightningd does not say (listconfigs leaves the option
+        out unless it was set: the default is SQLite)."""
+        try:
+            wallet = self.rpc.call("listconfigs", {"config": "wallet"}).get("configs", {}).get("wallet")
+        except RpcError:
+            return None
+        dsn = wallet.get("value_str") if isinstance(wallet, dict) else None
+        return dsn.split(":", 1)[0] if isinstance(dsn, str) and ":" in dsn else None
+
     # ---- datastore: keys are lists of strings, values bytes; generations give compare-and-swap ----
     def ds_get(self, key: List[str]) -> Optional[Tuple[bytes, int]]:
         for e in self.rpc.listdatastore(key=key)["datastore"]:

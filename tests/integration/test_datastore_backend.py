@@ -53,3 +53,13 @@ def test_values_of_any_bytes_and_size_come_back_unchanged(store):
         assert store.ds_get(key) == (value, 0)
         stored.append((key, value, 0))
     assert store.ds_list(SERVER_PREFIX + ["test"]) == stored
+
+
+def test_the_database_backend_is_read_from_lightningd(store):
+    """The server counts its invoices client by client on SQLite, in one listing on PostgreSQL
+    (ServerService._count): lightningd's ``wallet`` option says which."""
+    import os
+    if os.environ.get("TEST_DB_PROVIDER") == "postgres":
+        assert store.database_backend() == "postgres"
+    else:
+        assert store.database_backend() in ("sqlite3", None)   # None: not set, lightningd's default (SQLite)

@@ -49,6 +49,7 @@ class FakeNode:
         self.height = 100
         self.online = True
         self.connects: List[bytes] = []   # node ids we were asked to connect to
+        self.database = "sqlite3"         # lightningd's database (database_backend)
 
     # adapter surface used by the services
     def makesecret(self, label: str) -> bytes:
@@ -109,6 +110,9 @@ class FakeNode:
     def send_onion(self, out) -> None:
         self.events.append(("send", out.hops[-1][1][:8]))
         self.network.deliver(out)
+
+    def database_backend(self):
+        return self.database
 
     def ds_get(self, key):
         return self.ds.get(tuple(key))

@@ -187,3 +187,18 @@ def test_send_onion_message_builds_the_onion_and_injects_it():
         assert payload == b"\x07"
         payload, rest = peel_packet(keys[1].secret, rest)
         assert (payload, rest) == (b"\x08" * 40, None)
+
+
+@pytest.mark.parametrize("answer, backend", [
+    ({"configs": {"wallet": {"value_str": "sqlite3:///tmp/l1/regtest/lightningd.sqlite3", "source": "cmdline"}}},
+     "sqlite3"),
+    ({"configs": {"wallet": {"value_str": "postgres://user:secret@db:5432/lightningd", "source": "cmdline"}}},
+     "postgres"),
+    ({"configs": {}}, None),                                   # not shown: unknown
+    ({"configs": {"wallet": {"value_str": "nonsense"}}}, None),
+    (RpcError("listconfigs", {}, {"code": -32602, "message": "Unknown config option 'wallet'"}), None),
+])
+def test_database_backend_is_the_wallet_options_scheme(answer, backend):
+    rpc = CheckedRpc({"listconfigs": answer})
+    assert Lightningd(rpc).database_backend() == backend
+    assert rpc.calls == [("listconfigs", (), {"config": "wallet"})]

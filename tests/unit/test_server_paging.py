@@ -175,9 +175,11 @@ OPS = st.one_of(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(OPS, max_size=12))
-def test_totals_match_a_full_count_after_any_operations(ops):
+@given(st.lists(OPS, max_size=12), st.sampled_from(["sqlite3", "postgres"]))
+def test_totals_match_a_full_count_after_any_operations(ops, database):
+    from .test_server_scale import restart
     w = mailbox_world()
+    restart(w, database).load()     # counted as on that database (client by client on SQLite)
     for op in ops:
         if op[0] == "add":
             w.server.add_client(op[1], rotate=op[2])
@@ -226,3 +228,56 @@ def test_keys_we_never_write_are_counted_but_not_paged():
     t.deleted(SERVER_PREFIX + ["clients", "zz"])
     t.deleted(SERVER_PREFIX + ["invoices", "61", "x"])
     assert t.count["clients"] == 1 and t.page("clients") == ([("61",)], None)
+
+
+class ListTally:
+    """The tally as a plain sorted list of every key (how it was kept before it was made compact): what
+    Tally answers must not differ from it."""
+
+    def __init__(self):
+        self.sizes = {}
+
+    def stored(self, key, size):
+        self.sizes[tuple(key)] = size
+
+    def deleted(self, key):
+        self.sizes.pop(tuple(key), None)
+
+    def page(self, kind, start=(), limit=None, within=()):
+        import bisect
+        from asyncreceive.server.store import _ordered
+        n = len(SERVER_PREFIX)
+        order = sorted(k[n + 1:] for k in self.sizes if k[n] == kind and _ordered(kind, k[n + 1:]))
+        lo = max(bisect.bisect_left(order, start), bisect.bisect_left(order, within))
+        hi = bisect.bisect_left(order, within + ("\uffff",)) if within else len(order)
+        end = hi if limit is None else min(hi, lo + limit)
+        return order[lo:end], (order[end] if end < hi else None)
+
+
+HEXES = st.sampled_from(["", "61", "6162", "62", "7a", "ff", "zz", "6"])
+TAILS = st.one_of(st.tuples(st.just("clients"), HEXES),
+                  st.tuples(st.just("invoices"), HEXES, st.sampled_from(["00000", "00001", "00009", "00010", "65535",
+                                                                        "99999", "1", "000001", "x"])),
+                  st.tuples(st.just("invoices"), HEXES),
+                  st.tuples(st.sampled_from(["mailbox", "held"]), HEXES))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), TAILS, st.integers(0, 5000)), max_size=40),
+       st.just(()) | st.tuples(HEXES) | st.tuples(HEXES, st.sampled_from(["00001", "0", "00009", "~"])),
+       st.sampled_from([(), ("61",), ("6162",), ("ff",)]), st.sampled_from([None, 0, 1, 2, 5]))
+def test_the_compact_tally_answers_as_a_sorted_list_of_keys(ops, start, within, limit):
+    t, ref = Tally(), ListTally()
+    for store, tail, size in ops:
+        key = SERVER_PREFIX + list(tail)
+        for x in (t, ref):
+            x.stored(key, size) if store else x.deleted(key)
+    n = len(SERVER_PREFIX)
+    for kind in ("clients", "invoices", "mailbox", "held"):
+        assert t.count[kind] == sum(1 for k in ref.sizes if k[n] == kind)
+    assert t.bytes == sum(ref.sizes.values())
+    for kind in ("clients", "invoices"):
+        assert t.page(kind, start, limit, within) == ref.page(kind, start, limit, within)
+        assert t.page(kind, start, limit) == ref.page(kind, start, limit)
+        for cid in ("61", "6162", "zz"):
+            assert t.of_client(kind, cid) == len(ref.page(kind, within=(cid,))[0])

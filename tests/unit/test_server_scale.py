@@ -2,13 +2,15 @@
 datastore (counts are kept in memory and written on the tick: a crash loses counts, never an
 invoice), and a client's record is read once, not once per request."""
 
+import pytest
+
 from asyncreceive.app import route
 from asyncreceive.crypto.context import Kind, PathContext
 from asyncreceive.shell.lightningd import NodeError
 from asyncreceive.paying.payer import build_invoice_request
 from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerConfig, ServerService
-from asyncreceive.server.store import InvoiceRecord, client_key, invoice_key
+from asyncreceive.server.store import SERVER_PREFIX, ClientRecord, InvoiceRecord, client_key, invoice_key
 from asyncreceive.wire import messages as m
 
 from .test_protocol import mailbox_world, stored_invoice
@@ -90,7 +92,16 @@ def test_a_clients_record_is_read_once_and_forgotten_on_removal():
     assert len(answers(w)) == 3 and w.st.stats.dropped.get("old_enrolment") == 1
 
 
-def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are_kept():
+def restart(w, database):
+    """A new server over the same datastore, on lightningd with ``database`` (not loaded yet)."""
+    w.snode.database = database
+    w.server = ServerService(w.st, w.server.config, lambda *a: None, clock=lambda: w.now)
+    route(w.st, server=w.server)
+    return w.server
+
+
+@pytest.mark.parametrize("database", ["sqlite3", "postgres"])
+def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are_kept(database):
     """Start-up (load in the background): the clients and invoices are still being counted, yet an
     invoice_request is answered; a serve and a removal made meanwhile are in the counts once ready;
     the operator's totals wait for the count."""
@@ -98,6 +109,7 @@ def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are
 
     from .test_server_paging import full_count
     w = mailbox_world()
+    restart(w, database)
     w.server.add_client(b"other")
     inv = stored_invoice(w, 0)
     gate, counting = threading.Event(), threading.Event()
@@ -162,3 +174,89 @@ def test_a_path_starting_at_us_is_decrypted_once():
     assert forward.first_node_id == w.snode.node_id
     assert calls.count(forward.hops[0].encrypted_recipient_data) == 1
     assert len(w.st._our_hops) <= tr.OUR_HOPS_KEPT
+
+
+def clients_with_invoices(w, clients, slots=(0, 1)):
+    """``clients`` enrolled, each with a copy of phone's slot 0 record in ``slots``."""
+    rec = w.snode.ds_get(invoice_key(b"phone", 0))[0]
+    for c in clients:
+        w.server.add_client(c)
+        for slot in slots:
+            w.server._put(invoice_key(c, slot), rec)
+    return rec
+
+
+def listings(w):
+    """The prefixes the server lists with ds_sizes, from now on."""
+    listed, real = [], w.snode.ds_sizes
+    w.snode.ds_sizes = lambda prefix: (listed.append(prefix[len(SERVER_PREFIX):]), real(prefix))[1]
+    return listed
+
+
+@pytest.mark.parametrize("database", ["sqlite3", "postgres"])
+def test_start_up_counts_client_by_client_on_sqlite_and_in_one_listing_on_postgresql(database):
+    """On SQLite a listing of one client's invoices stops at its prefix's end, so each client's are
+    listed on their own (lightningd answers requests in between); on PostgreSQL each such listing
+    would fetch the rest of the table, so the invoices' key is listed once.  The backend is asked once."""
+    from .test_server_paging import full_count
+    w = mailbox_world()
+    rec = clients_with_invoices(w, [b"bob", b"alice"])
+    orphan = invoice_key(b"gone", 3)               # a crash in the middle of a removal left it
+    w.snode.ds_put(orphan, rec)
+    server = restart(w, database)
+    asked, real_backend = [], w.snode.database_backend
+    w.snode.database_backend = lambda: (asked.append(1), real_backend())[1]
+    listed = listings(w)
+    server.load()
+    if database == "postgres":
+        assert listed == [["clients"], ["invoices"]]
+        assert server.totals() == full_count(w.snode)
+        assert server.tally.page("invoices", within=(b"gone".hex(),))[0] == [(b"gone".hex(), "00003")]
+    else:
+        assert listed == [["clients"]] + [["invoices", c.hex()] for c in (b"alice", b"bob", b"phone")]
+        everything = full_count(w.snode)
+        assert server.totals() == dict(everything, invoices=everything["invoices"] - 1,
+                                       bytes_stored=everything["bytes_stored"] - len(rec))   # not the orphan
+    assert [e["client_id"] for e in server.list_clients()] == ["alice", "bob", "phone"]
+    assert [(e["client_id"], e["slot"]) for e in server.list_invoices()][:4] == [
+        ("alice", 0), ("alice", 1), ("bob", 0), ("bob", 1)]
+    server.load()                                 # loaded again: the backend is not asked again
+    assert asked == [1]
+
+
+@pytest.mark.parametrize("database", ["sqlite3", "postgres"])
+def test_writes_between_the_listings_of_a_count_are_replayed_on_it(database):
+    """Writes made while the clients' invoices are being listed, to clients listed before, being
+    listed, or not yet listed, and to a client enrolled meanwhile (written directly: add_client waits
+    for the count): once counted, the tally is what the datastore holds, and pages are those of a
+    count made with no writes meanwhile."""
+    from .test_server_paging import full_count
+    w = mailbox_world()
+    rec = clients_with_invoices(w, [b"alice", b"bob", b"carol"])
+    server = restart(w, database)
+    real = w.snode.ds_sizes
+    done = []
+
+    def writes_meanwhile(prefix):
+        got = list(real(prefix))        # listed, then written: this listing does not see the writes
+        if prefix[len(SERVER_PREFIX):] in (["invoices", b"bob".hex()], ["invoices"]) and not done:
+            done.append(prefix)
+            server.remove_client(b"alice")                       # listed before (SQLite)
+            server._delete(invoice_key(b"bob", 0))               # being listed
+            server._put(invoice_key(b"bob", 5), rec)
+            server._delete(invoice_key(b"carol", 1))             # not yet listed
+            server._put(invoice_key(b"carol", 7), rec)
+            server._set(client_key(b"dave"), ClientRecord(b"dave", w.now).encode())   # enrolled meanwhile
+            server._put(invoice_key(b"dave", 2), rec)
+            w.recipient.refresh()                                # phone's invoice stored again
+        return got
+    w.snode.ds_sizes = writes_meanwhile
+    server.load()
+    assert done and server.totals() == full_count(w.snode)
+    w.snode.ds_sizes = real
+    fresh = restart(w, database)
+    fresh.load()
+    for kind in ("clients", "invoices"):
+        assert server.tally.page(kind) == fresh.tally.page(kind)
+    assert [(e["client_id"], e["slot"]) for e in server.list_invoices()][:5] == [
+        ("bob", 1), ("bob", 5), ("carol", 0), ("carol", 7), ("dave", 2)]
