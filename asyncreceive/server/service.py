@@ -258,10 +258,12 @@ class ServerService:
         return {"client_id": _text(client_id), "invoices_removed": removed}
 
     def _remove(self, client_id: bytes) -> int:
-        """Delete a client, then what it left (under ``_lock``): a serve or hold waiting for the lock
-        finds no client, so nothing is stored for it after this.  Returns the invoices deleted."""
+        """Delete what a client left, then the client (under ``_lock``: a serve or hold waiting for the
+        lock finds no client, so nothing is stored for it after this).  The client's record goes last:
+        a crash half-way leaves an enrolled client with fewer records, seen in the lists and removed
+        again, never records without a client (which nothing would list or remove).  Returns the
+        invoices deleted."""
         with self._lock:
-            self._delete(client_key(client_id))
             removed = 0
             for key, _, _ in self.node.ds_list(invoices_prefix(client_id)):
                 self._delete(key)
@@ -269,6 +271,7 @@ class ServerService:
             for key, _, _ in self.node.ds_list(mb.held_prefix(client_id)):
                 self._delete(key)
             self._delete(mb.mailbox_key(client_id))
+            self._delete(client_key(client_id))
             self._set_box(client_id, None)
             self._held_keys.pop(client_id, None)
             self._in_flight.pop(client_id, None)

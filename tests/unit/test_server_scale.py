@@ -260,3 +260,31 @@ def test_writes_between_the_listings_of_a_count_are_replayed_on_it(database):
         assert server.tally.page(kind) == fresh.tally.page(kind)
     assert [(e["client_id"], e["slot"]) for e in server.list_invoices()][:5] == [
         ("bob", 1), ("bob", 5), ("carol", 0), ("carol", 7), ("dave", 2)]
+
+
+def test_a_removal_cut_short_leaves_the_client_enrolled_and_removable():
+    """The client's record is deleted last: a removal cut short (a crash, lightningd gone) leaves an
+    enrolled client with fewer invoices, which the lists show and a second removal finishes; never
+    invoices without a client, which nothing would list or remove."""
+    w = mailbox_world()
+    before = len(w.snode.ds_list(["asyncreceive"]))
+    real_delete, deleted = w.snode.ds_delete, []
+
+    def delete_then_fail(key):
+        if "mailbox" in key:             # after the invoices: cut short here
+            raise OSError("lightningd gone")
+        deleted.append(tuple(key))
+        real_delete(key)
+    w.snode.ds_delete = delete_then_fail
+    try:
+        w.server.remove_client(b"phone")
+    except OSError:
+        pass
+    assert deleted and all("invoices" in k for k in deleted)   # the invoice went, the client did not
+    w.snode.ds_delete = real_delete
+    assert w.snode.ds_get(client_key(b"phone")) is not None
+    assert [c["client_id"] for c in w.server.list_clients()] == ["phone"]
+    w.server.remove_client(b"phone")
+    assert w.server.list_clients() == [] and w.server.list_invoices() == []
+    assert [k for k, _, _ in w.snode.ds_list(["asyncreceive", "v1", "server"])] == []
+    assert len(w.snode.ds_list(["asyncreceive"])) < before
