@@ -125,8 +125,8 @@ class ServerService:
         self._loaded = threading.Event()
         self._loaded.set()
         self._journal: Optional[List[Tuple[str, tuple]]] = None
-        #: count the invoices one client at a time (``_count``); decided at the first ``load``
-        self._count_by_client: Optional[bool] = None
+        #: lightningd's database ("sqlite3", "postgres"), read at the first ``load`` (for the count's log)
+        self._database: Optional[str] = None
         #: client -> its record as stored (None: damaged), once read; dropped on every write of it
         self._clients: Dict[bytes, Optional[ClientRecord]] = {}
         #: invoice key -> what serving it needs, for the invoices served lately (at most SERVABLE_KEPT,
@@ -321,9 +321,12 @@ class ServerService:
                     "held_messages": c["held"], "bytes_stored": self.tally.bytes}
 
     # ---- datastore writes: every one the server makes goes through these, which keep the tally ----
-    def _put(self, key: List[str], value: bytes, generation: Optional[int] = None) -> int:
+    def _put(self, key: List[str], value: bytes, generation: Optional[int] = None, counts_only: bool = False) -> int:
+        """``counts_only``: the write changes only an invoice record's serve counts (``flush_served``, at
+        the generation it read): what serving it needs stays as kept."""
         with self._lock:
-            self._forget(key)
+            if not counts_only:
+                self._forget(key)
             gen = self.node.ds_put(key, value, generation)
             self._tally_op("stored", key, len(value))
         return gen
@@ -507,7 +510,7 @@ class ServerService:
                     continue
                 try:
                     self._put(key, replace(rec, times_served=rec.times_served + n, last_served_at=last).encode(),
-                              got[1])
+                              got[1], counts_only=True)
                 except NodeError:   # written meanwhile (a new invoice for the slot): the next flush
                     more, later = self._served.get((cid, slot), (0, last))
                     self._served[(cid, slot)] = (n + more, max(last, later))
@@ -545,8 +548,8 @@ class ServerService:
             self._clients = {}
             self._journal = []
             self._loaded.clear()
-        if self._count_by_client is None:
-            self._count_by_client = self.node.database_backend() != "postgres"
+        if self._database is None:
+            self._database = self.node.database_backend() or "sqlite3"
         if background:
             threading.Thread(target=self._count, args=(tally,), name="asyncreceive-tally", daemon=True).start()
         else:
@@ -557,20 +560,23 @@ class ServerService:
         meanwhile, and make it the tally.
 
         lightningd is single-threaded: while it answers one listdatastore, the requests we serve wait.
-        How the invoices are listed depends on its database (``wallet`` option, read once at the first
-        ``load``):
+        lightningd lists one level of a key (its children; a child with children of its own as a parent,
+        without a value), so the invoices are listed client by client whatever we do: the clients are
+        listed, then each client's invoices (its key's children).  Never the invoices' key itself: that
+        listing would read every invoice below it to name the clients (100 000 rows at 10 000 clients,
+        about 5 s on SQLite during which nothing is answered), then need the per-client listings anyway.
 
-        - SQLite (or not known): the clients are listed, then each client's invoices (its key's
-          children), one listing each.  lightningd's listing of a key is an indexed range scan that
-          stops at the end of the key's prefix: a few ms per client, with requests answered in between.
-          Listing the invoices' key itself would read every invoice below it (100 000 rows at 10 000
-          clients: about 5 s during which nothing is answered).  Invoices left without their client's
-          record (a crash in the middle of ``_remove``) are then not counted, nor paged.
-        - PostgreSQL: lightningd selects ``key >= ?`` and libpq fetches the whole result, i.e. the rest
-          of the table, then lightningd reads only the prefix's rows: one listing per client would cost
-          the rows after it, O(N^2) in all.  There the invoices' key is listed once.
+        - SQLite: a listing is an indexed range scan that stops at the end of the key's prefix: a few ms
+          per client, with requests answered in between.
+        - PostgreSQL: lightningd selects ``key >= ?`` and libpq fetches the whole result, the rest of the
+          table, of which lightningd reads the prefix's rows: each listing costs the rows after its key,
+          so counting is O(N^2) there (measured in docs/benchmarks.md); requests are still answered in
+          between.
 
-        Either way the writes made meanwhile are in ``_journal`` (whatever a listing saw of them) and
+        Invoices left without their client's record are not counted, nor paged: ``_remove`` deletes the
+        client's record last, so only an older version's crash in the middle of a removal left any.
+
+        The writes made meanwhile are in ``_journal`` (whatever a listing saw of them) and
         replayed in order: the last write of a key decides it, and a key nobody wrote meanwhile is as
         listed."""
         t0 = time.monotonic()
@@ -579,12 +585,8 @@ class ServerService:
             for key, size in self.node.ds_sizes(SERVER_PREFIX + ["clients"]):
                 tally.stored(key, size)
                 clients[key[len(SERVER_PREFIX) + 1]] = None
-            if self._count_by_client:
-                for cid in clients:
-                    for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices", cid]):
-                        tally.stored(key, size)
-            else:
-                for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices"]):
+            for cid in clients:
+                for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices", cid]):
                     tally.stored(key, size)
         except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
             self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
@@ -595,7 +597,7 @@ class ServerService:
             self._loaded.set()
         self._log(f"static invoice server: {tally.count['clients']} clients, {tally.count['invoices']} invoices "
                   f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s "
-                  f"({'client by client' if self._count_by_client else 'in one listing'})", "info")
+                  f"(client by client; database {self._database})", "info")
 
     def _tally_ready(self) -> None:
         self._loaded.wait()
@@ -728,7 +730,7 @@ class ServerService:
         if not ok:
             return self._log(f"client {client_name(cid)}: mailbox full, {peer} holds its share: not held", "debug")
         self._log(f"holding an onion message for client {client_name(cid)} from {peer} ({len(onion_message)} bytes)", "debug")
-        if self.node.is_connected(rec.client_node_id):
+        if self.node.is_connected(rec.client_node_id, fresh=True):
             self.deliver(cid)
 
     def deliver(self, cid: bytes) -> int:
@@ -771,7 +773,9 @@ class ServerService:
                 del flying[k]            # the sender lost it (lightningd gone?): it may go again
             todo = [k for k in keys if tuple(k) not in flying][:max(0, mb.DELIVER_BATCH - len(flying))]
         sent = dropped = 0
-        if todo and self.node.is_connected(rec.client_node_id):
+        # asked of lightningd, not of the peers kept from notifications (which the main thread may tell
+        # late): a message relayed to a client already gone is deleted as delivered
+        if todo and self.node.is_connected(rec.client_node_id, fresh=True):
             for key in todo:
                 got = self.node.ds_get(key)
                 if got is None:

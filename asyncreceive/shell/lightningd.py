@@ -80,6 +80,7 @@ class PeerSet:
     def __init__(self, listpeers: Callable[[], Set[bytes]]):
         self._listpeers = listpeers
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()   # one listing at a time (each has its own events seen)
         self._peers: Optional[Set[bytes]] = None       # None: not listed yet
         self._during: Optional[List[Tuple[bool, bytes]]] = None   # events seen while listing
 
@@ -91,6 +92,10 @@ class PeerSet:
                 self._during.append((connected, node_id))
 
     def reload(self) -> Set[bytes]:
+        with self._reloading:
+            return self._reload()
+
+    def _reload(self) -> Set[bytes]:
         with self._lock:
             self._during = []
         try:
@@ -156,8 +161,11 @@ class Lightningd:
         """A 32-byte secret that only this node can derive, stable across restarts."""
         return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
 
-    def is_connected(self, node_id: bytes) -> bool:
-        if self._peers is not None:
+    def is_connected(self, node_id: bytes, fresh: bool = False) -> bool:
+        """Whether lightningd is connected to ``node_id``: from the peers kept from notifications when
+        followed, unless ``fresh`` (asked of lightningd: for a decision that must not act on a
+        disconnect the main thread has not told yet)."""
+        if self._peers is not None and not fresh:
             return node_id in self._peers
         peers = self.rpc.listpeers(node_id.hex())["peers"]
         return bool(peers) and bool(peers[0].get("connected"))

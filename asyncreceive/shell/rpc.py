@@ -10,14 +10,28 @@ Every method of ``LightningRpc`` (``listpeers``, ``call`` ...) works as before, 
 """
 
 import json
+import socket
 import threading
 
 from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
 
 
-class _ClosedBeforeAnswer(Exception):
-    """The connection was closed before any of the answer came."""
+class _NotTaken(Exception):
+    """The connection was reset before lightningd read our request."""
+
+
+def _closed(conn: UnixSocket) -> bool:
+    """Whether a kept connection, idle between requests, was closed or has bytes nobody asked for."""
+    if conn.sock is None:
+        return True
+    try:
+        conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)   # b"": closed; bytes: stale
+        return True
+    except BlockingIOError:
+        return False           # open, nothing to read: as it should be
+    except OSError:
+        return True
 
 
 class KeptConnectionRpc(LightningRpc):
@@ -46,16 +60,20 @@ class KeptConnectionRpc(LightningRpc):
             request["filter"] = filter
         data = json.dumps(request, ensure_ascii=False).encode()
         resp = None
-        if getattr(self._local, "conn", None) is not None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and _closed(conn):   # lightningd closed it (it does not while it runs)
+            self._drop()
+            conn = None
+        if conn is not None:
             try:
                 resp = self._exchange(data, request["id"])
-            except _ClosedBeforeAnswer:   # lightningd closed the kept connection: once on a new one
+            except _NotTaken:      # closed meanwhile, our request unread: once more on a new one
                 self._drop()
         if resp is None:
             self._local.conn, self._local.buf = UnixSocket(self.socket_path), b""
             try:
                 resp = self._exchange(data, request["id"])
-            except _ClosedBeforeAnswer as e:
+            except _NotTaken as e:
                 self._drop()
                 raise OSError(f"lightningd closed the RPC connection: {e}")
         if not isinstance(resp, dict):
@@ -67,19 +85,23 @@ class KeptConnectionRpc(LightningRpc):
         return resp["result"]
 
     def _exchange(self, data: bytes, request_id: str):
-        """Send one request on this thread's connection and read its answer.  _ClosedBeforeAnswer if
-        the connection turns out closed before any byte of the answer came (lightningd keeps a
-        connection open while it runs, so the request was not taken); anything else drops it."""
+        """Send one request on this thread's connection and read its answer.  _NotTaken if lightningd
+        cannot have read the request (the connection was reset before it: on a unix socket that
+        leaves our bytes unread); any other failure drops the connection and is raised (a clean end
+        of stream after the request was sent may come after lightningd ran it: never sent again)."""
         conn = self._local.conn
         try:
             conn.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as e:
-            raise _ClosedBeforeAnswer(str(e))
+            raise _NotTaken(str(e))
+        except BaseException:
+            self._drop()           # part of the request may be written: the connection is unusable
+            raise
         try:
             return self._read_answer(conn, request_id)
-        except _ClosedBeforeAnswer:
+        except _NotTaken:
             raise
-        except Exception:
+        except BaseException:
             self._drop()           # half-read answer: the connection's state is unknown
             raise
 
@@ -93,12 +115,10 @@ class KeptConnectionRpc(LightningRpc):
                     chunk = conn.recv(max(65536, len(buf)))
                 except ConnectionResetError as e:
                     if not got:
-                        raise _ClosedBeforeAnswer(str(e))
+                        raise _NotTaken(str(e))
                     raise
                 if not chunk:
-                    if not got:
-                        raise _ClosedBeforeAnswer("end of stream")
-                    raise OSError("lightningd closed the RPC connection during an answer")
+                    raise OSError("lightningd closed the RPC connection" + (" during an answer" if got else ""))
                 got = True
                 buf += chunk
                 continue

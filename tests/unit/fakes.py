@@ -56,7 +56,7 @@ class FakeNode:
         import hashlib
         return hashlib.sha256(self.priv + label.encode()).digest()
 
-    def is_connected(self, node_id: bytes) -> bool:
+    def is_connected(self, node_id: bytes, fresh: bool = False) -> bool:
         return self.network.reachable(node_id)
 
     def connected_peers(self):

@@ -28,6 +28,7 @@ class FakeLightningd:
         self.connections = 0
         self.close_after_next = False
         self.open = []
+        self.ran = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -64,6 +65,10 @@ class FakeLightningd:
 
     def _answer(self, conn, req):
         method, rid = req["method"], req["id"]
+        self.ran.append(method)
+        if method == "runclose":         # runs it, then goes away without answering
+            conn.close()
+            return
         if method == "fail":
             out = {"jsonrpc": "2.0", "id": rid, "error": {"code": 1234, "message": "no"}}
         elif method == "big":
@@ -129,6 +134,18 @@ def test_a_closed_connection_is_opened_again(ld):
     # sent again on a new connection
     assert rpc.call("echo", {"n": 3}) == {"echo": {"n": 3}}
     assert rpc.call("echo", {"n": 4}) == {"echo": {"n": 4}}
+    assert ld.connections == 2
+
+
+def test_a_request_lightningd_may_have_run_is_never_sent_again(ld):
+    """A connection closed after lightningd read the request (it may have run it: a datastore write)
+    is an error for that call, not a second send; the next call gets a new connection."""
+    rpc = KeptConnectionRpc(ld.path)
+    assert rpc.call("echo", {"n": 1})
+    with pytest.raises(OSError):
+        rpc.call("runclose", {"key": "x"})
+    assert ld.ran.count("runclose") == 1
+    assert rpc.call("echo", {"n": 2}) == {"echo": {"n": 2}}
     assert ld.connections == 2
 
 
@@ -222,3 +239,42 @@ def test_lightningd_asks_listpeers_each_time_unless_following():
     rpc.connected = {C}          # a missed notification: the tick's reload heals it
     node.reload_peers()
     assert node.connected_peers() == {C}
+
+
+def test_peer_set_two_listings_at_once_do_not_lose_a_notification():
+    """A listing started while another is under way waits for it: it cannot throw away the events the
+    first one saw, and the set ends as the newer listing says."""
+    first_in, release = threading.Event(), threading.Event()
+    answers = [{A, B}, {A, C}]           # the second listing is made after C connected
+
+    def listing():
+        a = answers.pop(0)
+        if a == {A, B}:
+            first_in.set()
+            release.wait(5)
+        return a
+
+    peers = PeerSet(listing)
+    t1 = threading.Thread(target=peers.reload)
+    t1.start()
+    assert first_in.wait(5)
+    peers.changed(C, True)               # told while the first listing is under way
+    t2 = threading.Thread(target=peers.reload)
+    t2.start()
+    t2.join(0.2)
+    release.set()
+    t1.join(5)
+    t2.join(5)
+    assert peers.current() == {A, C}
+
+
+def test_fresh_asks_lightningd_even_when_following():
+    """The mailbox relays a held message (then deletes it) only to a client lightningd says is
+    connected now, not one the notifications have not yet said is gone."""
+    rpc = PeersRpc({A})
+    node = Lightningd(rpc)
+    node.follow_peers()
+    assert node.is_connected(A) and rpc.listed == 1
+    rpc.connected = set()                 # A went; its disconnect notification not handled yet
+    assert node.is_connected(A)           # the kept set still says so
+    assert not node.is_connected(A, fresh=True) and rpc.listed == 2
