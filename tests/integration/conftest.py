@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ast_threads import serialize_werkzeug_rule_compile
 from tests.conftest import skip_without_binaries
 
 # lightningd built without its Rust plugins has no cln-grpc: don't pass --grpc-port.
@@ -15,6 +16,8 @@ os.environ.setdefault("RUST", "0")
 os.environ.setdefault("TEST_NETWORK", "regtest")
 
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
+
+serialize_werkzeug_rule_compile()
 
 PLUGIN = str(Path(__file__).resolve().parents[2] / "plugin.py")
 
