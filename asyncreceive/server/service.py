@@ -58,8 +58,10 @@ OFFER_LIFETIME = 365 * 24 * 3600
 #: a served invoice's offer may carry at most this many offer paths (each of ours costs one
 #: decryptencrypteddata call to recognise)
 MAX_OFFER_PATHS_CHECKED = 8
-#: invoices kept ready to serve (about 3 kB each): the ones requested most lately
+#: invoices kept ready to serve (about 3 kB each): the ones requested most lately; a record larger than
+#: SERVABLE_MAX_BYTES (a client's forward path can be as long as an onion allows) is served, not kept
 SERVABLE_KEPT = 1000
+SERVABLE_MAX_BYTES = 8192
 
 
 class Servable(NamedTuple):
@@ -491,9 +493,10 @@ class ServerService:
             if rec is None:
                 return None
             s = Servable(rec.invoice, rec.forward_path, inv.expires_at, inv.absolute_expiry)
-            self._servable[k] = s
-            if len(self._servable) > SERVABLE_KEPT:
-                self._servable.popitem(last=False)
+            if len(got[0]) <= SERVABLE_MAX_BYTES:
+                self._servable[k] = s
+                if len(self._servable) > SERVABLE_KEPT:
+                    self._servable.popitem(last=False)
             return s
 
     def flush_served(self) -> None:

@@ -90,3 +90,20 @@ def test_at_most_servable_kept_the_least_recently_served_dropped_first(monkeypat
         request(w, invs[slot])
     assert len(answers(w)) == 4
     assert set(w.server._servable) == {tuple(invoice_key(b"phone", 0)), tuple(invoice_key(b"phone", 2))}
+
+
+def test_a_large_record_is_served_but_not_kept(monkeypatch):
+    """Memory stays about SERVABLE_KEPT x 3 kB: a record above SERVABLE_MAX_BYTES (a long forward path)
+    is read for each request instead."""
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    size = len(w.snode.ds_get(invoice_key(b"phone", 0))[0])
+    monkeypatch.setattr(service_module, "SERVABLE_MAX_BYTES", size - 1)
+    reads = counting_reads(w)
+    request(w, inv)
+    request(w, inv)
+    assert len(answers(w)) == 2 and w.server._servable == {}
+    assert reads.count(tuple(invoice_key(b"phone", 0))) == 2
+    monkeypatch.setattr(service_module, "SERVABLE_MAX_BYTES", size)
+    request(w, inv)
+    assert len(w.server._servable) == 1
