@@ -155,6 +155,14 @@ def proc_of_plugin(node) -> int:
     raise RuntimeError("plugin process not found")
 
 
+def main_thread_cpu(node) -> float:
+    """User+system CPU seconds of the plugin's main thread (pyln: reads lightningd's hooks and
+    notifications, hands them to the worker); the process's threads share its pid, the main one's id."""
+    pid = proc_of_plugin(node)
+    fields = open(f"/proc/{pid}/task/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(node) -> float:
     for line in open(f"/proc/{proc_of_plugin(node)}/status"):
         if line.startswith("VmRSS:"):
@@ -237,6 +245,8 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     # start-up: lightningd start (the plugin's init, which loads the tally, runs before lightningd
     # answers), then until a payer's invoice_request is answered
     server.stop()
+    if STAGES:
+        server.daemon.env["ASYNCRECEIVE_STAGES_OUT"] = stages_out(fillers)
     t0 = time.time()
     server.start()
     row["start_rpc"] = time.time() - t0
@@ -261,12 +271,14 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     targets = real + [offer_of(server, cid, i % SLOTS) for i, cid in enumerate(picks)]
     time.sleep(1)
     spy = profiler(server, fillers)
-    cpu0 = plugin_cpu(server, split=True)
+    stages0 = stages_per_request(fillers, {}, 1) if STAGES else {}
+    cpu0, main0 = plugin_cpu(server, split=True), main_thread_cpu(server)
     lat = []
     for i in range(REQUESTS):
         lat.append(payer.request(targets[i % len(targets)], 1000 + i))
         time.sleep(0.3)   # stay clear of CLN's 4 messages/s per peer
     user, system = (b - a for a, b in zip(cpu0, plugin_cpu(server, split=True)))
+    main = main_thread_cpu(server) - main0
     cpu = user + system
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -279,6 +291,10 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     row["cpu_req"] = 1e3 * cpu / max(1, len(got))
     row["cpu_user"] = 1e3 * user / max(1, len(got))
     row["cpu_system"] = 1e3 * system / max(1, len(got))
+    row["cpu_main"] = 1e3 * main / max(1, len(got))
+    if STAGES:
+        before = {name: [0, ms / 1e3] for name, ms in stages0.items()}
+        row["stages"] = stages_per_request(fillers, before, len(got))
     row["rss"] = rss_mb(server)
     totals = server.rpc.call("asyncreceive-status")["static_invoice_server"]
     row["invoices"] = totals["invoices"]
@@ -289,12 +305,32 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     return row
 
 
+#: STAGES=1: the server's plugin runs through bench/stages_plugin.py, which adds up the CPU of each
+#: stage of its hot path; the table then shows them per served request
+STAGES = os.environ.get("STAGES", "") not in ("", "0")
+STAGES_PLUGIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stages_plugin.py")
+
+
+def stages_out(fillers: int) -> str:
+    return os.path.join(os.environ.get("PROFILE_DIR", "/tmp"), f"bench-scale-stages-{fillers}.json")
+
+
+def stages_per_request(fillers: int, before: dict, served: int) -> dict:
+    """Each stage's CPU per served request (ms), from the totals the stages plugin wrote."""
+    time.sleep(1.5)                      # it writes once a second while they change
+    with open(stages_out(fillers)) as f:
+        after = json.load(f)
+    return {name: 1e3 * (cpu - before.get(name, [0, 0.0])[1]) / max(1, served) for name, (_, cpu, _) in after.items()}
+
+
 def test_bench_scale(node_factory):
     top = max(SIZES)
     opts = {"plugin": PLUGIN, "may_reconnect": True}
     # the server logs at info, as in production (pyln-testing's default is trace); a payer that gets the
     # static invoice and the online recipient's invoice within 250 ms warns of CLN's onion message pacing
     server_opts = dict(opts, **{"asyncserver-max-clients": top + 10, "log-level": "info", "allow_warning": True})
+    if STAGES:
+        server_opts["plugin"] = STAGES_PLUGIN
     server, recipient = node_factory.line_graph(2, fundchannel=True, opts=[server_opts, opts])
     payer_node = node_factory.get_node(options={"plugin": PLUGIN, "asyncreceive-dev": None}, may_reconnect=True)
     payer_node.connect(server)
@@ -332,6 +368,7 @@ LINES = [
     ("plugin CPU per served request (ms)", "cpu_req", "{:.2f}"),
     ("  of it in user mode (ms)", "cpu_user", "{:.2f}"),
     ("  of it in the kernel (ms)", "cpu_system", "{:.2f}"),
+    ("  of it on pyln's main thread (ms)", "cpu_main", "{:.2f}"),
     ("plugin RSS after start-up (MB)", "rss_start", "{:.1f}"),
     ("plugin RSS after the requests (MB)", "rss", "{:.1f}"),
     ("database size (MB)", "db", "{:.2f}"),
@@ -351,3 +388,7 @@ def print_table(rows: dict, db: str) -> None:
     for label, key, fmt in LINES:
         vals = [rows[n][key] / (1 << 20) if key == "db" else rows[n][key] for n in sizes]
         print(f"BENCH-SCALE {label:<52}" + "".join(f"{fmt.format(v):>12}" for v in vals))
+    if STAGES:
+        print("BENCH-SCALE plugin CPU per served request by stage (ms, thread CPU, a stage includes those below it):")
+        for name in rows[sizes[0]]["stages"]:
+            print(f"BENCH-SCALE   {name:<66}" + "".join(f"{rows[n]['stages'].get(name, 0):>8.3f}" for n in sizes))

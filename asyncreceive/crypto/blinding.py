@@ -46,7 +46,7 @@ ALLOWED_FEATURES = 14
 
 def hmac256(label: bytes, secret: bytes) -> bytes:
     """HMAC-SHA256 with key = ``label`` and message = ``secret``."""
-    return _hmac.new(label, secret, hashlib.sha256).digest()
+    return _hmac.digest(label, secret, "sha256")
 
 
 def sha256(data: bytes) -> bytes:
@@ -241,17 +241,32 @@ def decrypt_hop(node_priv: bytes, path_key: bytes, encrypted: bytes,
     ``SHA256(E || ss)·E``).  Bad input of any kind raises DecodeError.
     """
     ss = _shared_secret(node_priv, path_key, field + ".path_key")
-    try:
-        plain = ChaCha20Poly1305(hmac256(b"rho", ss)).decrypt(ZERO_NONCE, bytes(encrypted), None)
-    except InvalidTag:
-        raise DecodeError(field, "cannot decrypt (wrong key or tampered data)")
-    data = EncryptedData.decode(plain, field)
+    data = decrypt_with_secret(ss, encrypted, field)
     if data.next_path_key_override is not None:
         return data, data.next_path_key_override
     return data, derive_next_path_key(path_key, ss)
 
 
-def blinded_privkey(node_priv: bytes, path_key: bytes, field: str = "path_key") -> bytes:
-    """``k · HMAC256("blinded_node_id", ECDH(path_key, k)) mod n``: the key for our blinded node id."""
-    ss = _shared_secret(node_priv, path_key, field)
+def hop_secret(node_priv: bytes, path_key: bytes, field: str = "path_key") -> bytes:
+    """ECDH(path_key, k): the shared secret of our hop, from which both its blinded key
+    (:func:`blinded_privkey`) and its data's key (:func:`decrypt_with_secret`) come.  DecodeError on a bad
+    ``path_key``."""
+    return _shared_secret(node_priv, path_key, field)
+
+
+def decrypt_with_secret(ss: bytes, encrypted: bytes, field: str = "encrypted_recipient_data") -> EncryptedData:
+    """A hop's ``encrypted_recipient_data`` decrypted with its shared secret (:func:`hop_secret`), for a
+    final hop, which needs no next path key.  DecodeError on any bad input."""
+    try:
+        plain = ChaCha20Poly1305(hmac256(b"rho", ss)).decrypt(ZERO_NONCE, bytes(encrypted), None)
+    except InvalidTag:
+        raise DecodeError(field, "cannot decrypt (wrong key or tampered data)")
+    return EncryptedData.decode(plain, field)
+
+
+def blinded_privkey(node_priv: bytes, path_key: bytes, field: str = "path_key", ss: Optional[bytes] = None) -> bytes:
+    """``k · HMAC256("blinded_node_id", ECDH(path_key, k)) mod n``: the key for our blinded node id
+    (``ss``: that ECDH, if already computed by :func:`hop_secret`)."""
+    if ss is None:
+        ss = _shared_secret(node_priv, path_key, field)
     return secret_times(node_priv, hmac256(b"blinded_node_id", ss))

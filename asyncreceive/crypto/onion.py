@@ -19,7 +19,8 @@ from typing import Optional, Sequence, Tuple
 from ..errors import DecodeError
 from ..wire.messages import OnionMessagePayload
 from ..wire.paths import BlindedPath
-from .blinding import EncryptedData, blinded_privkey, build_blinded_path, decrypt_hop, pad_payloads
+from .blinding import (EncryptedData, blinded_privkey, build_blinded_path, decrypt_with_secret, hop_secret,
+                       pad_payloads)
 from .context import CONTEXT_TLV_TYPE
 from .sphinx import HMAC_LEN, decode_onion_message, peel_packet
 
@@ -137,13 +138,14 @@ def peel_phantom(phantom_priv: bytes, onion_message: bytes) -> PeeledMessage:
     Raises DecodeError if it is malformed, not for us, not the final hop, or has no recipient data.
     """
     path_key, packet = decode_onion_message(onion_message)
-    payload, next_packet = peel_packet(blinded_privkey(phantom_priv, path_key), packet)
+    ss = hop_secret(phantom_priv, path_key, "phantom.encrypted_recipient_data.path_key")   # one ECDH for both
+    payload, next_packet = peel_packet(blinded_privkey(phantom_priv, path_key, ss=ss), packet)
     if next_packet is not None:
         raise DecodeError("onion_message", "phantom hop is not the final hop")
     omp = OnionMessagePayload.decode(payload)
     if omp.encrypted_recipient_data is None:
         raise DecodeError("onionmsg_tlv.encrypted_recipient_data", "missing at the final hop")
-    hop, _ = decrypt_hop(phantom_priv, path_key, omp.encrypted_recipient_data, "phantom.encrypted_recipient_data")
+    hop = decrypt_with_secret(ss, omp.encrypted_recipient_data, "phantom.encrypted_recipient_data")
     if hop.next_node_id is not None or hop.short_channel_id is not None:
         raise DecodeError("phantom.encrypted_recipient_data", "final hop names a next node")
     return PeeledMessage(omp, hop)

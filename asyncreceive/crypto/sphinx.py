@@ -7,7 +7,6 @@ final hop.  Keys per hop: ``rho``/``mu`` = HMAC256(label, shared secret); the in
 the ChaCha20 stream keyed by HMAC256("pad", session key).
 """
 
-import hashlib
 import hmac as _hmac
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,9 +24,12 @@ LARGE_SIZE = 32768
 ONION_MESSAGE_TYPE = 513
 
 
-def chacha_stream(key: bytes, n: int) -> bytes:
-    """``n`` bytes of ChaCha20 keystream, key ``key``, zero nonce and counter."""
-    return Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor().update(b"\x00" * n)
+def chacha_stream(key: bytes, n: int, offset: int = 0) -> bytes:
+    """``n`` bytes of ChaCha20 keystream, key ``key``, zero nonce, from byte ``offset`` of the stream
+    (the 64-byte blocks before it are skipped by the block counter, not computed)."""
+    block, skip = divmod(offset, 64)
+    nonce = block.to_bytes(4, "little") + b"\x00" * 12     # the counter, then the 96-bit nonce
+    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(b"\x00" * (skip + n))[skip:]
 
 
 def chacha_xor(key: bytes, data: bytes) -> bytes:
@@ -42,7 +44,7 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 def _mac(key: bytes, data: bytes) -> bytes:
-    return _hmac.new(key, data, hashlib.sha256).digest()
+    return _hmac.digest(key, data, "sha256")
 
 
 def hop_size(payload: bytes) -> int:
@@ -64,8 +66,9 @@ def _shared_secrets(session_key: bytes, pubkeys: Sequence[bytes]) -> List[bytes]
 def _filler(secrets: Sequence[bytes], sizes: Sequence[int], size: int) -> bytes:
     filler = b""
     for ss, n in zip(secrets[:-1], sizes[:-1]):
-        stream = chacha_stream(hmac256(b"rho", ss), size + n)
-        filler = _xor(filler + b"\x00" * n, stream[size - len(filler):])
+        # the hop's stream over size + n bytes, of which the filler takes the last len(filler) + n
+        stream = chacha_stream(hmac256(b"rho", ss), len(filler) + n, offset=size - len(filler))
+        filler = _xor(filler + b"\x00" * n, stream)
     return filler
 
 
@@ -123,20 +126,23 @@ def peel_packet(priv: bytes, packet: bytes, assocdata: bytes = b"") -> Tuple[byt
         raise DecodeError("onion.ephemeral_key", f"ECDH failed: {e}")
     if not _hmac.compare_digest(_mac(hmac256(b"mu", ss), info + assocdata), mac):
         raise DecodeError("onion.hmac", "HMAC mismatch (not for this key, or tampered)")
-    plain = chacha_xor(hmac256(b"rho", ss), info + b"\x00" * size)
-
-    r = Reader(plain, end=size)
+    rho = hmac256(b"rho", ss)
+    # the payload's length first (a bigsize is at most 9 bytes), then the payload and the next HMAC;
+    # the rest of the routing info only when there is a next hop
+    head = chacha_xor(rho, info[:9])
+    r = Reader(head)
     length = r.bigsize("onion.payload.length")
     if length == 0:
         raise DecodeError("onion.payload.length", "zero length (legacy payloads are not supported)")
-    if r.remaining() < length + HMAC_LEN:
+    shift = r.pos + length + HMAC_LEN
+    if shift > size:
         raise DecodeError("onion.payload.length", f"payload of {length} bytes does not fit in {size}")
-    payload = r.read(length, "onion.payload")
-    next_mac = r.read(HMAC_LEN, "onion.next_hmac")
+    plain = chacha_xor(rho, info[:shift])
+    payload = plain[r.pos:r.pos + length]
+    next_mac = plain[shift - HMAC_LEN:shift]
     if next_mac == b"\x00" * HMAC_LEN:
         return payload, None
-    shift = r.pos
-    next_info = plain[shift:shift + size]
+    next_info = chacha_xor(rho, info + b"\x00" * shift)[shift:]
     next_eph = PublicKey(eph).multiply(sha256(eph + ss)).format()
     return payload, bytes([VERSION]) + next_eph + next_info + next_mac
 

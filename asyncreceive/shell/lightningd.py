@@ -354,7 +354,7 @@ class Lightningd:
         onion's trip through JSON both ways."""
         try:
             onion = build_packet(os.urandom(32), out.hops, out.onion_size)
-            self.rpc.call("injectonionmessage", {"path_key": out.path_key.hex(), "message": onion.hex()})
+            self.rpc.call_hex("injectonionmessage", {"path_key": out.path_key, "message": onion})
         except RpcError as e:
             raise NodeError(f"sending onion message failed: {e.error.get('message', e.error)}")
 

@@ -10,11 +10,17 @@ Every method of ``LightningRpc`` (``listpeers``, ``call`` ...) works as before, 
 """
 
 import json
+import re
 import socket
 import threading
+from typing import Dict
 
 from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
+
+
+#: a params name or value that JSON carries as it is, without escaping
+_PLAIN = re.compile(r"[A-Za-z0-9_]+")
 
 
 class _NotTaken(Exception):
@@ -58,7 +64,21 @@ class KeptConnectionRpc(LightningRpc):
         request = {"jsonrpc": "2.0", "method": method, "params": payload, "id": self._next_id(method)}
         if filter is not None:
             request["filter"] = filter
-        data = json.dumps(request, ensure_ascii=False).encode()
+        return self._call(method, payload, request["id"], json.dumps(request, ensure_ascii=False).encode())
+
+    def call_hex(self, method: str, params: Dict[str, bytes]):
+        """``call(method, {name: value.hex()})``, with the request written without JSON's encoder (hex
+        needs no escaping), which for a 32 kB onion costs about 5 times as much (injectonionmessage,
+        twice per served invoice_request).  Names are letters, digits and ``_``."""
+        if self._notify is not None or not all(_PLAIN.fullmatch(k) for k in params):
+            return self.call(method, {k: v.hex() for k, v in params.items()})
+        request_id = self._next_id(method)
+        body = ",".join(f'"{k}":"{v.hex()}"' for k, v in params.items())
+        data = (f'{{"jsonrpc":"2.0","method":{json.dumps(method)},"id":{json.dumps(request_id)},'
+                f'"params":{{{body}}}}}').encode()
+        return self._call(method, params, request_id, data)
+
+    def _call(self, method: str, payload, request_id: str, data: bytes):
         resp = None
         conn = getattr(self._local, "conn", None)
         if conn is not None and _closed(conn):   # lightningd closed it (it does not while it runs)
@@ -66,13 +86,13 @@ class KeptConnectionRpc(LightningRpc):
             conn = None
         if conn is not None:
             try:
-                resp = self._exchange(data, request["id"])
+                resp = self._exchange(data, request_id)
             except _NotTaken:      # closed meanwhile, our request unread: once more on a new one
                 self._drop()
         if resp is None:
             self._local.conn, self._local.buf = UnixSocket(self.socket_path), b""
             try:
-                resp = self._exchange(data, request["id"])
+                resp = self._exchange(data, request_id)
             except _NotTaken as e:
                 self._drop()
                 raise OSError(f"lightningd closed the RPC connection: {e}")

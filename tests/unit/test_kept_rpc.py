@@ -116,6 +116,27 @@ def test_one_connection_for_many_calls_and_answers_in_order(ld):
     assert ld.connections == 1
 
 
+def test_call_hex_sends_the_request_call_would(ld, monkeypatch):
+    """call_hex writes hex params without JSON's encoder: lightningd reads the same request as from
+    ``call`` with the values in hex; a name JSON would have to escape goes through ``call``."""
+    rpc = KeptConnectionRpc(ld.path)
+    sent = []
+    real = rpc._exchange
+    monkeypatch.setattr(rpc, "_exchange", lambda data, rid: sent.append(data) or real(data, rid))
+    key, onion = b"\x02" + b"\xab" * 32, os.urandom(32834)
+    assert rpc.call_hex("echo", {"path_key": key, "message": onion}) == \
+        {"echo": {"path_key": key.hex(), "message": onion.hex()}}
+    plain = json.loads(sent[-1])
+    rpc.call("echo", {"path_key": key.hex(), "message": onion.hex()})
+    encoded = json.loads(sent[-1])
+    assert plain.pop("id") != encoded.pop("id") and plain == encoded
+    for odd in ({"bad key": b"ab"}, {'q"uote': b"\x01"}, {}):
+        want = {k: v.hex() for k, v in odd.items()}
+        assert rpc.call_hex("echo", odd) == {"echo": want}
+        assert json.loads(sent[-1])["params"] == want
+    assert ld.connections == 1
+
+
 def test_errors_are_pyln_rpc_errors_and_keep_the_connection(ld):
     rpc = KeptConnectionRpc(ld.path)
     with pytest.raises(RpcError) as e:

@@ -12,6 +12,7 @@ from pyln.client import LightningRpc, RpcError
 from asyncreceive.crypto.onion import OutgoingOnion
 from asyncreceive.crypto.sphinx import peel_packet
 from asyncreceive.shell.lightningd import Lightningd
+from asyncreceive.shell.rpc import KeptConnectionRpc
 
 #: (required, optional) request parameters of the commands the adapter sends through ``rpc.call`` or
 #: that pyln-client has no method for (or an older one: its sendonion lacks groupid), as lightningd's
@@ -48,9 +49,12 @@ class CheckedRpc:
 
     def __getattr__(self, name):
         def call(*args, **kwargs):
-            if name == "call":
-                bound = inspect.signature(LightningRpc.call).bind(self, *args, **kwargs).arguments
-                command, params = bound["method"], bound.get("payload") or {}
+            if name in ("call", "call_hex"):
+                method = getattr(KeptConnectionRpc, name)
+                bound = inspect.signature(method).bind(self, *args, **kwargs).arguments
+                command, params = bound["method"], bound.get("payload") or bound.get("params") or {}
+                if name == "call_hex":
+                    params = {k: v.hex() for k, v in params.items()}
                 check_params(command, params)
                 return self._answer(command, (), params)
             if name in DOCUMENTED or not hasattr(LightningRpc, name):

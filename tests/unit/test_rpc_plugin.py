@@ -91,3 +91,25 @@ def test_a_background_command_refusing_or_given_bad_parameters_answers_in_one_li
     assert call(p, "later", {"x": -1})["error"] == {"code": -32600, "message": "x: not negative"}
     err = call(p, "later", {"bogus": 1})["error"]
     assert err["code"] == INVALID_PARAMS and err["message"].startswith("bad parameters: ")
+
+
+def test_a_handlers_signature_is_worked_out_once(monkeypatch):
+    """pyln-client binds every call's parameters through inspect.signature; the slow part (reading the
+    function) runs once per handler, and the binding (plugin and request injected) stays the same."""
+    import inspect
+    p, _ = make()
+    worked_out = []
+    real = inspect._signature_from_function
+    monkeypatch.setattr(inspect, "_signature_from_function",
+                        lambda *a, **k: worked_out.append(a[1].__name__) or real(*a, **k))
+
+    @p.async_method("both")
+    def both(plugin, request, x, y=2):
+        request.set_result({"x": x, "y": y, "plugin": plugin is p})
+
+    for i in range(3):
+        assert call(p, "ok", {"x": i})["result"] == {"x": i}
+        assert call(p, "both", {"x": i})["result"] == {"x": i, "y": 2, "plugin": True}
+    assert call(p, "both", [5, 6])["result"] == {"x": 5, "y": 6, "plugin": True}
+    assert call(p, "ok", {"x": 1, "y": 2})["error"]["code"] == INVALID_PARAMS
+    assert sorted(worked_out) == ["both", "ok"]

@@ -12,6 +12,7 @@ from asyncreceive.recipient.invoice import CHAINS
 from asyncreceive.server.service import ServerConfig, ServerService
 from asyncreceive.server.store import SERVER_PREFIX, ClientRecord, InvoiceRecord, client_key, invoice_key
 from asyncreceive.wire import messages as m
+from asyncreceive.wire.bolt12.invoice_request import InvoiceRequest
 
 from .test_protocol import mailbox_world, stored_invoice
 
@@ -283,3 +284,19 @@ def test_a_removal_cut_short_leaves_the_client_enrolled_and_removable():
     assert w.server.list_clients() == [] and w.server.list_invoices() == []
     assert [k for k, _, _ in w.snode.ds_list(["asyncreceive", "v1", "server"])] == []
     assert len(w.snode.ds_list(["asyncreceive"])) < before
+
+
+def test_a_well_formed_invoice_request_is_served_whatever_its_signature_and_a_malformed_one_is_not():
+    """The server checks that an invoice_request is well formed, not its signature (anyone can sign
+    one with a key of their own; the recipient checks it when it answers online)."""
+    w = mailbox_world()
+    inv = stored_invoice(w, 0)
+    invreq = build_invoice_request(inv.offer, 50_000, b"\x05" * 32, chain=CHAINS["regtest"]).encode()
+    forged = invreq[:-1] + bytes([invreq[-1] ^ 1])      # the signature is the last record
+    assert not InvoiceRequest.decode(forged, check_signature=False).verify_signature()
+    w.pt.send(inv.offer_paths[0], m.INVOICE_REQUEST, forged, reply_context=PathContext(Kind.PAYER_REPLY))
+    w.now += 1
+    assert len(answers(w)) == 1
+    w.pt.send(inv.offer_paths[0], m.INVOICE_REQUEST, invreq[:-5], reply_context=PathContext(Kind.PAYER_REPLY))
+    w.now += 1
+    assert len(answers(w)) == 1

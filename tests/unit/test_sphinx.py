@@ -2,7 +2,8 @@ import pytest
 from coincurve import PrivateKey
 from hypothesis import given, settings, strategies as st
 
-from asyncreceive.crypto.blinding import EncryptedData, blinded_privkey, build_blinded_path, decrypt_hop
+from asyncreceive.crypto.blinding import (EncryptedData, blinded_privkey, build_blinded_path, decrypt_hop,
+                                         decrypt_with_secret, hop_secret)
 from asyncreceive.crypto.sphinx import (LARGE_SIZE, SMALL_SIZE, build_packet, decode_onion_message,
                                         encode_onion_message, peel_packet)
 from asyncreceive.errors import DecodeError
@@ -177,6 +178,9 @@ def test_3000_byte_final_payload_through_blinded_path():
         assert payload == payloads[i]
         data, next_key = decrypt_hop(priv, path_key, decode_tlv(payload, "p", known={4, 64}).get(4))
         assert data == datas[i]
+        ss = hop_secret(priv, path_key)   # the final hop's way (peel_phantom): one ECDH, no next key
+        assert blinded_privkey(priv, path_key, ss=ss) == blinded_privkey(priv, path_key)
+        assert decrypt_with_secret(ss, decode_tlv(payload, "p", known={4, 64}).get(4)) == data
         if nxt is None:
             assert i == 2
             break
@@ -275,3 +279,9 @@ def test_valid_hmac_garbage_contents_only_decodeerror(info):
 def test_chacha_xor_is_the_data_xor_the_keystream(key, data):
     from asyncreceive.crypto.sphinx import _xor, chacha_stream, chacha_xor
     assert chacha_xor(key, data) == _xor(data, chacha_stream(key, len(data)))
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 40_000), st.integers(0, 3000))
+def test_chacha_stream_from_an_offset_is_that_part_of_the_whole_stream(key, offset, n):
+    from asyncreceive.crypto.sphinx import chacha_stream
+    assert chacha_stream(key, n, offset=offset) == chacha_stream(key, offset + n)[offset:]
