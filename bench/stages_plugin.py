@@ -20,7 +20,6 @@ sys.path.insert(0, ROOT)
 
 from pyln.client import plugin as pyln_plugin  # noqa: E402
 
-from asyncreceive.crypto import sphinx  # noqa: E402
 from asyncreceive.server.service import ServerService  # noqa: E402
 from asyncreceive.shell import lightningd, transport  # noqa: E402
 from asyncreceive.shell.rpc import KeptConnectionRpc  # noqa: E402
@@ -37,8 +36,8 @@ STAGES = [
     ("    decode the invoice_request", InvoiceRequest, "decode"),
     ("    route the two sends (a decryptencrypteddata when uncached)", transport.Transport, "_attempts"),
     ("    hand the two onions to lightningd", lightningd.Lightningd, "send_onion"),
-    ("      of which build the onions (sphinx)", sphinx, "build_packet"),
-    ("      of which injectonionmessage (JSON-RPC)", KeptConnectionRpc, "call_hex"),
+    ("      of which createonion (lightningd builds them)", lightningd.Lightningd, "createonion"),
+    ("      of which injectonionmessage", KeptConnectionRpc, "call_hex"),
     ("every JSON-RPC call to lightningd", KeptConnectionRpc, "_call"),
 ]
 
@@ -73,8 +72,22 @@ def write_out(path):
 
 for name, owner, attr in STAGES:
     setattr(owner, attr, timed(name, getattr(owner, attr)))
-lightningd.build_packet = sphinx.build_packet     # imported by name there
-transport.peel_phantom = onion.peel_phantom
+
+#: the size of the onion messages the worker handled (the outgoing onion of onionmessage_forward_fail)
+SIZE = "onion message received (bytes, mean)"
+totals[SIZE] = [0, 0.0, 0.0]
+_handle = transport.Transport.handle_forward_fail
+
+
+def handle_and_count(self, notification):
+    if isinstance(notification, dict) and isinstance(notification.get("outgoing"), str):
+        totals[SIZE][0] += 1
+        totals[SIZE][1] += len(notification["outgoing"]) / 2
+    return _handle(self, notification)
+
+
+transport.Transport.handle_forward_fail = handle_and_count
+transport.peel_phantom = onion.peel_phantom     # imported by name there
 if os.environ.get("ASYNCRECEIVE_STAGES_OUT"):
     threading.Thread(target=write_out, args=(os.environ["ASYNCRECEIVE_STAGES_OUT"],), daemon=True).start()
 sys.argv[0] = os.path.join(ROOT, "plugin.py")

@@ -10,7 +10,7 @@ from coincurve import PrivateKey
 from pyln.client import LightningRpc, RpcError
 
 from asyncreceive.crypto.onion import OutgoingOnion
-from asyncreceive.crypto.sphinx import peel_packet
+from asyncreceive.crypto.sphinx import build_packet, peel_packet
 from asyncreceive.shell.lightningd import Lightningd
 from asyncreceive.shell.rpc import KeptConnectionRpc
 
@@ -70,6 +70,8 @@ class CheckedRpc:
         answer = self.answers[name]
         if isinstance(answer, Exception):
             raise answer
+        if callable(answer):          # lightningd's work, done the way it does it
+            return answer(kwargs)
         return answer
 
 
@@ -175,16 +177,25 @@ def test_createonion_sendonion_waitsendpay():
     assert e.value.error["code"] == 203
 
 
-def test_send_onion_message_builds_the_onion_and_injects_it():
-    """The onion is built here (no createonion): lightningd gets one injectonionmessage whose onion
-    the hops peel, in order, to their payloads, in the size asked for."""
+def test_send_onion_message_has_lightningd_build_the_onion_and_injects_it():
+    """lightningd builds the onion (createonion: each hop's payload with its length, no associated data,
+    the size asked for) and gets it back in one injectonionmessage, whose onion the hops peel, in order,
+    to their payloads."""
     keys = [PrivateKey(bytes([i]) * 32) for i in (7, 8)]
     hops = ((keys[0].public_key.format(), b"\x07"), (keys[1].public_key.format(), b"\x08" * 40))
+
+    def createonion(params):      # as lightningd does it: a sphinx onion of the payloads as given
+        assert params["assocdata"] == ""
+        built = [(bytes.fromhex(h["pubkey"]), bytes.fromhex(h["payload"])) for h in params["hops"]]
+        assert [p[1:] for _, p in built] == [p for _, p in hops] and [p[0] for _, p in built] == [1, 40]
+        onion = build_packet(b"\x42" * 32, [(k, p[1:]) for k, p in built], params["onion_size"])
+        return {"onion": onion.hex(), "shared_secrets": []}
+
     for size in (1300, 32768):
-        rpc = CheckedRpc({"injectonionmessage": {}})
+        rpc = CheckedRpc({"createonion": createonion, "injectonionmessage": {}})
         Lightningd(rpc).send_onion(OutgoingOnion(PEER, hops, size))
-        [(name, _, params)] = rpc.calls
-        assert name == "injectonionmessage" and params["path_key"] == PEER.hex()
+        [(create, _, _), (name, _, params)] = rpc.calls
+        assert create == "createonion" and name == "injectonionmessage" and params["path_key"] == PEER.hex()
         onion = bytes.fromhex(params["message"])
         assert len(onion) == 1 + 33 + size + 32
         payload, rest = peel_packet(keys[0].secret, onion)
