@@ -155,6 +155,24 @@ def proc_of_plugin(node) -> int:
     raise RuntimeError("plugin process not found")
 
 
+def lightningd_cpu(node) -> float:
+    """User+system CPU seconds of lightningd and its subdaemons (connectd carries the onion messages),
+    the plugins left out."""
+    ld, total = node.daemon.proc.pid, 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(pid) == ld or (int(fields[1]) == ld and b"plugin" not in cmd and b"python" not in cmd):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def main_thread_cpu(node) -> float:
     """User+system CPU seconds of the plugin's main thread (pyln: reads lightningd's hooks and
     notifications, hands them to the worker); the process's threads share its pid, the main one's id."""
@@ -271,8 +289,8 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     targets = real + [offer_of(server, cid, i % SLOTS) for i, cid in enumerate(picks)]
     time.sleep(1)
     spy = profiler(server, fillers)
-    stages0 = stages_per_request(fillers, {}, 1) if STAGES else {}
-    cpu0, main0 = plugin_cpu(server, split=True), main_thread_cpu(server)
+    stages0 = stages_totals(fillers) if STAGES else {}
+    cpu0, main0, ld0 = plugin_cpu(server, split=True), main_thread_cpu(server), lightningd_cpu(server)
     lat = []
     for i in range(REQUESTS):
         lat.append(payer.request(targets[i % len(targets)], 1000 + i))
@@ -280,6 +298,7 @@ def measure(server, recipient, payer, fillers: int) -> dict:
         #                   (our static_invoice, and the online recipient's invoice, relayed by the server)
     user, system = (b - a for a, b in zip(cpu0, plugin_cpu(server, split=True)))
     main = main_thread_cpu(server) - main0
+    lightningd = lightningd_cpu(server) - ld0
     cpu = user + system
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -293,9 +312,9 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     row["cpu_user"] = 1e3 * user / max(1, len(got))
     row["cpu_system"] = 1e3 * system / max(1, len(got))
     row["cpu_main"] = 1e3 * main / max(1, len(got))
+    row["cpu_lightningd"] = 1e3 * lightningd / max(1, len(got))
     if STAGES:
-        before = {name: [0, ms / 1e3] for name, ms in stages0.items()}
-        row["stages"] = stages_per_request(fillers, before, len(got))
+        row["stages"] = stages_per_request(fillers, stages0, len(got))
     row["rss"] = rss_mb(server)
     totals = server.rpc.call("asyncreceive-status")["static_invoice_server"]
     row["invoices"] = totals["invoices"]
@@ -316,14 +335,26 @@ def stages_out(fillers: int) -> str:
     return os.path.join(os.environ.get("PROFILE_DIR", "/tmp"), f"bench-scale-stages-{fillers}.json")
 
 
-def stages_per_request(fillers: int, before: dict, served: int) -> dict:
-    """Each stage's CPU per served request (ms), from the totals the stages plugin wrote."""
+def stages_totals(fillers: int) -> dict:
+    """{stage: (CPU s, wall s)} so far, as the stages plugin wrote them."""
     time.sleep(1.5)                      # it writes once a second while they change
     with open(stages_out(fillers)) as f:
-        after = json.load(f)
-    return {name: (cpu / max(1, calls) if name.endswith("(bytes, mean)")
-                   else 1e3 * (cpu - before.get(name, [0, 0.0])[1]) / max(1, served))
-            for name, (calls, cpu, _) in after.items()}
+        return {name: (cpu, wall) for name, (_, cpu, wall) in json.load(f).items()}
+
+
+def stages_per_request(fillers: int, before: dict, served: int) -> dict:
+    """Each stage's (CPU, wall time) per served request (ms) since ``before``, from the totals the
+    stages plugin wrote; for a size, (mean bytes, None)."""
+    time.sleep(1.5)                      # it writes once a second while they change
+    with open(stages_out(fillers)) as f:
+        after = {name: tuple(v) for name, v in json.load(f).items()}
+
+    def per_request(name, calls, cpu, wall):
+        if name.endswith("(bytes, mean)"):
+            return cpu / max(1, calls), None
+        b = before.get(name, (0.0, 0.0))
+        return 1e3 * (cpu - b[0]) / max(1, served), 1e3 * (wall - b[1]) / max(1, served)
+    return {name: per_request(name, *v) for name, v in after.items()}
 
 
 def test_bench_scale(node_factory):
@@ -372,6 +403,7 @@ LINES = [
     ("  of it in user mode (ms)", "cpu_user", "{:.2f}"),
     ("  of it in the kernel (ms)", "cpu_system", "{:.2f}"),
     ("  of it on pyln's main thread (ms)", "cpu_main", "{:.2f}"),
+    ("lightningd + subdaemons CPU per served request (ms)", "cpu_lightningd", "{:.2f}"),
     ("plugin RSS after start-up (MB)", "rss_start", "{:.1f}"),
     ("plugin RSS after the requests (MB)", "rss", "{:.1f}"),
     ("database size (MB)", "db", "{:.2f}"),
@@ -392,6 +424,10 @@ def print_table(rows: dict, db: str) -> None:
         vals = [rows[n][key] / (1 << 20) if key == "db" else rows[n][key] for n in sizes]
         print(f"BENCH-SCALE {label:<52}" + "".join(f"{fmt.format(v):>12}" for v in vals))
     if STAGES:
-        print("BENCH-SCALE plugin CPU per served request by stage (ms, thread CPU, a stage includes those below it):")
+        print("BENCH-SCALE plugin CPU / wall time per served request by stage (ms; thread CPU; a stage includes those below it):")
         for name in rows[sizes[0]]["stages"]:
-            print(f"BENCH-SCALE   {name:<66}" + "".join(f"{rows[n]['stages'].get(name, 0):>8.3f}" for n in sizes))
+            cells = []
+            for n in sizes:
+                cpu, wall = rows[n]["stages"].get(name, (0.0, None))
+                cells.append(f"{cpu:>10.0f}" if wall is None else f"{cpu:>6.2f} /{wall:>6.2f}")
+            print(f"BENCH-SCALE   {name:<66}" + "".join(f"{c:>16}" for c in cells))

@@ -352,7 +352,11 @@ class Lightningd:
         measured with ``make bench-scale STAGES=1``); a fresh session key each time (lightningd's)."""
         try:
             onion, _ = self.createonion(out.hops, b"", out.onion_size)
-            self.rpc.call_hex("injectonionmessage", {"path_key": out.path_key, "message": bytes.fromhex(onion)})
+            params = {"path_key": out.path_key, "message": bytes.fromhex(onion)}
+            if hasattr(self.rpc, "call_hex"):    # the plugin's KeptConnectionRpc
+                self.rpc.call_hex("injectonionmessage", params)
+            else:                                 # pyln's LightningRpc (tests)
+                self.rpc.call("injectonionmessage", {k: v.hex() for k, v in params.items()})
         except RpcError as e:
             raise NodeError(f"sending onion message failed: {e.error.get('message', e.error)}")
         except ValueError as e:   # not hex: lightningd would not answer that

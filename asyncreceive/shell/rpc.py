@@ -76,7 +76,8 @@ class KeptConnectionRpc(LightningRpc):
         body = ",".join(f'"{k}":"{v.hex()}"' for k, v in params.items())
         data = (f'{{"jsonrpc":"2.0","method":{json.dumps(method)},"id":{json.dumps(request_id)},'
                 f'"params":{{{body}}}}}').encode()
-        return self._call(method, params, request_id, data)
+        shown = {k: v.hex() if len(v) <= 64 else f"<{len(v)} bytes>" for k, v in params.items()}  # for RpcError
+        return self._call(method, shown, request_id, data)
 
     def _call(self, method: str, payload, request_id: str, data: bytes):
         resp = None

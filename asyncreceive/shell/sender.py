@@ -1,9 +1,7 @@
 """Sends onion messages off the thread that asks for them: one FIFO queue per first peer, paced.
 
 ``submit(peer, job)`` queues ``job`` (a callable doing the RPCs of one send) behind what is already
-queued for ``peer`` and returns at once; when nothing is queued for ``peer`` and its turn is now, the
-job runs at once in the calling thread instead (not on pyln's main thread), which saves two thread
-hand-overs per send on the server's hot path.  Sender threads run the jobs: one job per peer at a time, in
+queued for ``peer`` and returns at once.  Sender threads run the jobs: one job per peer at a time, in
 order, and the next one for that peer not before ``interval`` seconds later (CLN accepts one onion
 message per 250 ms from a peer).  Waiting for a peer's turn holds no thread, so one slow or paced peer
 does not delay the others.  Jobs never wait on the network themselves (a connect is over before
@@ -63,25 +61,14 @@ class Sender:
         with self._cond:
             if not self._fits(self._queues.get(peer, ()), reply):
                 return False
-            now = self._clock()
-            inline = (peer not in self._queues and peer not in self._busy and self._ready_at.get(peer, now) <= now
-                      and threading.current_thread() is not threading.main_thread())
-            if inline:
-                self._busy.add(peer)
-            else:
-                self._queues.setdefault(peer, deque()).append((job, reply))
-                self._queued += 1
-                self._queued_replies += reply is not None
-                if not self._started:
-                    self._started = True
-                    for i in range(self._threads):
-                        threading.Thread(target=self._run, name=f"asyncreceive-sender-{i}", daemon=True).start()
-                self._cond.notify()
-        if inline:   # the peer's turn is now and nothing waits for it: no hand-over to a sender thread
-            try:
-                self._run_job(job)
-            finally:
-                self._done(peer)
+            self._queues.setdefault(peer, deque()).append((job, reply))
+            self._queued += 1
+            self._queued_replies += reply is not None
+            if not self._started:
+                self._started = True
+                for i in range(self._threads):
+                    threading.Thread(target=self._run, name=f"asyncreceive-sender-{i}", daemon=True).start()
+            self._cond.notify()
         return True
 
     def _fits(self, q, reply: Optional[str]) -> bool:

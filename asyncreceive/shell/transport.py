@@ -216,9 +216,8 @@ class Transport:
         taken ``CONNECT_TIMEOUT``), and no thread waits for it meanwhile.  An own send that finds no
         route starts a refresh of the graph if one is due, and is routed once when it is over.
 
-        ``on_sent(ok)``, if given, is called once when a send that did not raise is over, on the thread
-        that ran it (a sender thread, or the caller's: see sender.py): True once lightningd took the
-        message, False if every attempt failed.
+        ``on_sent(ok)``, if given, is called once (on the sender thread) when a send that did not raise is
+        over: True once lightningd took the message, False if every attempt failed.
 
         A compact (sciddir) introduction that our gossip does not know yet (e.g. LDK's reply paths name
         a channel of the payer's, announced only moments ago) is tried through each of our connected
@@ -376,7 +375,7 @@ class Transport:
             self._finish(outgoing, None, str(e))
 
     def _deliver(self, outgoing: "_Outgoing", a: "_Attempt") -> None:
-        """On the sender thread: hand the onion to lightningd."""
+        """On the sender thread: have lightningd build the onion and send it."""
         try:
             self.node.send_onion(a.onion)
         except (NodeError, ValueError) as e:

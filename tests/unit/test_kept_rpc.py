@@ -299,3 +299,12 @@ def test_fresh_asks_lightningd_even_when_following():
     rpc.connected = set()                 # A went; its disconnect notification not handled yet
     assert node.is_connected(A)           # the kept set still says so
     assert not node.is_connected(A, fresh=True) and rpc.listed == 2
+
+
+def test_call_hex_refused_names_a_big_value_by_its_size(ld):
+    """pyln's RpcError prints its params: a 32 kB onion is shown by its size, a key in hex."""
+    rpc = KeptConnectionRpc(ld.path)
+    with pytest.raises(RpcError) as e:
+        rpc.call_hex("fail", {"path_key": b"\x02" * 33, "message": b"\x00" * 32834})
+    assert e.value.payload == {"path_key": "02" * 33, "message": "<32834 bytes>"}
+    assert len(str(e.value)) < 500
