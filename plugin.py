@@ -6,6 +6,7 @@ Wiring only: options, hooks, notifications and RPC methods call into the ``async
 
 import dataclasses
 import functools
+import os
 import threading
 import traceback
 from typing import Optional
@@ -358,6 +359,23 @@ def on_disconnect(plugin, **kwargs):
             app.transport.node.peer_changed(bytes.fromhex(peer), False)
     except Exception:
         log(f"disconnect handler error: {traceback.format_exc()}", "broken")
+
+
+@plugin.subscribe("shutdown")
+def on_shutdown(plugin, **kwargs):
+    """lightningd is stopping (or ``plugin stop``): take no more work, leave the server's tally for the
+    next start (``ServerService.close``), and exit.  lightningd gives plugins 30 s; it accepts no new
+    RPC connection by then but answers on the open ones, so the tally is written from this thread (the
+    main one), whose kept connection (shell/rpc.py: one per thread) init opened."""
+    try:
+        if app is not None:
+            app.worker.stop()
+            app.server.close()
+    except Exception:
+        log(f"shutdown handler error: {traceback.format_exc()}", "broken")
+    finally:
+        with plugin.write_lock:    # no other thread is half-way through a line to lightningd
+            os._exit(0)
 
 
 @plugin.subscribe("channel_opened")

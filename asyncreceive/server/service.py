@@ -48,8 +48,8 @@ from ..wire.paths import BlindedPath
 from ..wire.tlv import decode_fixed, u16
 from . import mailbox as mb
 from .ratelimit import RateLimiter
-from .store import (ENROLMENT_BYTES, ClientRecord, InvoiceRecord, Tally, client_key, invoice_key, invoices_prefix,
-                    SERVER_PREFIX)
+from .store import (ENROLMENT_BYTES, TALLY_HEAD_KEY, TALLY_PREFIX, ClientRecord, InvoiceRecord, Tally, client_key,
+                    invoice_key, invoices_prefix, SERVER_PREFIX)
 
 F_CLIENT = 4
 F_SLOT = 6
@@ -99,6 +99,11 @@ class ServerError(Exception):
     """An RPC request the server refuses; the message is for the operator."""
 
 
+class ShuttingDown(OSError):
+    """A write after ``close`` (lightningd is stopping): not made.  An OSError, as lightningd's RPC socket
+    gone is: whoever runs the work logs it as the end of the run."""
+
+
 class ServerService:
     def __init__(self, transport: Transport, config: ServerConfig, log: Callable[[str, str], None],
                  clock: Callable[[], float] = time.time):
@@ -129,6 +134,11 @@ class ServerService:
         self._journal: Optional[List[Tuple[str, tuple]]] = None
         #: lightningd's database ("sqlite3", "postgres"), read at the first ``load`` (for the count's log)
         self._database: Optional[str] = None
+        #: False once the tally may differ from what is stored (a count that failed, a write that failed
+        #: after lightningd may have made it): then ``close`` leaves no snapshot, and the next start counts
+        self._tally_exact = True
+        #: set by ``close`` (a clean shutdown): the server writes nothing more
+        self._closed = False
         #: client -> its record as stored (None: damaged), once read; dropped on every write of it
         self._clients: Dict[bytes, Optional[ClientRecord]] = {}
         #: invoice key -> what serving it needs, for the invoices served lately (at most SERVABLE_KEPT,
@@ -329,22 +339,36 @@ class ServerService:
         with self._lock:
             if not counts_only:
                 self._forget(key)
-            gen = self.node.ds_put(key, value, generation)
+            gen = self._write(self.node.ds_put, key, value, generation)
             self._tally_op("stored", key, len(value))
         return gen
 
     def _set(self, key: List[str], value: bytes) -> int:
         with self._lock:
             self._forget(key)
-            gen = self.node.ds_set(key, value)
+            gen = self._write(self.node.ds_set, key, value)
             self._tally_op("stored", key, len(value))
         return gen
 
     def _delete(self, key: List[str]) -> None:
         with self._lock:
             self._forget(key)
-            self.node.ds_delete(key)
+            self._write(self.node.ds_delete, key)
             self._tally_op("deleted", key)
+
+    def _write(self, write: Callable, key: List[str], *args):
+        """lightningd's ``write(key, *args)`` (under ``_lock``), unless the server is closed.  A write that
+        lightningd refused (NodeError) was not made; one that failed otherwise (the connection lost) may
+        have been: the tally is no longer sure."""
+        if self._closed:
+            raise ShuttingDown(f"not writing {'/'.join(key)}: the server is shutting down")
+        try:
+            return write(key, *args)
+        except NodeError:
+            raise
+        except BaseException:
+            self._tally_exact = False
+            raise
 
     def _forget(self, key: List[str]) -> None:
         """A write of ``key`` is about to be made: drop what memory holds of it."""
@@ -527,11 +551,14 @@ class ServerService:
 
     # ---- start-up, and the tally ------------------------------------------------------------------
     def load(self, background: bool = False) -> None:
-        """At startup: read the clients' mailbox registrations and index the held messages, then count
-        what is stored (the tally, ``_count``: values not kept).  With ``background`` the
-        tally is counted on a thread of its own: requests are served meanwhile (they need no tally);
-        the operator's RPCs that show counts or pages wait for it (``_tally_ready``), and the writes
-        made meanwhile are replayed on it once it is complete."""
+        """At startup: read the clients' mailbox registrations and index the held messages, then take
+        the clients and invoices into the tally: from the snapshot the last clean shutdown left
+        (``close``), which is deleted here, before the server writes anything (after a crash the next
+        start must find none); or, without a whole snapshot, counted (``_count``: values not kept).
+        With ``background`` that is done on a thread of its own: requests are served meanwhile (they
+        need no tally); the operator's RPCs that show counts or pages wait for it (``_tally_ready``),
+        and the writes made meanwhile are replayed on it once it is complete."""
+        t0 = time.monotonic()
         n = len(SERVER_PREFIX)
         tally, boxes = Tally(), {}
         held: Dict[bytes, Dict[Tuple[str, ...], int]] = {}
@@ -546,23 +573,42 @@ class ServerService:
                     held.setdefault(bytes.fromhex(key[-2]), {})[tuple(key)] = mb.received_at_of(key)
             except (DecodeError, ValueError) as e:
                 self._damaged(key, e)
+        snapshot = self._take_snapshot()
         with self._lock:
             self._mailboxes = boxes
             self._box_of = {cid: rec for cid, rec in boxes.values()}
             self._held_keys = held
             self._clients = {}
             self._journal = []
+            self._tally_exact = True
             self._loaded.clear()
         if self._database is None:
             self._database = self.node.database_backend() or "sqlite3"
         if background:
-            threading.Thread(target=self._count, args=(tally,), name="asyncreceive-tally", daemon=True).start()
+            threading.Thread(target=self._count, args=(tally, snapshot, t0), name="asyncreceive-tally",
+                             daemon=True).start()
         else:
-            self._count(tally)
+            self._count(tally, snapshot, t0)
 
-    def _count(self, tally: Tally) -> None:
-        """Count the clients and invoices into ``tally`` (which holds the rest), replay the writes made
-        meanwhile, and make it the tally.
+    def _take_snapshot(self) -> Optional[List[Tuple[List[str], bytes]]]:
+        """The records of the tally's snapshot, if any, deleted from the datastore (the head first: a
+        crash half-way leaves parts without a head, which no start takes).  None if there is none, or
+        if it stayed (then the start counts).  Not server records: the tally does not count them."""
+        listed = [(key, value) for key, value, _ in self.node.ds_list(TALLY_PREFIX)]
+        if not listed:
+            return None
+        for key, _ in sorted(listed, key=lambda kv: kv[0] != TALLY_HEAD_KEY):
+            self.node.ds_delete(key)
+        if self.node.ds_get(TALLY_HEAD_KEY) is not None:
+            self._log("the tally's snapshot could not be deleted: counting what is stored instead", "unusual")
+            return None
+        return listed
+
+    def _count(self, tally: Tally, snapshot: Optional[List[Tuple[List[str], bytes]]] = None,
+               t0: Optional[float] = None) -> None:
+        """Take the clients and invoices into ``tally`` (which holds the rest) from ``snapshot`` (the
+        records ``close`` wrote at the last clean shutdown), or else count them; replay the writes made
+        meanwhile, and make it the tally.  A damaged or incomplete snapshot is logged, then counted.
 
         lightningd is single-threaded: while it answers one listdatastore, the requests we serve wait.
         lightningd lists one level of a key (its children; a child with children of its own as a parent,
@@ -583,26 +629,69 @@ class ServerService:
 
         The writes made meanwhile are in ``_journal`` (whatever a listing saw of them) and
         replayed in order: the last write of a key decides it, and a key nobody wrote meanwhile is as
-        listed."""
-        t0 = time.monotonic()
-        try:
-            clients = {}    # the clients' ids as their keys name them, in order
-            for key, size in self.node.ds_sizes(SERVER_PREFIX + ["clients"]):
-                tally.stored(key, size)
-                clients[key[len(SERVER_PREFIX) + 1]] = None
-            for cid in clients:
-                for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices", cid]):
+        listed (or as the snapshot has it: the server wrote nothing between the snapshot and its
+        deletion)."""
+        t0 = time.monotonic() if t0 is None else t0
+        how = None
+        if snapshot is not None:
+            try:
+                tally.restore(snapshot)
+                how = "read from the snapshot the last shutdown left"
+            except DecodeError as e:
+                self._log(f"the tally's snapshot is damaged or incomplete ({e}): counting what is stored instead",
+                          "unusual")
+        if how is None:
+            how = f"counted client by client (database {self._database})"
+            try:
+                clients = {}    # the clients' ids as their keys name them, in order
+                for key, size in self.node.ds_sizes(SERVER_PREFIX + ["clients"]):
                     tally.stored(key, size)
-        except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
-            self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
+                    clients[key[len(SERVER_PREFIX) + 1]] = None
+                for cid in clients:
+                    for key, size in self.node.ds_sizes(SERVER_PREFIX + ["invoices", cid]):
+                        tally.stored(key, size)
+            except Exception as e:   # lightningd gone: the counts stay incomplete rather than never ready
+                self._log(f"counting the stored clients and invoices failed: {e}", "unusual")
+                self._tally_exact = False
         with self._lock:
             for op, args in self._journal:
                 getattr(tally, op)(*args)
             self.tally, self._journal = tally, None
             self._loaded.set()
         self._log(f"static invoice server: {tally.count['clients']} clients, {tally.count['invoices']} invoices "
-                  f"({tally.bytes} bytes) counted in {time.monotonic() - t0:.1f} s "
-                  f"(client by client; database {self._database})", "info")
+                  f"({tally.bytes} bytes) {how}, in {time.monotonic() - t0:.2f} s", "info")
+
+    def close(self) -> None:
+        """A clean shutdown (lightningd's ``shutdown``): write nothing more, and leave the tally's
+        clients and invoices for the next start (``Tally.snapshot``; ``load`` reads and deletes it).
+        None is left if the tally is not sure (still being counted, a count or a write that failed)
+        or holds nothing; one not written whole (lightningd gone meanwhile) has no head, and the next
+        start counts."""
+        records, why = None, None
+        with self._lock:    # a write under way ends first; none starts after
+            if self._closed:
+                return
+            self._closed = True
+            if self._journal is not None or not self._tally_exact:
+                why = "the tally is not sure (still counting, or a count or a write failed)"
+            elif self.tally.count["clients"] or self.tally.count["invoices"]:   # else nothing to count
+                records = self.tally.snapshot()
+                why = "the tally holds records the server never writes" if records is None else None
+        if why is not None:
+            self._log(f"static invoice server: no snapshot of the tally ({why}): the next start counts", "info")
+        if records is None:
+            return
+        t0 = time.monotonic()
+        try:
+            for key, value in records:
+                self.node.ds_put(key, value)
+        except (NodeError, OSError) as e:
+            self._log(f"static invoice server: the tally's snapshot was not written ({e}): the next start "
+                      "counts", "unusual")
+            return
+        self._log(f"static invoice server: tally of {self.tally.count['clients']} clients and "
+                  f"{self.tally.count['invoices']} invoices left for the next start ({len(records) - 1} part(s), "
+                  f"{sum(len(v) for _, v in records)} bytes) in {time.monotonic() - t0:.2f} s", "info")
 
     def _tally_ready(self) -> None:
         self._loaded.wait()
