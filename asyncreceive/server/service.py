@@ -211,18 +211,23 @@ class ServerService:
 
     def _client(self, client_id: bytes) -> Optional[ClientRecord]:
         """The enrolled client, if it has not expired (None if damaged); read once, then from memory."""
-        with self._lock:
-            if client_id in self._clients:
-                rec = self._clients[client_id]
-            else:
-                key = client_key(client_id)
-                got = self.node.ds_get(key)
-                rec = self._decode_client(got[0], key) if got is not None else None
-                if got is not None:
-                    self._clients[client_id] = rec
+        rec = self._client_record(client_id)
         if rec is None or (rec.expires_at is not None and self.now() > rec.expires_at):
             return None
         return rec
+
+    def _client_record(self, client_id: bytes) -> Optional[ClientRecord]:
+        """The client's record as stored, expired or not (None if there is none or it is damaged); read
+        once, then from memory (dropped on every write of it)."""
+        with self._lock:
+            if client_id in self._clients:
+                return self._clients[client_id]
+            key = client_key(client_id)
+            got = self.node.ds_get(key)
+            rec = self._decode_client(got[0], key) if got is not None else None
+            if got is not None:
+                self._clients[client_id] = rec
+            return rec
 
     def list_clients(self) -> List[dict]:
         return self.clients_page()["clients"]
@@ -230,9 +235,9 @@ class ServerService:
     def clients_page(self, start: Optional[bytes] = None, limit: Optional[int] = None) -> dict:
         """Enrolled clients in client id order (byte order), from ``start`` (a client id, need not be
         enrolled) on, at most ``limit`` of them; ``next_start`` names the first client of the next page
-        (absent at the end).  Counts come from the tally; a page reads one record per client
-        (lightningd's listdatastore has no paging: listing the clients' key returns every client), the
-        whole list one listing."""
+        (absent at the end).  Counts come from the tally; a page reads the record of each client not
+        read before (lightningd's listdatastore has no paging: listing the clients' key returns every
+        client; on PostgreSQL each read costs the rows after its key), the whole list one listing."""
         first = (start.hex(),) if start is not None else ()
         self._tally_ready()
         with self._lock:
@@ -240,11 +245,11 @@ class ServerService:
         if limit is None:
             got = [(k, v) for k, v, _ in self.node.ds_list(SERVER_PREFIX + ["clients"]) if (k[-1],) >= first]
         else:
-            keys = [client_key(bytes.fromhex(t[0])) for t in tails]
-            got = [(k, r[0]) for k, r in zip(keys, map(self.node.ds_get, keys)) if r is not None]
+            got = None
+        recs = ([self._decode_client(val, key) for key, val in got] if got is not None
+                else [self._client_record(bytes.fromhex(t[0])) for t in tails])
         out = []
-        for key, val in got:
-            rec = self._decode_client(val, key)
+        for rec in recs:
             if rec is None:
                 continue
             with self._lock:

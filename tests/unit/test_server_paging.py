@@ -44,7 +44,8 @@ def test_clients_pages_first_next_end():
 
 
 def test_a_page_reads_only_its_own_clients():
-    """One page costs one datastore read per client on it, not a listing of every client."""
+    """One page costs one datastore read per client on it not read before, not a listing of every
+    client."""
     w = World()
     for c in CLIENTS:
         w.server.add_client(c)
@@ -54,6 +55,19 @@ def test_a_page_reads_only_its_own_clients():
     w.snode.ds_list = lambda k: (reads.append(k), lst(k))[1]
     w.server.clients_page(b"bob", 2)
     assert reads == [client_key(b"bob"), client_key(b"carol")]
+    # read once: the same page again reads nothing, the next one only its own new clients
+    before = w.server.clients_page(b"bob", 2)
+    assert reads == [client_key(b"bob"), client_key(b"carol")]
+    w.server.clients_page(b"carol", 2)
+    assert reads == [client_key(b"bob"), client_key(b"carol"), client_key(b"dave")]
+    # a client written again is read again, and shows as written
+    w.server.remove_client(b"carol")
+    w.server.add_client(b"carol")
+    reads.clear()
+    after = w.server.clients_page(b"bob", 2)
+    assert reads == [client_key(b"carol")]
+    assert before["clients"][1]["created_at"] <= after["clients"][1]["created_at"]
+    assert after == {"clients": w.server.list_clients()[1:3], "next_start": "dave"}
 
 
 def invoices_world():
