@@ -315,6 +315,10 @@ def measure(server, recipient, payer, fillers: int) -> dict:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
+    kinds = {"real": [x for i, x in enumerate(lat) if i % len(targets) < SLOTS and x == x],
+             "filler": [x for i, x in enumerate(lat) if i % len(targets) >= SLOTS and x == x]}
+    row["lat_real"], row["lat_filler"] = (1e3 * statistics.median(v) if v else float("nan")
+                                          for v in (kinds["real"], kinds["filler"]))
     got = [x for x in lat if x == x]
     got.sort()
     row["answered"] = f"{len(got)}/{len(lat)}"
@@ -412,6 +416,8 @@ LINES = [
     ("invoice_requests answered", "answered", "{}"),
     ("latency invoice_request->static_invoice, median (ms)", "lat_median", "{:.1f}"),
     ("latency, p99 (ms)", "lat_p99", "{:.1f}"),
+    ("  median, the real client's invoices (ms)", "lat_real", "{:.1f}"),
+    ("  median, filler clients' invoices (ms)", "lat_filler", "{:.1f}"),
     ("plugin CPU per served request (ms)", "cpu_req", "{:.2f}"),
     ("  of it in user mode (ms)", "cpu_user", "{:.2f}"),
     ("  of it in the kernel (ms)", "cpu_system", "{:.2f}"),
