@@ -24,12 +24,9 @@ LARGE_SIZE = 32768
 ONION_MESSAGE_TYPE = 513
 
 
-def chacha_stream(key: bytes, n: int, offset: int = 0) -> bytes:
-    """``n`` bytes of ChaCha20 keystream, key ``key``, zero nonce, from byte ``offset`` of the stream
-    (the 64-byte blocks before it are skipped by the block counter, not computed)."""
-    block, skip = divmod(offset, 64)
-    nonce = block.to_bytes(4, "little") + b"\x00" * 12     # the counter, then the 96-bit nonce
-    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(b"\x00" * (skip + n))[skip:]
+def chacha_stream(key: bytes, n: int) -> bytes:
+    """``n`` bytes of ChaCha20 keystream, key ``key``, zero nonce and counter."""
+    return Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor().update(b"\x00" * n)
 
 
 def chacha_xor(key: bytes, data: bytes) -> bytes:
@@ -66,9 +63,8 @@ def _shared_secrets(session_key: bytes, pubkeys: Sequence[bytes]) -> List[bytes]
 def _filler(secrets: Sequence[bytes], sizes: Sequence[int], size: int) -> bytes:
     filler = b""
     for ss, n in zip(secrets[:-1], sizes[:-1]):
-        # the hop's stream over size + n bytes, of which the filler takes the last len(filler) + n
-        stream = chacha_stream(hmac256(b"rho", ss), len(filler) + n, offset=size - len(filler))
-        filler = _xor(filler + b"\x00" * n, stream)
+        stream = chacha_stream(hmac256(b"rho", ss), size + n)
+        filler = _xor(filler + b"\x00" * n, stream[size - len(filler):])
     return filler
 
 

@@ -243,11 +243,10 @@ class ServerService:
         with self._lock:
             tails, nxt = self.tally.page("clients", first, limit)
         if limit is None:
-            got = [(k, v) for k, v, _ in self.node.ds_list(SERVER_PREFIX + ["clients"]) if (k[-1],) >= first]
+            recs = [self._decode_client(v, k) for k, v, _ in self.node.ds_list(SERVER_PREFIX + ["clients"])
+                    if (k[-1],) >= first]
         else:
-            got = None
-        recs = ([self._decode_client(val, key) for key, val in got] if got is not None
-                else [self._client_record(bytes.fromhex(t[0])) for t in tails])
+            recs = [self._client_record(bytes.fromhex(t[0])) for t in tails]
         out = []
         for rec in recs:
             if rec is None:

@@ -19,7 +19,7 @@ from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
 
 
-#: a params name or value that JSON carries as it is, without escaping
+#: a params name that JSON carries as it is, without escaping
 _PLAIN = re.compile(r"[A-Za-z0-9_]+")
 
 

@@ -279,9 +279,3 @@ def test_valid_hmac_garbage_contents_only_decodeerror(info):
 def test_chacha_xor_is_the_data_xor_the_keystream(key, data):
     from asyncreceive.crypto.sphinx import _xor, chacha_stream, chacha_xor
     assert chacha_xor(key, data) == _xor(data, chacha_stream(key, len(data)))
-
-
-@given(st.binary(min_size=32, max_size=32), st.integers(0, 40_000), st.integers(0, 3000))
-def test_chacha_stream_from_an_offset_is_that_part_of_the_whole_stream(key, offset, n):
-    from asyncreceive.crypto.sphinx import chacha_stream
-    assert chacha_stream(key, n, offset=offset) == chacha_stream(key, offset + n)[offset:]
