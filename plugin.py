@@ -654,9 +654,12 @@ def dev_send(plugin, path, msgtype, body, reply=False, reply_via=None):
 
 
 @plugin.method("asyncreceive-dev-received")
-def dev_received(plugin):
-    """[dev] List probe messages received (newest last)."""
-    return {"received": list(_probe().received)}
+def dev_received(plugin, start=None, limit=None):
+    """[dev] List probe messages received (the newest 200 are kept), oldest first: from created_index
+    {start} on (a poller passes the one after the last it saw), at most {limit} of them."""
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise RpcException(f"start: a created_index, 0 or more, not {start!r}", INVALID_PARAMS)
+    return {"received": _probe().received_since(start or 0, _limit_arg(limit))}
 
 
 if __name__ == "__main__":

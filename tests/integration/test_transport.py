@@ -75,6 +75,15 @@ def test_each_type_two_nodes(node_factory, plugin_opts):
     assert st["received"]["serve_static_invoice"] == 1
     assert st["received"]["offer_paths_request"] == 2  # 75540 and 65540
     assert l1.rpc.call("asyncreceive-status")["messages"]["sent"]["held_htlc_available"] == 1
+    # read from a created_index on (a poller's next read is the entry after the last it saw)
+    every = received(l2)
+    assert [r["created_index"] for r in every] == list(range(1, len(msgs) + 1))
+    page = l2.rpc.call("asyncreceive-dev-received", {"start": 3, "limit": 2})["received"]
+    assert page == every[2:4]
+    assert l2.rpc.call("asyncreceive-dev-received", {"start": len(msgs) + 1})["received"] == []
+    for bad in ({"start": -1}, {"start": "3"}, {"limit": 0}):
+        with pytest.raises(RpcError, match="start|limit"):
+            l2.rpc.call("asyncreceive-dev-received", bad)
 
 
 def test_each_type_three_node_line(node_factory, plugin_opts):
