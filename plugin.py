@@ -7,6 +7,7 @@ Wiring only: options, hooks, notifications and RPC methods call into the ``async
 import dataclasses
 import functools
 import os
+import queue
 import threading
 import traceback
 from typing import Optional
@@ -474,12 +475,14 @@ def status(plugin):
     down or unknown, last answer, unanswered messages, next try while down, offers it holds), offer slots per status, onion messages sent, received,
     relayed to us by our server's mailbox and dropped (per reason), the last error, and (as a server) the
     onion messages held for offline clients and what it stores (static_invoice_server: clients,
-    invoices, mailboxes, held_messages, bytes_stored; counted as they change, nothing is listed)."""
+    invoices, mailboxes, held_messages, bytes_stored; counted as they change, nothing is listed;
+    counting: true while a start after a crash still counts what is stored, with clients, invoices
+    and bytes_stored null until it is done)."""
     t = _transport()
     out = {"version": __version__, "node_id": t.node.node_id.hex(), "phantom_id": t.phantom_id.hex(),
            "messages": t.stats.as_json()}
     out.update(_recipient().status())
-    out["static_invoice_server"] = app.server.totals()
+    out["static_invoice_server"] = app.server.totals(wait=False)   # answered now, even while counting
     out["held_messages"] = out["static_invoice_server"]["held_messages"]
     return out
 
@@ -571,8 +574,29 @@ def _client_id(client_id) -> bytes:
     return client_id.encode()
 
 
-@plugin.method("asyncserver-addclient")
-def addclient(plugin, client_id, expiry=None, rotate=False):
+def _on_operator_thread(request, work) -> None:
+    """Answer ``request`` with ``work()`` run on the operator's thread, not on pyln's main thread, which
+    must stay free to read lightningd's hooks: enrolling and paging may wait for the count a start
+    makes (seconds at 10 000 clients), and on PostgreSQL each datastore read costs the rows after its
+    key.  One thread (a daemon: it never holds up the plugin's exit) runs the server's operator
+    commands one after another."""
+    global _operator
+    if _operator is None:
+        _operator = queue.SimpleQueue()
+        threading.Thread(target=_operator_loop, args=(_operator,), name="asyncreceive-operator", daemon=True).start()
+    _operator.put((request, work))
+
+
+def _operator_loop(q: "queue.SimpleQueue") -> None:
+    while True:
+        plugin.answer(*q.get())
+
+
+_operator: Optional["queue.SimpleQueue"] = None
+
+
+@plugin.async_method("asyncserver-addclient")
+def addclient(plugin, request, client_id, expiry=None, rotate=False):
     """Enrol {client_id} with this static invoice server; returns the blinded paths it configures to reach
     us (paths_hex is LDK's list encoding). {expiry}: seconds until the paths stop working. Adding an
     enrolled client again returns paths of the same enrolment; {rotate}=true starts a new enrolment (for a
@@ -581,10 +605,14 @@ def addclient(plugin, client_id, expiry=None, rotate=False):
         raise RpcException("expiry: a positive number of seconds")
     if not isinstance(rotate, bool):
         raise RpcException("rotate: true or false")
-    try:
-        return _server().add_client(_client_id(client_id), expiry, rotate)
-    except ServerError as e:
-        raise RpcException(str(e))
+    cid, server = _client_id(client_id), _server()
+
+    def enrol():
+        try:
+            return server.add_client(cid, expiry, rotate)
+        except ServerError as e:
+            raise RpcException(str(e))
+    _on_operator_thread(request, enrol)
 
 
 def _limit_arg(limit):
@@ -593,38 +621,49 @@ def _limit_arg(limit):
     return limit
 
 
-@plugin.method("asyncserver-listclients")
-def listclients(plugin, start=None, limit=None):
+
+
+@plugin.async_method("asyncserver-listclients")
+def listclients(plugin, request, start=None, limit=None):
     """List the clients enrolled with this static invoice server, in client id order: from client {start}
     on (need not be enrolled), at most {limit} of them; next_start names where the next page starts
     (absent at the end)."""
     limit = _limit_arg(limit)
     if start is not None and (not isinstance(start, str) or not start):
         raise RpcException("start: a client_id (a non-empty string), as next_start gives it", INVALID_PARAMS)
-    return _server().clients_page(start.encode() if start is not None else None, limit)
+    server = _server()
+    _on_operator_thread(request, lambda: server.clients_page(start.encode() if start is not None else None, limit))
 
 
-@plugin.method("asyncserver-removeclient")
-def removeclient(plugin, client_id):
+@plugin.async_method("asyncserver-removeclient")
+def removeclient(plugin, request, client_id):
     """Stop serving {client_id}: delete its static invoices; its paths stop working."""
-    try:
-        return _server().remove_client(_client_id(client_id))
-    except ServerError as e:
-        raise RpcException(str(e))
+    cid, server = _client_id(client_id), _server()
+
+    def remove():
+        try:
+            return server.remove_client(cid)
+        except ServerError as e:
+            raise RpcException(str(e))
+    _on_operator_thread(request, remove)
 
 
-@plugin.method("asyncserver-listinvoices")
-def listinvoices(plugin, client_id=None, start=None, limit=None):
+@plugin.async_method("asyncserver-listinvoices")
+def listinvoices(plugin, request, client_id=None, start=None, limit=None):
     """List the static invoices stored for clients (or for {client_id} only), in (client id, slot) order:
     from {start} ("<client_id>/<slot>", as next_start gives it) on, at most {limit} of them; next_start
     names where the next page starts (absent at the end)."""
     limit = _limit_arg(limit)
     if start is not None and not isinstance(start, str):
         raise RpcException("start: '<client_id>/<slot>', as next_start gives it", INVALID_PARAMS)
-    try:
-        return _server().invoices_page(_client_id(client_id) if client_id is not None else None, start, limit)
-    except ServerError as e:
-        raise RpcException(str(e), INVALID_PARAMS)
+    cid, server = _client_id(client_id) if client_id is not None else None, _server()
+
+    def page():
+        try:
+            return server.invoices_page(cid, start, limit)
+        except ServerError as e:
+            raise RpcException(str(e), INVALID_PARAMS)
+    _on_operator_thread(request, page)
 
 
 @plugin.method("asyncreceive-dev-makepath")

@@ -329,7 +329,8 @@ def restart(server, recipient, payer, fillers: int, clean: bool) -> tuple:
                 break
         except RpcError:   # not connected yet
             time.sleep(0.1)
-    server.rpc.call("asyncreceive-status")     # waits for the tally
+    while server.rpc.call("asyncreceive-status")["static_invoice_server"]["counting"]:   # the tally not ready
+        time.sleep(0.05)
     return (started, first, time.time() - t0), real
 
 

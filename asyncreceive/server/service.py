@@ -328,8 +328,18 @@ class ServerService:
                             "times_served": times_served})
         return _paged("invoices", out, f"{_text(bytes.fromhex(nxt[0]))}/{int(nxt[1])}" if nxt is not None else None)
 
-    def totals(self) -> dict:
-        """What the server stores, from the tally (no listing)."""
+    def totals(self, wait: bool = True) -> dict:
+        """What the server stores, from the tally (no listing).  With ``wait`` False it does not wait
+        for the count a start may still be making (``load``): it then says ``counting`` (True while
+        counting), and while counting gives None for clients, invoices and bytes_stored; the mailboxes
+        and held messages, read before the count, are known."""
+        if not wait:
+            with self._lock:
+                if not self._loaded.is_set():
+                    return {"clients": None, "invoices": None, "mailboxes": len(self._box_of),
+                            "held_messages": sum(map(len, self._held_keys.values())), "bytes_stored": None,
+                            "counting": True}
+            return dict(self.totals(), counting=False)
         self._tally_ready()
         with self._lock:
             c = dict(self.tally.count)

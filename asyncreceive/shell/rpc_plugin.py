@@ -73,6 +73,20 @@ class OperatorPlugin(Plugin):
         if not method.background:
             request.set_result(result)
 
+    def answer(self, request, work) -> None:
+        """Answer a background command's ``request`` with what ``work()`` returns, its errors answered
+        as a command's are (for a thread that runs the command's work)."""
+        try:
+            result = work()
+            json.dumps(result)
+        except RpcException as e:
+            return self._fail(request, e.code, e.message, "debug")
+        except RpcError as e:
+            return self._fail(request, FAILED, rpc_error_line(e), "unusual", traceback.format_exc())
+        except Exception as e:
+            return self._bug(request, e)
+        request.set_result(result)
+
     def _bug(self, request, e: Exception) -> None:
         self._fail(request, FAILED, f"internal error: {type(e).__name__}: {e}", "broken", traceback.format_exc())
 

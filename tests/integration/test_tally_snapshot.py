@@ -83,3 +83,29 @@ def test_a_clean_restart_reads_the_tally_and_a_kill_counts_it(node_factory, plug
     started(node, "counted client by client", mark)
     assert snapshot_keys(node) == []
     assert state(node) == changed
+
+
+def test_status_answers_while_a_start_counts(node_factory, plugin_opts):
+    """After a crash the start counts client by client (seconds at thousands of clients); meanwhile
+    asyncreceive-status answers at once (counting, totals not known yet) and a page of clients waits
+    for the count on the operator's thread, not on the thread that reads lightningd's hooks."""
+    import threading
+    many = 3000
+    node = node_factory.get_node(options=dict(plugin_opts, **{"asyncserver-max-clients": many + 10}))
+    store = Lightningd(KeptConnectionRpc(node.rpc.socket_path))
+    now = int(time.time())
+    for i in range(many):     # written behind the plugin's back: the start after the kill counts them
+        store.ds_put(client_key(b"c-%05d" % i), ClientRecord(b"c-%05d" % i, now, None, i.to_bytes(8, "big")).encode())
+    node.daemon.kill()
+    node.start()
+    pages = []
+    page = threading.Thread(target=lambda: pages.append(node.rpc.call("asyncserver-listclients", {"limit": 3})))
+    page.start()
+    time.sleep(0.5)           # the page is asked for first (the count takes seconds)
+    st = node.rpc.call("asyncreceive-status")["static_invoice_server"]
+    assert st["counting"] is True and st["clients"] is None and st["invoices"] is None, st
+    assert page.is_alive(), "the page waits for the count"
+    page.join(300)
+    assert [c["client_id"] for c in pages[0]["clients"]] == ["c-00000", "c-00001", "c-00002"]
+    st = node.rpc.call("asyncreceive-status")["static_invoice_server"]
+    assert st["counting"] is False and st["clients"] == many, st

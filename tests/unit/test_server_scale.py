@@ -132,9 +132,15 @@ def test_requests_are_served_while_the_tally_is_counted_and_writes_meanwhile_are
     reader.start()
     reader.join(0.2)
     assert totals == []                               # the totals wait for the count
+    now = w.server.totals(wait=False)                 # asyncreceive-status's: answered while counting
+    exact = full_count(w.snode)
+    assert now == {"clients": None, "invoices": None, "bytes_stored": None, "counting": True,
+                   "mailboxes": exact["mailboxes"], "held_messages": exact["held_messages"]}
+    assert now["mailboxes"] == 1                      # read before the count
     gate.set()
     reader.join(5)
-    assert totals == [full_count(w.snode)] and totals[0]["clients"] == 1
+    assert totals == [exact] and totals[0]["clients"] == 1
+    assert w.server.totals(wait=False) == dict(exact, counting=False)
 
 
 def test_log_lines_lightningd_would_drop_are_not_sent():
