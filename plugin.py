@@ -30,7 +30,7 @@ try:
     from asyncreceive.receiving.service import PaymentsService
     from asyncreceive.recipient.service import RecipientError, RecipientService
     from asyncreceive.server.ratelimit import RateLimiter
-    from asyncreceive.server.service import ServerConfig, ServerError, ServerService
+    from asyncreceive.server.service import ServerConfig, ServerError, ServerService, invoice_cursor
     from asyncreceive.wire.messages import KNOWN_MESSAGE_TYPES
     from asyncreceive.wire.paths import BlindedPath, decode_server_paths
 except ImportError as e:  # started by a python3 without our dependencies
@@ -571,28 +571,59 @@ def refresh(plugin):
 def _client_id(client_id) -> bytes:
     if not isinstance(client_id, str) or not client_id:
         raise RpcException("client_id: a non-empty string is needed")
-    return client_id.encode()
+    return _utf8("client_id", client_id)
 
 
-def _on_operator_thread(request, work) -> None:
+def _utf8(name: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:    # a lone surrogate: JSON can carry one, UTF-8 cannot
+        raise RpcException(f"{name}: not valid UTF-8", INVALID_PARAMS)
+
+
+def _on_operator_thread(request, work, needs_tally: bool = False) -> None:
     """Answer ``request`` with ``work()`` run on the operator's thread, not on pyln's main thread, which
-    must stay free to read lightningd's hooks: enrolling and paging may wait for the count a start
-    makes (seconds at 10 000 clients), and on PostgreSQL each datastore read costs the rows after its
-    key.  One thread (a daemon: it never holds up the plugin's exit) runs the server's operator
-    commands one after another."""
+    must stay free to read lightningd's hooks: on PostgreSQL each datastore read costs the rows after
+    its key (seconds at 10 000 clients).  One thread (a daemon: it never holds up the plugin's exit)
+    runs the server's operator commands one after another.  Work that ``needs_tally`` (the counts, or
+    pages) waits for the count a start may still be making on a thread of its own, then joins the
+    queue, so it holds up no other command (a removeclient)."""
     global _operator
     if _operator is None:
-        _operator = queue.SimpleQueue()
+        _operator = queue.Queue(OPERATOR_QUEUE)
         threading.Thread(target=_operator_loop, args=(_operator,), name="asyncreceive-operator", daemon=True).start()
-    _operator.put((request, work))
+    server = _server()
+    if needs_tally and not server.tally_ready():
+        if not _waiting.acquire(blocking=False):
+            raise RpcException(f"{OPERATOR_QUEUE} commands are already waiting for the start-up count; try "
+                               "again once asyncreceive-status no longer says counting")
+
+        def after_count():
+            server.wait_tally()
+            _waiting.release()
+            _operator.put((request, work))
+        threading.Thread(target=after_count, name="asyncreceive-operator-waits", daemon=True).start()
+        return
+    try:
+        _operator.put_nowait((request, work))
+    except queue.Full:
+        raise RpcException(f"{OPERATOR_QUEUE} operator commands are already waiting; try again later")
 
 
-def _operator_loop(q: "queue.SimpleQueue") -> None:
+def _operator_loop(q: "queue.Queue") -> None:
     while True:
-        plugin.answer(*q.get())
+        request, work = q.get()
+        try:
+            plugin.answer(request, work)
+        except BaseException:     # answering failed (pyln's pipe gone): the next command still runs
+            log(f"operator command {getattr(request, 'method', request)} not answered: {traceback.format_exc()}",
+                "unusual")
 
 
-_operator: Optional["queue.SimpleQueue"] = None
+#: operator commands queued (and threads) at most: past that, a clear error
+OPERATOR_QUEUE = 64
+_operator: Optional["queue.Queue"] = None
+_waiting = threading.BoundedSemaphore(OPERATOR_QUEUE)    # commands waiting for the start-up count
 
 
 @plugin.async_method("asyncserver-addclient")
@@ -612,7 +643,7 @@ def addclient(plugin, request, client_id, expiry=None, rotate=False):
             return server.add_client(cid, expiry, rotate)
         except ServerError as e:
             raise RpcException(str(e))
-    _on_operator_thread(request, enrol)
+    _on_operator_thread(request, enrol, needs_tally=True)
 
 
 def _limit_arg(limit):
@@ -631,8 +662,8 @@ def listclients(plugin, request, start=None, limit=None):
     limit = _limit_arg(limit)
     if start is not None and (not isinstance(start, str) or not start):
         raise RpcException("start: a client_id (a non-empty string), as next_start gives it", INVALID_PARAMS)
-    server = _server()
-    _on_operator_thread(request, lambda: server.clients_page(start.encode() if start is not None else None, limit))
+    first, server = _utf8("start", start) if start is not None else None, _server()
+    _on_operator_thread(request, lambda: server.clients_page(first, limit), needs_tally=True)
 
 
 @plugin.async_method("asyncserver-removeclient")
@@ -657,13 +688,18 @@ def listinvoices(plugin, request, client_id=None, start=None, limit=None):
     if start is not None and not isinstance(start, str):
         raise RpcException("start: '<client_id>/<slot>', as next_start gives it", INVALID_PARAMS)
     cid, server = _client_id(client_id) if client_id is not None else None, _server()
+    if start is not None:
+        try:
+            invoice_cursor(start)       # a bad one is answered now, not after a start-up count
+        except ServerError as e:
+            raise RpcException(str(e), INVALID_PARAMS)
 
     def page():
         try:
             return server.invoices_page(cid, start, limit)
         except ServerError as e:
             raise RpcException(str(e), INVALID_PARAMS)
-    _on_operator_thread(request, page)
+    _on_operator_thread(request, page, needs_tally=True)
 
 
 @plugin.method("asyncreceive-dev-makepath")

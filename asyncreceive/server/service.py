@@ -308,7 +308,7 @@ class ServerService:
             self._require_client(client_id)
         self._tally_ready()
         with self._lock:
-            tails, nxt = self.tally.page("invoices", _invoice_cursor(start) if start is not None else (), limit,
+            tails, nxt = self.tally.page("invoices", invoice_cursor(start) if start is not None else (), limit,
                                          (client_id.hex(),) if client_id is not None else ())
         out = []
         for chex in dict.fromkeys(t[0] for t in tails):
@@ -332,14 +332,17 @@ class ServerService:
         """What the server stores, from the tally (no listing).  With ``wait`` False it does not wait
         for the count a start may still be making (``load``): it then says ``counting`` (True while
         counting), and while counting gives None for clients, invoices and bytes_stored; the mailboxes
-        and held messages, read before the count, are known."""
-        if not wait:
-            with self._lock:
-                if not self._loaded.is_set():
-                    return {"clients": None, "invoices": None, "mailboxes": len(self._box_of),
-                            "held_messages": sum(map(len, self._held_keys.values())), "bytes_stored": None,
-                            "counting": True}
-            return dict(self.totals(), counting=False)
+        and held messages are then those indexed (a damaged record, which the tally counts, is not)."""
+        if not wait:     # without _lock, which a write holds across its datastore calls (seconds on
+            #              PostgreSQL): the counts are read as they stand (each read is atomic)
+            if not self._loaded.is_set():
+                return {"clients": None, "invoices": None, "mailboxes": len(self._box_of),
+                        "held_messages": sum(map(len, list(self._held_keys.values()))), "bytes_stored": None,
+                        "counting": True}
+            tally = self.tally
+            c = dict(tally.count)
+            return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
+                    "held_messages": c["held"], "bytes_stored": tally.bytes, "counting": False}
         self._tally_ready()
         with self._lock:
             c = dict(self.tally.count)
@@ -710,6 +713,13 @@ class ServerService:
     def _tally_ready(self) -> None:
         self._loaded.wait()
 
+    def tally_ready(self) -> bool:
+        """Whether the counts are complete (False while a start counts what is stored)."""
+        return self._loaded.is_set()
+
+    def wait_tally(self) -> None:
+        self._loaded.wait()
+
     def _tally_op(self, op: str, *args) -> None:
         """A write is reflected in the tally (under ``_lock``), or kept to be replayed on the one being
         counted."""
@@ -960,9 +970,12 @@ def _paged(name: str, entries: List[dict], next_start: Optional[str]) -> dict:
     return {name: entries, **({"next_start": next_start} if next_start is not None else {})}
 
 
-def _invoice_cursor(start: str) -> Tuple[str, str]:
+def invoice_cursor(start: str) -> Tuple[str, str]:
     """``"<client_id>/<slot>"`` (what ``next_start`` gives) as a key tail; ServerError if it is not."""
     cid, sep, slot = start.rpartition("/")
     if not sep or not cid or not slot.isdigit() or not slot.isascii() or int(slot) > 0xFFFF:
         raise ServerError(f"start: '<client_id>/<slot>' as next_start gives it (e.g. 'phone/0'), not {start!r}")
-    return cid.encode().hex(), f"{int(slot):05d}"
+    try:
+        return cid.encode().hex(), f"{int(slot):05d}"
+    except UnicodeEncodeError:      # a lone surrogate: JSON can carry one, UTF-8 cannot
+        raise ServerError(f"start: the client_id in {start!r} is not valid UTF-8")

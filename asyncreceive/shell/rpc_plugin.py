@@ -78,11 +78,13 @@ class OperatorPlugin(Plugin):
         as a command's are (for a thread that runs the command's work)."""
         try:
             result = work()
-            json.dumps(result)
+            json.dumps(result, ensure_ascii=False).encode()   # as pyln writes it: what fails is our bug
         except RpcException as e:
             return self._fail(request, e.code, e.message, "debug")
         except RpcError as e:
             return self._fail(request, FAILED, rpc_error_line(e), "unusual", traceback.format_exc())
+        except OSError as e:      # lightningd's socket gone, or a write after the shutdown began
+            return self._fail(request, FAILED, f"not done: lightningd is stopping ({e})", "debug")
         except Exception as e:
             return self._bug(request, e)
         request.set_result(result)

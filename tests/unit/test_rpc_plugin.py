@@ -113,3 +113,33 @@ def test_a_handlers_signature_is_worked_out_once(monkeypatch):
     assert call(p, "both", [5, 6])["result"] == {"x": 5, "y": 6, "plugin": True}
     assert call(p, "ok", {"x": 1, "y": 2})["error"]["code"] == INVALID_PARAMS
     assert sorted(worked_out) == ["both", "ok"]
+
+
+def answered(plugin, work):
+    """What ``answer`` writes for a background command's request (exactly one answer)."""
+    out = Out()
+    plugin.stdout = out
+    req = Request(plugin, "7", "asyncserver-listclients", {})
+    req.background = True
+    plugin.answer(req, work)
+    raw = out.buffer.getvalue().decode().strip()
+    assert raw.count("\n\n") == 0, raw
+    return json.loads(raw)
+
+
+def test_a_background_answer_maps_errors_as_a_command_does():
+    p, logs = make()
+    assert answered(p, lambda: {"clients": []})["result"] == {"clients": []}
+
+    def refuse():
+        raise RpcException("bad start", INVALID_PARAMS)
+    assert answered(p, refuse)["error"] == {"code": INVALID_PARAMS, "message": "bad start"}
+
+    def stopping():
+        raise OSError("lightningd closed the RPC connection")
+    err = answered(p, stopping)["error"]
+    assert err["message"].startswith("not done: lightningd is stopping") and logs[-1][0] == "debug"
+    assert not any(level == "broken" for level, _ in logs)
+    # a result pyln could not write (a lone surrogate: JSON escapes it, UTF-8 cannot) is our bug, answered
+    err = answered(p, lambda: {"client_id": "\ud800"})["error"]
+    assert err["message"].startswith("internal error") and any(level == "broken" for level, _ in logs)

@@ -120,6 +120,8 @@ def test_a_bad_invoice_cursor_is_a_clear_error(bad):
     w = World()
     with pytest.raises(ServerError, match="start: '<client_id>/<slot>'"):
         w.server.invoices_page(start=bad, limit=2)
+    with pytest.raises(ServerError, match="not valid UTF-8"):     # a lone surrogate, which JSON carries
+        w.server.invoices_page(start="\ud800/0", limit=2)
 
 
 def test_the_client_limit_is_checked_on_the_counter():

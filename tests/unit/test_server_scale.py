@@ -306,3 +306,46 @@ def test_a_well_formed_invoice_request_is_served_whatever_its_signature_and_a_ma
     w.pt.send(inv.offer_paths[0], m.INVOICE_REQUEST, invreq[:-5], reply_context=PathContext(Kind.PAYER_REPLY))
     w.now += 1
     assert len(answers(w)) == 1
+
+
+def test_operator_commands_run_on_their_thread_and_a_wait_for_the_count_holds_up_no_other():
+    """plugin.py's operator thread: a page asked for while a start counts waits for the count without
+    holding up a removal asked for after it; an answer that fails leaves the thread running; past the
+    bound, a clear error."""
+    import importlib.util
+    import threading
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from pyln.client import RpcException
+    from pyln.testing.utils import wait_for
+    spec = importlib.util.spec_from_file_location("asyncreceive_plugin_ops", Path(__file__).parents[2] / "plugin.py")
+    p = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(p)
+    counted = threading.Event()
+    p.app = SimpleNamespace(server=SimpleNamespace(tally_ready=counted.is_set, wait_tally=lambda: counted.wait(10)),
+                            log_level=0)
+    p.plugin.log = lambda msg, level="info": None
+    answers, threads = [], set()
+
+    def answer(request, work):
+        threads.add(threading.current_thread().name)
+        if request == "fails":
+            raise BrokenPipeError("pyln's pipe is gone")
+        answers.append((request, work()))
+    p.plugin.answer = answer
+    p._on_operator_thread("page", lambda: "a page", needs_tally=True)
+    p._on_operator_thread("fails", lambda: None)
+    p._on_operator_thread("remove", lambda: "removed")
+    wait_for(lambda: answers == [("remove", "removed")], timeout=5)
+    counted.set()
+    wait_for(lambda: answers == [("remove", "removed"), ("page", "a page")], timeout=5)
+    assert threads == {"asyncreceive-operator"}
+    # the bound on commands waiting for a count
+    counted.clear()
+    for i in range(p.OPERATOR_QUEUE):
+        p._on_operator_thread(f"wait {i}", lambda: "late", needs_tally=True)
+    with pytest.raises(RpcException, match="already waiting"):
+        p._on_operator_thread("one more", lambda: "late", needs_tally=True)
+    counted.set()
+    wait_for(lambda: len(answers) == 2 + p.OPERATOR_QUEUE, timeout=10)
