@@ -70,6 +70,34 @@ def test_a_page_reads_only_its_own_clients():
     assert after == {"clients": w.server.list_clients()[1:3], "next_start": "dave"}
 
 
+def test_on_postgresql_a_page_reads_its_missing_clients_with_one_listing():
+    """On PostgreSQL a read costs the rows after its key (every invoice sorts after every client): a
+    page with more than one client not kept yet lists the clients' key once instead; then as on SQLite."""
+    w = World()
+    for c in CLIENTS:
+        w.server.add_client(c)
+    w.server._database = "postgres"
+    w.server._clients.clear()
+    reads = []
+    get, lst = w.snode.ds_get, w.snode.ds_list
+    w.snode.ds_get = lambda k: (reads.append(("get", k)), get(k))[1]
+    w.snode.ds_list = lambda k: (reads.append(("list", k)), lst(k))[1]
+    page = w.server.clients_page(b"bob", 2)
+    assert reads == [("list", SERVER_PREFIX + ["clients"])]
+    assert page == {"clients": w.server.list_clients()[1:3], "next_start": "dave"}
+    reads.clear()
+    assert w.server.clients_page(b"bob", 2) == page and reads == []         # kept
+    w.server.clients_page(b"carol", 2)                                       # one missing: one read
+    assert reads == [("get", client_key(b"dave"))]
+    # what the listing kept is the record as stored: a client written since shows as written
+    w.server.remove_client(b"carol")
+    w.server.add_client(b"carol", expiry=3600)
+    w.server._clients.clear()
+    reads.clear()
+    carol = w.server.clients_page(b"bob", 2)["clients"][1]
+    assert reads == [("list", SERVER_PREFIX + ["clients"])] and carol["expires_at"] is not None
+
+
 def invoices_world():
     """phone's real invoices (3 slots), and a copy of slot 0's record for alice and bob (slots 0, 1)."""
     w = World(slots=3)
