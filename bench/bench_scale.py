@@ -318,8 +318,8 @@ def profiler(server, fillers: int):
 def restart(server, recipient, payer, fillers: int, clean: bool) -> tuple:
     """Stop the server (``clean``: lightningd's stop, after which the plugin leaves its tally for the next
     start; else SIGKILL, as a crash: the next start counts) and start it again; (seconds to lightningd
-    answering, to a payer's invoice_request answered, to the tally ready: status answers), and the
-    real client's static invoices."""
+    answering, to a payer's invoice_request answered, to the tally ready: status no longer says
+    counting), and the real client's static invoices."""
     if clean:
         server.stop()
     else:
@@ -331,18 +331,21 @@ def restart(server, recipient, payer, fillers: int, clean: bool) -> tuple:
     started = time.time() - t0
     payer.node.connect(server)
     recipient.connect(server)
-    real = [offer_of(server, REAL, s) for s in range(SLOTS)]
+    # the real client's first invoice only, until it is answered: on PostgreSQL each of our reads costs
+    # lightningd every row after its key (this one sorts first: all of them, 2.6 s at 10 000 x 10)
+    first_offer = offer_of(server, REAL, 0)
     first = float("nan")
     while time.time() - t0 < 120:
         try:
-            if not math.isnan(payer.request(real[0], 1000, timeout=1)):
+            if not math.isnan(payer.request(first_offer, 1000, timeout=1)):
                 first = time.time() - t0
                 break
         except RpcError:   # not connected yet
             time.sleep(0.1)
     while server.rpc.call("asyncreceive-status")["static_invoice_server"]["counting"]:   # the tally not ready
         time.sleep(0.05)
-    return (started, first, time.time() - t0), real
+    counted = time.time() - t0
+    return (started, first, counted), [first_offer] + [offer_of(server, REAL, s) for s in range(1, SLOTS)]
 
 
 def measure(server, recipient, payer, fillers: int, crash: bool = True) -> dict:
@@ -494,7 +497,7 @@ LINES = [
     ("datastore value bytes per invoice", "value_bytes", "{:.0f}"),
     ("start-up after a crash: lightningd+plugin start (s)", "start_rpc", "{:.2f}"),
     ("start-up after a crash: to first answer (s)", "start_first", "{:.2f}"),
-    ("start-up after a crash: to all counted (status answers) (s)", "start_tally", "{:.2f}"),
+    ("start-up after a crash: to all counted (status: counting false) (s)", "start_tally", "{:.2f}"),
     ("start-up after a clean stop: to first answer (s)", "clean_first", "{:.2f}"),
     ("start-up after a clean stop: to the tally read (s)", "clean_tally", "{:.2f}"),
     (f"asyncserver-listclients limit={PAGE}, first view (ms)", "listclients_first", "{:.1f}"),
