@@ -581,6 +581,16 @@ def _utf8(name: str, text: str) -> bytes:
         raise RpcException(f"{name}: not valid UTF-8", INVALID_PARAMS)
 
 
+def _refusing(work, code: Optional[int] = None):
+    """``work`` with the server's refusal (ServerError) turned into the command's one-line error."""
+    def run():
+        try:
+            return work()
+        except ServerError as e:
+            raise RpcException(str(e)) if code is None else RpcException(str(e), code)
+    return run
+
+
 def _on_operator_thread(request, work, needs_tally: bool = False) -> None:
     """Answer ``request`` with ``work()`` run on the operator's thread, not on pyln's main thread, which
     must stay free to read lightningd's hooks: on PostgreSQL each datastore read costs the rows after
@@ -637,21 +647,13 @@ def addclient(plugin, request, client_id, expiry=None, rotate=False):
     if not isinstance(rotate, bool):
         raise RpcException("rotate: true or false")
     cid, server = _client_id(client_id), _server()
-
-    def enrol():
-        try:
-            return server.add_client(cid, expiry, rotate)
-        except ServerError as e:
-            raise RpcException(str(e))
-    _on_operator_thread(request, enrol, needs_tally=True)
+    _on_operator_thread(request, _refusing(lambda: server.add_client(cid, expiry, rotate)), needs_tally=True)
 
 
 def _limit_arg(limit):
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise RpcException(f"limit: a whole number of entries, 1 or more, not {limit!r}", INVALID_PARAMS)
     return limit
-
-
 
 
 @plugin.async_method("asyncserver-listclients")
@@ -670,13 +672,7 @@ def listclients(plugin, request, start=None, limit=None):
 def removeclient(plugin, request, client_id):
     """Stop serving {client_id}: delete its static invoices; its paths stop working."""
     cid, server = _client_id(client_id), _server()
-
-    def remove():
-        try:
-            return server.remove_client(cid)
-        except ServerError as e:
-            raise RpcException(str(e))
-    _on_operator_thread(request, remove)
+    _on_operator_thread(request, _refusing(lambda: server.remove_client(cid)))
 
 
 @plugin.async_method("asyncserver-listinvoices")
@@ -693,13 +689,8 @@ def listinvoices(plugin, request, client_id=None, start=None, limit=None):
             invoice_cursor(start)       # a bad one is answered now, not after a start-up count
         except ServerError as e:
             raise RpcException(str(e), INVALID_PARAMS)
-
-    def page():
-        try:
-            return server.invoices_page(cid, start, limit)
-        except ServerError as e:
-            raise RpcException(str(e), INVALID_PARAMS)
-    _on_operator_thread(request, page, needs_tally=True)
+    _on_operator_thread(request, _refusing(lambda: server.invoices_page(cid, start, limit), INVALID_PARAMS),
+                        needs_tally=True)
 
 
 @plugin.method("asyncreceive-dev-makepath")

@@ -160,7 +160,7 @@ class ServerService:
         now = self.now()
         expires_at = now + expiry if expiry else None
         key = client_key(client_id)
-        self._tally_ready()
+        self.wait_tally()
         with self._lock:
             got = self.node.ds_get(key)
             old = self._decode_client(got[0], key) if got is not None else None
@@ -257,7 +257,7 @@ class ServerService:
         read before (lightningd's listdatastore has no paging: listing the clients' key returns every
         client; on PostgreSQL each read costs the rows after its key), the whole list one listing."""
         first = (start.hex(),) if start is not None else ()
-        self._tally_ready()
+        self.wait_tally()
         with self._lock:
             tails, nxt = self.tally.page("clients", first, limit)
         if limit is None:
@@ -325,7 +325,7 @@ class ServerService:
         (a client's invoices are one key's children)."""
         if client_id is not None:
             self._require_client(client_id)
-        self._tally_ready()
+        self.wait_tally()
         with self._lock:
             tails, nxt = self.tally.page("invoices", invoice_cursor(start) if start is not None else (), limit,
                                          (client_id.hex(),) if client_id is not None else ())
@@ -354,7 +354,7 @@ class ServerService:
         and held messages are then those indexed (a damaged record, which the tally counts, is not)."""
         if not wait:     # without _lock, which a write holds across its datastore calls (seconds on
             #              PostgreSQL): the counts are read as they stand (each read is atomic)
-            if not self._loaded.is_set():
+            if not self.tally_ready():
                 return {"clients": None, "invoices": None, "mailboxes": len(self._box_of),
                         "held_messages": sum(map(len, list(self._held_keys.values()))), "bytes_stored": None,
                         "counting": True}
@@ -362,7 +362,7 @@ class ServerService:
             c = dict(tally.count)
             return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
                     "held_messages": c["held"], "bytes_stored": tally.bytes, "counting": False}
-        self._tally_ready()
+        self.wait_tally()
         with self._lock:
             c = dict(self.tally.count)
             return {"clients": c["clients"], "invoices": c["invoices"], "mailboxes": c["mailbox"],
@@ -592,7 +592,7 @@ class ServerService:
         (``close``), which is deleted here, before the server writes anything (after a crash the next
         start must find none); or, without a whole snapshot, counted (``_count``: values not kept).
         With ``background`` that is done on a thread of its own: requests are served meanwhile (they
-        need no tally); the operator's RPCs that show counts or pages wait for it (``_tally_ready``),
+        need no tally); the operator's RPCs that show counts or pages wait for it (``wait_tally``),
         and the writes made meanwhile are replayed on it once it is complete."""
         t0 = time.monotonic()
         n = len(SERVER_PREFIX)
@@ -729,14 +729,12 @@ class ServerService:
                   f"{self.tally.count['invoices']} invoices left for the next start ({len(records) - 1} part(s), "
                   f"{sum(len(v) for _, v in records)} bytes) in {time.monotonic() - t0:.2f} s", "info")
 
-    def _tally_ready(self) -> None:
-        self._loaded.wait()
-
     def tally_ready(self) -> bool:
         """Whether the counts are complete (False while a start counts what is stored)."""
         return self._loaded.is_set()
 
     def wait_tally(self) -> None:
+        """Wait until the counts are complete."""
         self._loaded.wait()
 
     def _tally_op(self, op: str, *args) -> None:
